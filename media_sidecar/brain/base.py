@@ -1,0 +1,71 @@
+"""The dialog brain interface: what the agent says and does, given what the caller did.
+
+A brain sees text and digits, never audio. It answers each input with an async stream of
+:class:`Say` (one sentence or phrase, spoken in order) and at most one :class:`Act` (transfer or
+hang up, carried out after everything said before it has been played). The rule brain of this
+package is one implementation; an LLM brain streams sentences the same way, so the media
+session never changes when brains do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    text: str
+    interruptible: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Act:
+    kind: Literal["transfer", "hangup"]
+    destination: str = ""
+    reason: str = ""
+
+
+BrainOutput = Say | Act
+
+
+@dataclass(frozen=True, slots=True)
+class UserText:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserDtmf:
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoInputTimeout:
+    count: int
+    """1 for the first timeout since the caller last spoke, 2 for the second, ..."""
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """The call has started: produce the greeting."""
+
+
+BrainInput = Start | UserText | UserDtmf | NoInputTimeout
+
+
+@dataclass(slots=True)
+class TurnInfo:
+    """What the brain reports about how it handled an input (for the call record)."""
+
+    intent: str = ""
+    matched: list[str] = field(default_factory=list)
+
+
+class Brain(Protocol):
+    """One per call. ``respond`` must be cancellable (barge-in cancels the turn)."""
+
+    def respond(self, event: BrainInput, info: TurnInfo) -> AsyncIterator[BrainOutput]: ...
+
+    def heard(self, text: str, complete: bool) -> None:
+        """Tell the brain what of its last answer the caller actually heard."""

@@ -1,0 +1,322 @@
+"""Load and validate the YAML configuration into :mod:`schema` objects.
+
+``yaml.safe_load`` once, ``${VAR}`` / ``${VAR:-default}`` substituted from the environment,
+then a strict structural conversion: unknown keys, wrong types and dangling references are
+errors that name the file, the key path and what was expected. Secrets (``ami.secret``) must come
+from the environment; a literal secret in the file is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from . import schema as s
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SECRET_PATHS = {"ami.secret"}
+
+
+class ConfigError(ValueError):
+    """A configuration problem: names the file, the key path and what was expected."""
+
+    def __init__(self, source: str, path: str, message: str) -> None:
+        super().__init__(f"{source}: {path or '<top>'}: {message}")
+        self.source = source
+        self.path = path
+
+
+def default_yaml_text() -> str:
+    return resources.files("media_sidecar.config").joinpath("default.yaml").read_text("utf-8")
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> s.Config:
+    """Load ``path`` (or the embedded default) and validate it. Raises ConfigError."""
+    if path is None:
+        return parse_config(default_yaml_text(), "<embedded default>", env)
+    p = Path(path)
+    try:
+        text = p.read_text("utf-8")
+    except OSError as exc:
+        raise ConfigError(str(p), "", f"cannot read file: {exc.strerror}") from None
+    return parse_config(text, str(p), env)
+
+
+def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -> s.Config:
+    env = os.environ if env is None else env
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, "", f"not valid YAML: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(source, "", "expected a mapping at the top level")
+    _check_secrets(raw, source)
+    raw = _substitute(raw, env, source, "")
+    b = _Builder(source)
+    cfg = b.build_config(raw)
+    _validate(cfg, source)
+    return cfg
+
+
+def _check_secrets(raw: dict[str, Any], source: str) -> None:
+    for dotted in _SECRET_PATHS:
+        node: Any = raw
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node not in (None, "") and not (isinstance(node, str) and _ENV_REF.fullmatch(node)):
+            raise ConfigError(
+                source, dotted, "secrets must come from the environment, e.g. ${AMI_SECRET}"
+            )
+
+
+def _substitute(node: Any, env: Mapping[str, str], source: str, path: str) -> Any:
+    if isinstance(node, str):
+
+        def repl(m: re.Match[str]) -> str:
+            value = env.get(m.group(1))
+            if value is None or value == "":
+                if m.group(2) is not None:
+                    return m.group(2)
+                return ""
+            return value
+
+        return _ENV_REF.sub(repl, node)
+    if isinstance(node, dict):
+        return {k: _substitute(v, env, source, f"{path}.{k}" if path else str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, env, source, f"{path}[{i}]") for i, v in enumerate(node)]
+    return node
+
+
+class _Builder:
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def err(self, path: str, msg: str) -> ConfigError:
+        return ConfigError(self.source, path, msg)
+
+    def build_config(self, raw: dict[str, Any]) -> s.Config:
+        allowed = {"fastagi", "sidecar", "ami", "routing", "assistants"}
+        for key in raw:
+            if key not in allowed:
+                raise self.err(str(key), f"unknown section (expected one of {sorted(allowed)})")
+        assistants_raw = raw.get("assistants") or {}
+        if not isinstance(assistants_raw, dict):
+            raise self.err("assistants", "expected a mapping of assistant name to settings")
+        assistants = tuple(
+            self.build_assistant(str(name), body, f"assistants.{name}")
+            for name, body in assistants_raw.items()
+        )
+        return s.Config(
+            fastagi=self.build(s.FastAgiConfig, raw.get("fastagi"), "fastagi"),
+            sidecar=self.build(s.SidecarConfig, raw.get("sidecar"), "sidecar"),
+            ami=self.build(s.AmiConfig, raw.get("ami"), "ami"),
+            routing=self.build_routing(raw.get("routing"), "routing"),
+            assistants=assistants,
+            source=self.source,
+        )
+
+    def build_routing(self, raw: Any, path: str) -> s.RoutingConfig:
+        raw = self.mapping(raw, path)
+        rules = []
+        for i, r in enumerate(raw.pop("rules", None) or []):
+            rp = f"{path}.rules[{i}]"
+            r = self.mapping(r, rp)
+            if "assistant" not in r:
+                raise self.err(rp, "a rule needs 'assistant'")
+            match = self.mapping(r.pop("match", None), f"{rp}.match")
+            for k in ("query", "variables"):
+                if k in match:
+                    match[k] = self.pairs(match[k], f"{rp}.match.{k}")
+            m = self.build(s.Match, match, f"{rp}.match")
+            assistant = self.scalar(str, r.pop("assistant"), f"{rp}.assistant")
+            if r:
+                raise self.err(f"{rp}.{next(iter(r))}", "unknown key (expected match, assistant)")
+            rules.append(s.Rule(m, assistant))
+        cfg = self.build(s.RoutingConfig, raw, path)
+        return dataclasses.replace(cfg, rules=tuple(rules))
+
+    def build_assistant(self, name: str, raw: Any, path: str) -> s.AssistantConfig:
+        raw = dict(self.mapping(raw, path))
+        dests = raw.pop("destinations", None) or {}
+        dests = self.mapping(dests, f"{path}.destinations")
+        destinations = tuple(
+            (str(k), self.build(s.Destination, v, f"{path}.destinations.{k}"))
+            for k, v in dests.items()
+        )
+        brain = dict(self.mapping(raw.pop("brain", None), f"{path}.brain"))
+        dtmf_raw = self.mapping(brain.pop("dtmf", None), f"{path}.brain.dtmf")
+        dtmf = tuple(
+            self.build(s.DtmfMapping, {"digit": str(k), **self.mapping(v, f"{path}.brain.dtmf.{k}")},
+                       f"{path}.brain.dtmf.{k}")
+            for k, v in dtmf_raw.items()
+        )
+        brain_cfg = self.build(s.RulesBrainConfig, brain, f"{path}.brain")
+        brain_cfg = dataclasses.replace(brain_cfg, dtmf=dtmf)
+        cfg = self.build(s.AssistantConfig, {"name": name, **raw}, path)
+        return dataclasses.replace(cfg, destinations=destinations, brain=brain_cfg)
+
+    # -- generic structural conversion -----------------------------------------------------------
+
+    def mapping(self, raw: Any, path: str) -> dict[str, Any]:
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            raise self.err(path, f"expected a mapping, got {type(raw).__name__}")
+        return dict(raw)
+
+    def pairs(self, raw: Any, path: str) -> tuple[tuple[str, str], ...]:
+        m = self.mapping(raw, path)
+        return tuple((str(k), self.scalar(str, v, f"{path}.{k}")) for k, v in m.items())
+
+    def build(self, cls: type[Any], raw: Any, path: str) -> Any:
+        if isinstance(raw, cls):
+            return raw
+        data = self.mapping(raw, path)
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            key = str(key)
+            if key not in fields:
+                raise self.err(
+                    f"{path}.{key}" if path else key,
+                    f"unknown key (expected one of {sorted(fields)})",
+                )
+            kwargs[key] = self.convert(hints[key], value, f"{path}.{key}" if path else key)
+        for fname, f in fields.items():
+            if fname not in kwargs and f.default is dataclasses.MISSING and (
+                f.default_factory is dataclasses.MISSING
+            ):
+                raise self.err(f"{path}.{fname}", "required key is missing")
+        return cls(**kwargs)
+
+    def convert(self, tp: Any, value: Any, path: str) -> Any:
+        origin = typing.get_origin(tp)
+        args = typing.get_args(tp)
+        if origin in (typing.Union, types.UnionType):
+            if value is None and type(None) in args:
+                return None
+            inner = [a for a in args if a is not type(None)]
+            return self.convert(inner[0], value, path)
+        if origin is Literal:
+            if value not in args:
+                raise self.err(path, f"expected one of {list(args)}, got {value!r}")
+            return value
+        if origin is tuple:
+            if not isinstance(value, list):
+                raise self.err(path, f"expected a list, got {type(value).__name__}")
+            return tuple(self.convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+        if dataclasses.is_dataclass(tp):
+            return self.build(tp, value, path)
+        return self.scalar(tp, value, path)
+
+    def scalar(self, tp: Any, value: Any, path: str) -> Any:
+        if tp is str:
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise self.err(path, f"expected a string, got {type(value).__name__}")
+            if isinstance(value, int) and not isinstance(value, bool):
+                # YAML turns 012 into 10: phone numbers and extensions must be quoted.
+                if path.endswith(("exten", "dnid", "extension", "callerid", "digit")):
+                    raise self.err(path, f"expected a quoted string (got the number {value}); "
+                                   "quote phone numbers and extensions")
+            return str(value)
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+                return value.lower() in ("true", "yes", "on", "1")
+            raise self.err(path, f"expected true or false, got {value!r}")
+        if tp is int:
+            if isinstance(value, bool):
+                raise self.err(path, f"expected an integer, got {value!r}")
+            try:
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError
+                return int(value)
+            except (TypeError, ValueError):
+                raise self.err(path, f"expected an integer, got {value!r}") from None
+        if tp is float:
+            if isinstance(value, bool):
+                raise self.err(path, f"expected a number, got {value!r}")
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                raise self.err(path, f"expected a number, got {value!r}") from None
+        raise self.err(path, f"unsupported type {tp!r}")  # pragma: no cover - schema bug
+
+
+_DTMF_KEYS = set("0123456789*#ABCD")
+_PROVIDERS = {"local"}
+_AUDIO_FORMATS = {"slin", "slin16", "ulaw", "alaw"}
+
+
+def _validate(cfg: s.Config, source: str) -> None:
+    names = [a.name for a in cfg.assistants]
+    if not names:
+        raise ConfigError(source, "assistants", "at least one assistant is required")
+    if cfg.routing.default and cfg.routing.default not in names:
+        raise ConfigError(source, "routing.default",
+                          f"unknown assistant {cfg.routing.default!r} (have {names})")
+    for i, rule in enumerate(cfg.routing.rules):
+        if rule.assistant not in names:
+            raise ConfigError(source, f"routing.rules[{i}].assistant",
+                              f"unknown assistant {rule.assistant!r} (have {names})")
+        for fname in ("script", "dnid", "extension", "callerid", "context"):
+            pattern = getattr(rule.match, fname)
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise ConfigError(source, f"routing.rules[{i}].match.{fname}",
+                                      f"not a valid regular expression: {exc}") from None
+    for port_path, port in (("fastagi.listen.port", cfg.fastagi.listen.port),
+                            ("sidecar.audiosocket.port", cfg.sidecar.audiosocket.port),
+                            ("sidecar.control.port", cfg.sidecar.control.port)):
+        if not 0 <= port <= 65535:
+            raise ConfigError(source, port_path, f"expected a TCP port 0..65535, got {port}")
+    if not 0 < cfg.fastagi.offer_timeout < 1.0:
+        raise ConfigError(source, "fastagi.offer_timeout",
+                          "expected seconds above 0 and below 1 (a caller must never wait longer)")
+    for a in cfg.assistants:
+        p = f"assistants.{a.name}"
+        if a.provider not in _PROVIDERS:
+            raise ConfigError(source, f"{p}.provider",
+                              f"unknown provider {a.provider!r} (expected one of {sorted(_PROVIDERS)})")
+        if a.audio_format not in _AUDIO_FORMATS:
+            raise ConfigError(source, f"{p}.audio_format",
+                              f"expected one of {sorted(_AUDIO_FORMATS)}, got {a.audio_format!r}")
+        if not 0 <= a.vad.aggressiveness <= 3:
+            raise ConfigError(source, f"{p}.vad.aggressiveness", "expected 0..3")
+        dest_names = {k for k, _ in a.destinations}
+        actions: list[tuple[str, s.Action]] = [
+            (f"{p}.brain.intents[{i}].action", it.action) for i, it in enumerate(a.brain.intents)
+        ]
+        actions += [(f"{p}.brain.dtmf.{m.digit}.action", m.action) for m in a.brain.dtmf]
+        for apath, act in actions:
+            if act.kind == "transfer" and act.destination not in dest_names:
+                raise ConfigError(source, f"{apath}.destination",
+                                  f"unknown destination {act.destination!r} "
+                                  f"(the assistant allows {sorted(dest_names)})")
+        for i, it in enumerate(a.brain.intents):
+            if not it.phrases and not it.keywords:
+                raise ConfigError(source, f"{p}.brain.intents[{i}]",
+                                  "an intent needs phrases or keywords")
+        for m in a.brain.dtmf:
+            if m.digit not in _DTMF_KEYS:
+                raise ConfigError(source, f"{p}.brain.dtmf.{m.digit}",
+                                  "expected a DTMF key (0-9, *, #, A-D)")
+        if a.fallback_destination and a.fallback_destination not in dest_names:
+            raise ConfigError(source, f"{p}.fallback_destination",
+                              f"unknown destination {a.fallback_destination!r}")

@@ -1,0 +1,242 @@
+"""Typed, frozen configuration objects for both planes.
+
+The YAML file is loaded once by :mod:`media_sidecar.config.loader`, validated into these
+objects, and passed down explicitly. This module is the shared contract: ``fastagi_server``
+imports it, never the other way round. Phone numbers, extensions and DTMF keys are strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str = "127.0.0.1"
+    port: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FastAgiConfig:
+    listen: Listen = Listen("127.0.0.1", 4573)
+    env_timeout: float = 5.0
+    """Seconds to wait for the whole agi_ environment block."""
+    offer_timeout: float = 0.8
+    """Seconds to wait for the sidecar's accept; AI_STATUS=FAILED is set well within 1 s."""
+    audiosocket_address: str = ""
+    """host:port Asterisk connects AudioSocket to; empty means the sidecar's listen address."""
+    control_url: str = ""
+    """ws:// URL of the sidecar control link; empty means the sidecar's control listen address."""
+    answer: bool = True
+    """Send ANSWER before EXEC AudioSocket when the channel is not up."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlayoutConfig:
+    lead_frames: int = 3
+    """Frames the writer may queue ahead of the wire (bounded lead)."""
+    queue_seconds: float = 60.0
+    """Most agent audio buffered for playout; more is refused (the producer waits)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarConfig:
+    audiosocket: Listen = Listen("127.0.0.1", 9092)
+    control: Listen = Listen("127.0.0.1", 9093)
+    uuid_timeout: float = 2.0
+    """The first AudioSocket message must be a UUID within this many seconds."""
+    offer_ttl: float = 30.0
+    """An offered UUID that never connects is forgotten after this many seconds."""
+    max_payload: int = 4096
+    max_calls: int = 100
+    records_path: str = ""
+    """JSON-lines file for call records; empty means records are only logged."""
+    playout: PlayoutConfig = PlayoutConfig()
+    caller_queue_frames: int = 50
+    """Caller audio frames buffered per call; when full the oldest is dropped and counted."""
+
+
+@dataclass(frozen=True, slots=True)
+class AmiConfig:
+    host: str = ""
+    port: int = 5038
+    username: str = ""
+    secret: str = field(default="", repr=False)
+    action_timeout: float = 5.0
+    ping_interval: float = 10.0
+    pong_timeout: float = 5.0
+    reconnect_min: float = 0.5
+    reconnect_max: float = 30.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.host and self.username)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One routing condition set; every given field must match (AND). Regexes are full-match."""
+
+    script: str | None = None
+    query: tuple[tuple[str, str], ...] = ()
+    dnid: str | None = None
+    extension: str | None = None
+    callerid: str | None = None
+    context: str | None = None
+    variables: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    match: Match
+    assistant: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    default: str = ""
+    rules: tuple[Rule, ...] = ()
+    allow_channel_override: bool = True
+    """Whether the AI_ASSISTANT channel variable (or ?assistant= in the AGI URL) picks the
+    assistant. The dialplan is trusted; the caller cannot set channel variables."""
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """A dialplan location a transfer goes to (AMI Redirect, or the dialplan on AI_STATUS)."""
+
+    context: str
+    exten: str
+    priority: str = "1"
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    kind: Literal["none", "transfer", "hangup"] = "none"
+    destination: str = ""
+    """For transfer: a key of the assistant's destinations."""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    name: str
+    reply: str
+    phrases: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()
+    action: Action = Action()
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfMapping:
+    digit: str
+    reply: str = ""
+    action: Action = Action()
+
+
+@dataclass(frozen=True, slots=True)
+class NoInput:
+    after: float = 8.0
+    """Seconds of caller silence after the agent stops talking before a reprompt."""
+    reprompt: str = "Are you still there?"
+    max_reprompts: int = 2
+    hangup_reply: str = "I haven't heard anything, so I'll end the call now. Goodbye."
+
+
+@dataclass(frozen=True, slots=True)
+class RulesBrainConfig:
+    greeting: str = "Hello, how can I help you?"
+    intents: tuple[Intent, ...] = ()
+    dtmf: tuple[DtmfMapping, ...] = ()
+    fallback: str = "Sorry, I didn't catch that. Could you say it another way?"
+    no_input: NoInput = NoInput()
+
+
+@dataclass(frozen=True, slots=True)
+class VadConfig:
+    aggressiveness: int = 2
+    start_ms: int = 120
+    """Voiced audio needed before speech is declared started."""
+    end_ms: int = 700
+    """End-of-speech hangover: unvoiced audio that ends an utterance."""
+    min_energy_dbfs: float = -45.0
+    """Frames quieter than this are never speech (line noise, comfort noise)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BargeInConfig:
+    enabled: bool = True
+    min_speech_ms: int = 240
+    """Caller speech must last this long during playout before the agent is cut off."""
+    greeting_protection_ms: int = 1500
+    """The first part of the greeting cannot be interrupted."""
+
+
+@dataclass(frozen=True, slots=True)
+class SttConfig:
+    engine: str = "moonshine"
+    model: str = "tiny-en"
+
+
+@dataclass(frozen=True, slots=True)
+class TtsConfig:
+    engine: str = "piper"
+    voice: str = "joe-us"
+    speed: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantConfig:
+    name: str
+    provider: str = "local"
+    language: str = "en"
+    audio_format: str = "slin"
+    """The call's AudioSocket payload codec: slin (AudioSocket() app), or ulaw/alaw/slin16 when
+    the dialplan used Dial(AudioSocket/...,c(...))."""
+    stt: SttConfig = SttConfig()
+    tts: TtsConfig = TtsConfig()
+    vad: VadConfig = VadConfig()
+    barge_in: BargeInConfig = BargeInConfig()
+    brain: RulesBrainConfig = RulesBrainConfig()
+    destinations: tuple[tuple[str, Destination], ...] = ()
+    fallback_destination: str = ""
+    """Where a failing call goes (a destinations key); empty ends the call with AI_STATUS."""
+    max_call_seconds: float = 900.0
+
+    def destination(self, key: str) -> Destination | None:
+        for name, dest in self.destinations:
+            if name == key:
+                return dest
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    fastagi: FastAgiConfig = FastAgiConfig()
+    sidecar: SidecarConfig = SidecarConfig()
+    ami: AmiConfig = AmiConfig()
+    routing: RoutingConfig = RoutingConfig()
+    assistants: tuple[AssistantConfig, ...] = ()
+    source: str = "<embedded default>"
+
+    def assistant(self, name: str) -> AssistantConfig | None:
+        for a in self.assistants:
+            if a.name == name:
+                return a
+        return None
+
+    @property
+    def audiosocket_address(self) -> str:
+        if self.fastagi.audiosocket_address:
+            return self.fastagi.audiosocket_address
+        a = self.sidecar.audiosocket
+        return f"{a.host}:{a.port}"
+
+    @property
+    def control_url(self) -> str:
+        if self.fastagi.control_url:
+            return self.fastagi.control_url
+        c = self.sidecar.control
+        return f"ws://{c.host}:{c.port}/control"

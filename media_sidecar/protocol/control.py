@@ -1,0 +1,195 @@
+"""The control link between the FastAGI server and the sidecar: versioned JSON messages.
+
+One WebSocket connection (text frames, one JSON object each) carries every call's messages;
+every message except ``hello`` names its call by ``uuid``. This module is pure: it turns
+messages into JSON text and back and rejects anything malformed with :class:`ControlError`.
+
+FastAGI server -> sidecar: ``hello``, ``offer``, ``dtmf``, ``hangup``, ``transfer_result``,
+``channel_gone``.
+Sidecar -> FastAGI server: ``hello``, ``accept``, ``refuse``, ``transfer_request``, ``ended``.
+
+Either side that restarts loses only its own calls: offers live in the sidecar, the AGI
+connections in the FastAGI server, and the link is re-established by the FastAGI side.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid as uuidlib
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 64 * 1024
+
+
+class ControlError(ValueError):
+    """A malformed or unsupported control-link message."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What the control plane knows about the call, offered to the sidecar."""
+
+    channel: str = ""
+    uniqueid: str = ""
+    linkedid: str = ""
+    callerid: str = ""
+    calleridname: str = ""
+    dnid: str = ""
+    extension: str = ""
+    context: str = ""
+    language: str = ""
+    script: str = ""
+    query: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)
+    variables: dict[str, str] = field(default_factory=dict)
+    """AI_VAR_* channel variables (prefix removed) and other AI_* inputs."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    TYPE: ClassVar[str] = "hello"
+    role: str
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    TYPE: ClassVar[str] = "offer"
+    uuid: str
+    assistant: str
+    context: CallContext = CallContext()
+    ami: bool = False
+    """Whether the control plane has a live AMI connection (transfers by Redirect)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    TYPE: ClassVar[str] = "accept"
+    uuid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    TYPE: ClassVar[str] = "refuse"
+    uuid: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dtmf:
+    TYPE: ClassVar[str] = "dtmf"
+    uuid: str
+    digit: str
+    source: str = "ami"
+
+
+@dataclass(frozen=True, slots=True)
+class Hangup:
+    """The channel hung up (AMI Hangup event): end the media session now."""
+
+    TYPE: ClassVar[str] = "hangup"
+    uuid: str
+    cause: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRequest:
+    """The assistant asks for a transfer; the control plane performs it (AMI Redirect)."""
+
+    TYPE: ClassVar[str] = "transfer_request"
+    uuid: str
+    destination: str
+    context: str
+    exten: str
+    priority: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferResult:
+    TYPE: ClassVar[str] = "transfer_result"
+    uuid: str
+    ok: bool
+    method: str = "redirect"
+    """redirect (AMI did it) or dialplan (hand back with AI_STATUS=TRANSFERRED)."""
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """The sidecar's verdict when a call's media session ends."""
+
+    TYPE: ClassVar[str] = "ended"
+    uuid: str
+    status: str
+    """COMPLETED, TRANSFERRED, CALLER_HANGUP or FAILED."""
+    transfer_to: str = ""
+    transfer_method: str = ""
+    reason: str = ""
+    summary: str = ""
+
+
+ControlMessage = (
+    Hello | Offer | Accept | Refuse | Dtmf | Hangup | TransferRequest | TransferResult | Ended
+)
+_TYPES: dict[str, type[Any]] = {
+    cls.TYPE: cls
+    for cls in (Hello, Offer, Accept, Refuse, Dtmf, Hangup, TransferRequest, TransferResult, Ended)
+}
+
+
+def encode(msg: ControlMessage) -> str:
+    """JSON text for one message."""
+    body = asdict(msg)
+    body["type"] = msg.TYPE
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode(text: str | bytes) -> ControlMessage:
+    """Parse one message. Raises ControlError for anything malformed or unknown."""
+    if len(text) > MAX_MESSAGE_BYTES:
+        raise ControlError(f"control message of {len(text)} bytes > {MAX_MESSAGE_BYTES}")
+    try:
+        body = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ControlError(f"control message is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ControlError("control message must be a JSON object")
+    kind = body.pop("type", None)
+    cls = _TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ControlError(f"unknown control message type {kind!r}")
+    names = {f.name: f for f in fields(cls)}
+    unknown = set(body) - set(names)
+    if unknown:
+        raise ControlError(f"{kind}: unknown fields {sorted(unknown)}")
+    if "context" in body and cls is Offer:
+        ctx = body["context"]
+        if not isinstance(ctx, dict):
+            raise ControlError("offer.context must be an object")
+        cnames = {f.name for f in fields(CallContext)}
+        if set(ctx) - cnames:
+            raise ControlError(f"offer.context: unknown fields {sorted(set(ctx) - cnames)}")
+        body["context"] = CallContext(**ctx)
+    try:
+        msg = cls(**body)
+    except TypeError as exc:
+        raise ControlError(f"{kind}: {exc}") from None
+    _check(msg)
+    return msg
+
+
+def _check(msg: Any) -> None:
+    for f in fields(msg):
+        v = getattr(msg, f.name)
+        if f.name == "uuid":
+            try:
+                uuidlib.UUID(v)
+            except (TypeError, ValueError, AttributeError):
+                raise ControlError(f"{msg.TYPE}: uuid {v!r} is not a UUID") from None
+    if isinstance(msg, Hello) and msg.version != PROTOCOL_VERSION:
+        raise ControlError(
+            f"control link version {msg.version} is not supported (this side speaks "
+            f"{PROTOCOL_VERSION})"
+        )
