@@ -1,0 +1,170 @@
+"""Calls the control plane is handling, correlated with AMI by Uniqueid.
+
+AMI events reach calls here: ``Hangup`` ends the call's media session, ``DTMFEnd`` (received)
+delivers digits on every Asterisk version, ``BlindTransfer``/``AttendedTransfer`` are recorded.
+Transfers the assistant asks for are checked against the assistant's allowed destinations and
+done with AMI ``Setvar`` + ``Redirect``. An AMI Redirect looks exactly like a hangup on the AGI
+side (``HANGUP`` line); after the AGI connection closes, Asterisk tells them apart on AMI: a
+``Hangup`` event for a hangup, a ``Newexten`` in another place for a redirect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from media_sidecar.config.schema import AssistantConfig
+from media_sidecar.protocol import control as c
+
+log = logging.getLogger("agi_voice.calls")
+
+
+class AmiActions(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+    async def redirect(self, channel: str, context: str, exten: str, priority: str) -> Any: ...
+
+    async def setvar(self, channel: str, variable: str, value: str) -> Any: ...
+
+
+class ControlSender(Protocol):
+    async def send(self, msg: c.ControlMessage) -> bool: ...
+
+
+@dataclass
+class TrackedCall:
+    uuid: str
+    channel: str
+    uniqueid: str
+    assistant: AssistantConfig
+    redirected_to: str = ""
+    agi_closed: bool = False
+    disposition: str = ""
+    """After the AGI side saw HANGUP: "hangup" or "redirect" as AMI tells it."""
+    disposed: asyncio.Event = field(default_factory=asyncio.Event)
+    transfers_seen: list[str] = field(default_factory=list)
+
+
+def _get(ev: Mapping[str, Any] | Any, key: str) -> str:
+    getter = getattr(ev, "get", None)
+    value = getter(key) if getter is not None else getattr(ev, key, None)
+    return "" if value is None else str(value)
+
+
+class CallTracker:
+    def __init__(self, control: ControlSender, ami: AmiActions | None = None) -> None:
+        self.control = control
+        self.ami = ami
+        self._by_uuid: dict[str, TrackedCall] = {}
+        self._by_uniqueid: dict[str, TrackedCall] = {}
+
+    @property
+    def ami_connected(self) -> bool:
+        return self.ami is not None and self.ami.connected
+
+    def add(self, call: TrackedCall) -> None:
+        self._by_uuid[call.uuid.lower()] = call
+        if call.uniqueid:
+            self._by_uniqueid[call.uniqueid] = call
+
+    def remove(self, call: TrackedCall) -> None:
+        self._by_uuid.pop(call.uuid.lower(), None)
+        if self._by_uniqueid.get(call.uniqueid) is call:
+            del self._by_uniqueid[call.uniqueid]
+
+    def get(self, uuid: str) -> TrackedCall | None:
+        return self._by_uuid.get(uuid.lower())
+
+    def __len__(self) -> int:
+        return len(self._by_uuid)
+
+    # -- AMI events ----------------------------------------------------------------------------
+
+    async def on_ami_event(self, ev: Mapping[str, Any] | Any) -> None:
+        """Route one AMI event to its call; events for other channels are ignored."""
+        name = _get(ev, "Event")
+        call = self._by_uniqueid.get(_get(ev, "Uniqueid"))
+        if name in ("BlindTransfer", "AttendedTransfer"):
+            for key in ("TransfererUniqueid", "TransfereeUniqueid", "OrigTransfererUniqueid",
+                        "SecondTransfererUniqueid"):
+                other = self._by_uniqueid.get(_get(ev, key))
+                if other is not None:
+                    other.transfers_seen.append(f"{name} {_get(ev, 'Result')}")
+                    log.info("call %s: %s %s", other.uuid, name, _get(ev, "Result"))
+            return
+        if call is None:
+            return
+        if name == "Hangup":
+            self._dispose(call, "hangup")
+            if not call.agi_closed:
+                await self.control.send(c.Hangup(uuid=call.uuid, cause=_get(ev, "Cause-txt")))
+        elif name == "DTMFEnd" and _get(ev, "Direction") in ("Received", ""):
+            digit = _get(ev, "Digit")
+            if len(digit) == 1 and not call.agi_closed:
+                await self.control.send(c.Dtmf(uuid=call.uuid, digit=digit, source="ami"))
+        elif name == "Newexten" and call.agi_closed:
+            self._dispose(call, "redirect")
+
+    @staticmethod
+    def _dispose(call: TrackedCall, how: str) -> None:
+        if not call.disposition:
+            call.disposition = how
+        call.disposed.set()
+
+    # -- transfers -----------------------------------------------------------------------------
+
+    async def transfer(self, req: c.TransferRequest) -> c.TransferResult:
+        """Do an assistant's transfer by AMI Redirect, only to a destination it allows.
+
+        Returns ok=False with method "dialplan" when AMI is unavailable or fails (the sidecar
+        then hands the call back with AI_STATUS=TRANSFERRED for the dialplan to route), and
+        ok=False with method "refused" for a destination the assistant does not allow.
+        """
+        call = self.get(req.uuid)
+        if call is None:
+            return c.TransferResult(uuid=req.uuid, ok=False, method="refused", detail="unknown call")
+        dest = call.assistant.destination(req.destination)
+        if dest is None or (dest.context, dest.exten, dest.priority) != (
+                req.context, req.exten, req.priority):
+            log.warning("call %s: transfer to %r refused (not allowed for %s)", call.uuid,
+                        req.destination, call.assistant.name)
+            return c.TransferResult(uuid=req.uuid, ok=False, method="refused",
+                                    detail="destination not allowed")
+        if self.ami is None or not self.ami.connected:
+            return c.TransferResult(uuid=req.uuid, ok=False, method="dialplan",
+                                    detail="AMI not connected")
+        try:
+            await self.ami.setvar(call.channel, "AI_STATUS", "TRANSFERRED")
+            await self.ami.setvar(call.channel, "AI_TRANSFER_TO", req.destination)
+            await self.ami.redirect(call.channel, dest.context, dest.exten, dest.priority)
+        except Exception as exc:  # AMI errors and timeouts: fall back to the dialplan
+            log.warning("call %s: AMI redirect failed: %s", call.uuid, exc)
+            return c.TransferResult(uuid=req.uuid, ok=False, method="dialplan", detail=str(exc))
+        call.redirected_to = req.destination
+        log.info("call %s redirected to %s (%s,%s,%s)", call.uuid, req.destination, dest.context,
+                 dest.exten, dest.priority)
+        return c.TransferResult(uuid=req.uuid, ok=True, method="redirect")
+
+    async def resolve_disposition(self, call: TrackedCall, timeout: float = 3.0) -> str:
+        """After the AGI side saw HANGUP without our own redirect: hangup or redirect?
+
+        Waits for AMI to say (Asterisk emits the events only after the AGI socket closed).
+        Returns "hangup", "redirect" or "unknown" (no AMI, or no event in time).
+        """
+        if not self.ami_connected:
+            return "unknown"
+        try:
+            await asyncio.wait_for(call.disposed.wait(), timeout)
+        except TimeoutError:
+            return "unknown"
+        if call.disposition == "redirect" and self.ami is not None:
+            try:
+                await self.ami.setvar(call.channel, "AI_STATUS", "TRANSFERRED")
+                await self.ami.setvar(call.channel, "AI_REASON", "redirected by AMI, not by the assistant")
+            except Exception as exc:
+                log.info("call %s: could not mark the redirected channel: %s", call.uuid, exc)
+        return call.disposition

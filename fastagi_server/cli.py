@@ -1,0 +1,189 @@
+"""The ``agi-voice`` command.
+
+- ``agi-voice serve``: a small supervisor that runs the two planes as two processes (the asyncio
+  FastAGI server and the trio media sidecar), restarts either one if it dies (with backoff), and
+  stops both on SIGINT/SIGTERM. Two processes, not threads: model inference in the sidecar never
+  competes with the control plane's event loop, and a restart of one loses only its own calls.
+- ``agi-voice fastagi`` / ``agi-voice sidecar``: one plane alone (what ``serve`` starts).
+- ``agi-voice call``: a simulated call through the Asterisk emulator against a running serve.
+- ``agi-voice check-config [FILE]``: validate a config file and print what it sets up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from media_sidecar.config.loader import ConfigError, load_config
+from media_sidecar.config.schema import Config
+
+log = logging.getLogger("agi_voice")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _load(path: str | None) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"agi-voice: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _load(args.file)
+    print(f"{cfg.source}: OK")
+    print(f"  FastAGI      {cfg.fastagi.listen.host}:{cfg.fastagi.listen.port}")
+    print(f"  AudioSocket  {cfg.sidecar.audiosocket.host}:{cfg.sidecar.audiosocket.port} "
+          f"(Asterisk connects to {cfg.audiosocket_address})")
+    print(f"  control link {cfg.control_url}")
+    ami = cfg.ami
+    print(f"  AMI          {f'{ami.username}@{ami.host}:{ami.port}' if ami.enabled else 'not configured (degraded mode)'}")
+    print(f"  routing      default={cfg.routing.default or cfg.assistants[0].name}, "
+          f"{len(cfg.routing.rules)} rule(s)")
+    for a in cfg.assistants:
+        dests = ", ".join(f"{k}={d.context},{d.exten},{d.priority}" for k, d in a.destinations)
+        print(f"  assistant {a.name}: provider={a.provider} stt={a.stt.engine} tts={a.tts.engine} "
+              f"format={a.audio_format} intents={len(a.brain.intents)} dtmf={len(a.brain.dtmf)}")
+        print(f"    destinations: {dests or '(none)'}")
+    return 0
+
+
+def cmd_fastagi(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .server import run_fastagi
+
+    cfg = _load(args.config)
+    try:
+        asyncio.run(run_fastagi(cfg))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_sidecar(args: argparse.Namespace) -> int:
+    import trio
+
+    from media_sidecar.app import run_sidecar
+
+    cfg = _load(args.config)
+    try:
+        trio.run(run_sidecar, cfg)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Supervise the two planes until SIGINT/SIGTERM."""
+    _load(args.config)  # fail fast, before starting anything
+    base = [sys.executable, "-m", "fastagi_server.cli"]
+    extra = ["--config", args.config] if args.config else []
+    if args.verbose:
+        base.append("-v")
+    roles = {"sidecar": base + ["sidecar", *extra], "fastagi": base + ["fastagi", *extra]}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    backoff = {r: 0.5 for r in roles}
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for role, argv in roles.items():
+        procs[role] = subprocess.Popen(argv)
+        log.info("started %s (pid %d)", role, procs[role].pid)
+    started = {r: time.monotonic() for r in roles}
+    while not stopping:
+        time.sleep(0.2)
+        for role, proc in procs.items():
+            if proc.poll() is None or stopping:
+                continue
+            if time.monotonic() - started[role] > 30:
+                backoff[role] = 0.5
+            log.error("%s exited with %s; restarting in %.1f s", role, proc.returncode,
+                      backoff[role])
+            time.sleep(backoff[role])
+            backoff[role] = min(backoff[role] * 2, 30.0)
+            procs[role] = subprocess.Popen(roles[role])
+            started[role] = time.monotonic()
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs.values():
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return 0
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    from .emulator.cli_call import run_cli_call
+
+    cfg = _load(args.config)
+    return run_cli_call(cfg, args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="agi-voice", description=__doc__.split("\n\n")[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the FastAGI server and the media sidecar")
+    s.add_argument("--config", help="YAML config (default: the embedded offline config)")
+    s.set_defaults(func=cmd_serve)
+
+    for name, func, text in (("fastagi", cmd_fastagi, "run only the FastAGI control plane"),
+                             ("sidecar", cmd_sidecar, "run only the media sidecar")):
+        sp = sub.add_parser(name, help=text)
+        sp.add_argument("--config")
+        sp.set_defaults(func=func)
+
+    c = sub.add_parser("check-config", help="validate a config file")
+    c.add_argument("file", nargs="?", help="YAML config (default: the embedded one)")
+    c.set_defaults(func=cmd_check_config)
+
+    k = sub.add_parser("call", help="simulate a call through the Asterisk emulator")
+    k.add_argument("--config", help="the config the running serve uses (for its addresses)")
+    k.add_argument("--agi", default="", help="FastAGI host:port (default: from the config)")
+    k.add_argument("--script", default="agent", help="AGI script path and query, e.g. agent?x=1")
+    k.add_argument("--wav", action="append", default=[],
+                   help="what the caller says: FILE or FILE@SECONDS (repeatable; without @ the "
+                        "caller speaks after the agent has been quiet for a moment)")
+    k.add_argument("--say", action="append", default=[],
+                   help="text the caller says, synthesized with the local Piper voice (repeatable)")
+    k.add_argument("--dtmf", action="append", default=[],
+                   help="DIGIT@SECONDS, sent as an AudioSocket frame and an AMI DTMFEnd event")
+    k.add_argument("--hangup-at", type=float, default=None, help="caller hangs up at SECONDS")
+    k.add_argument("--max-seconds", type=float, default=60.0, help="give up after SECONDS")
+    k.add_argument("--callerid", default="5551234")
+    k.add_argument("--dnid", default="7000")
+    k.add_argument("--out", help="write the conversation to this WAV file")
+    k.add_argument("--out-side", choices=("both", "agent"), default="both")
+    k.set_defaults(func=cmd_call)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose or bool(os.environ.get("AGI_VOICE_DEBUG")))
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,169 @@
+"""The FastAGI server's end of the control link (asyncio ``websockets`` client).
+
+Keeps one connection to the sidecar, reconnecting with exponential backoff when it drops or the
+sidecar restarts (a restart loses only the calls that were on the sidecar). While the link is
+down, :meth:`offer` fails at once, so the AGI call sets ``AI_STATUS=FAILED`` and the dialplan
+falls through to its fallback without making the caller wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from media_sidecar.protocol import control as c
+
+log = logging.getLogger("agi_voice.control_client")
+
+TransferHandler = Callable[[c.TransferRequest], Awaitable[c.TransferResult]]
+
+
+class ControlUnavailable(Exception):
+    """The sidecar cannot be reached (link down, or it closed while we waited)."""
+
+
+class ControlClient:
+    def __init__(self, url: str, on_transfer: TransferHandler, *, backoff_min: float = 0.2,
+                 backoff_max: float = 5.0) -> None:
+        self.url = url
+        self.on_transfer = on_transfer
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self._ws: ClientConnection | None = None
+        self._offers: dict[str, asyncio.Future[c.Accept | c.Refuse]] = {}
+        self._ended: dict[str, _Verdict] = {}
+        self._up = asyncio.Event()
+        self.reconnects = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None
+
+    async def wait_connected(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._up.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def run(self) -> None:
+        """Keep the link up until cancelled. Transfer requests are served in a TaskGroup."""
+        delay = self.backoff_min
+        while True:
+            try:
+                async with connect(self.url, open_timeout=2, ping_interval=5, ping_timeout=5,
+                                   max_size=c.MAX_MESSAGE_BYTES) as ws:
+                    await ws.send(c.encode(c.Hello(role="fastagi")))
+                    hello = c.decode(await asyncio.wait_for(ws.recv(), 2))
+                    if not isinstance(hello, c.Hello):
+                        raise c.ControlError("sidecar did not answer hello")
+                    self._ws = ws
+                    self._up.set()
+                    delay = self.backoff_min
+                    log.info("control link up: %s", self.url)
+                    async with asyncio.TaskGroup() as tg:
+                        async for text in ws:
+                            self._dispatch(text, tg)
+            except (OSError, ConnectionClosed, InvalidHandshake, InvalidURI, TimeoutError,
+                    c.ControlError) as exc:
+                if self._ws is not None or self.reconnects == 0:
+                    log.warning("control link to %s down: %s", self.url, exc or type(exc).__name__)
+            finally:
+                self._link_lost()
+            self.reconnects += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.backoff_max)
+
+    def _link_lost(self) -> None:
+        self._ws = None
+        self._up.clear()
+        for fut in self._offers.values():
+            if not fut.done():
+                fut.set_exception(ControlUnavailable("control link lost"))
+        self._offers.clear()
+        for verdict in self._ended.values():
+            verdict.event.set()  # no verdict will come over this link
+
+    def _dispatch(self, text: str | bytes, tg: asyncio.TaskGroup) -> None:
+        try:
+            msg = c.decode(text)
+        except c.ControlError as exc:
+            log.warning("bad control message ignored: %s", exc)
+            return
+        if isinstance(msg, (c.Accept, c.Refuse)):
+            fut = self._offers.pop(msg.uuid.lower(), None)
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+        elif isinstance(msg, c.Ended):
+            verdict = self._verdict(msg.uuid)
+            verdict.value = msg
+            verdict.event.set()
+        elif isinstance(msg, c.TransferRequest):
+            tg.create_task(self._serve_transfer(msg))
+        else:
+            log.warning("unexpected control message %s ignored", msg.TYPE)
+
+    async def _serve_transfer(self, req: c.TransferRequest) -> None:
+        try:
+            result = await self.on_transfer(req)
+        except Exception as exc:
+            log.exception("transfer for %s failed", req.uuid)
+            result = c.TransferResult(uuid=req.uuid, ok=False, method="dialplan", detail=str(exc))
+        await self.send(result)
+
+    async def send(self, msg: c.ControlMessage) -> bool:
+        ws = self._ws
+        if ws is None:
+            return False
+        try:
+            await ws.send(c.encode(msg))
+            return True
+        except ConnectionClosed:
+            return False
+
+    async def offer(self, offer: c.Offer, timeout: float) -> c.Accept | c.Refuse:
+        """Offer a call; raises ControlUnavailable at once if the link is down, or on timeout."""
+        if self._ws is None:
+            raise ControlUnavailable("media sidecar not connected")
+        fut: asyncio.Future[c.Accept | c.Refuse] = asyncio.get_running_loop().create_future()
+        self._offers[offer.uuid.lower()] = fut
+        self._verdict(offer.uuid)
+        try:
+            if not await self.send(offer):
+                raise ControlUnavailable("media sidecar not connected")
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise ControlUnavailable(f"media sidecar did not answer within {timeout:.1f} s") from None
+        finally:
+            self._offers.pop(offer.uuid.lower(), None)
+
+    def _verdict(self, uuid: str) -> _Verdict:
+        key = uuid.lower()
+        verdict = self._ended.get(key)
+        if verdict is None:
+            verdict = self._ended[key] = _Verdict()
+        return verdict
+
+    async def wait_ended(self, uuid: str, timeout: float) -> c.Ended | None:
+        """The sidecar's verdict for a call, or None if it does not come in time."""
+        verdict = self._verdict(uuid)
+        try:
+            await asyncio.wait_for(verdict.event.wait(), timeout)
+        except TimeoutError:
+            return None
+        return verdict.value
+
+    def forget(self, uuid: str) -> None:
+        self._ended.pop(uuid.lower(), None)
+
+
+class _Verdict:
+    __slots__ = ("event", "value")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.value: c.Ended | None = None

@@ -1,0 +1,91 @@
+"""The sidecar process: load engines once, then serve the control link and AudioSocket.
+
+``run_sidecar`` is what ``agi-voice serve`` runs in the media process; tests start it in their
+own trio loop with port 0 and read the bound ports from :class:`SidecarPorts`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+
+import trio
+
+from .brain.rules import RulesBrain
+from .config.schema import AssistantConfig, Config
+from .protocol.control import CallContext
+from .server.audiosocket_server import AudioSocketServer, serve_audiosocket
+from .server.control_server import ControlHub, serve_control
+from .server.registry import CallRegistry
+from .session.call import CallServices
+from .session.records import RecordWriter
+from .session.speaker import Speaker
+from .speech.base import SpeechEngineError
+
+log = logging.getLogger("agi_voice.sidecar")
+
+
+@dataclass(frozen=True)
+class SidecarPorts:
+    audiosocket: int
+    control: int
+
+
+def rules_brain(assistant: AssistantConfig, context: CallContext) -> RulesBrain:
+    return RulesBrain(assistant.brain)
+
+
+def load_local_services(cfg: Config) -> tuple[CallServices | None, dict[str, str]]:
+    """Load the offline engines the configured assistants need (once per process).
+
+    Returns the services and, per assistant that cannot run, the reason (its offers are then
+    refused and the dialplan falls through to its fallback at once).
+    """
+    from .speech import make_stt, make_tts
+
+    unavailable: dict[str, str] = {}
+    stt = tts = None
+    for a in cfg.assistants:
+        try:
+            stt = stt or make_stt(a.stt)
+            tts = tts or make_tts(a.tts)
+        except SpeechEngineError as exc:
+            unavailable[a.name] = str(exc)
+            log.error("assistant %s cannot take calls: %s", a.name, exc)
+    if stt is None or tts is None:
+        return None, unavailable
+    engine = tts
+    services = CallServices(
+        speaker_factory=lambda _a: Speaker(engine),
+        brain_factory=rules_brain,
+        stt=stt,
+    )
+    return services, unavailable
+
+
+async def run_sidecar(cfg: Config, services: CallServices | None = None,
+                      unavailable: dict[str, str] | None = None, *,
+                      task_status: trio.TaskStatus[SidecarPorts] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until cancelled. Engines are loaded here unless ``services`` is given."""
+    if services is None:
+        services, unavailable = await trio.to_thread.run_sync(load_local_services, cfg)
+    registry = CallRegistry(cfg, unavailable or {})
+    if services is None:
+        # Nothing can take a call, but the control link still answers so every offer is refused
+        # at once with the reason (AI_STATUS=FAILED) instead of timing out.
+        registry.unavailable = {a.name: "no speech engines available" for a in cfg.assistants} | (
+            unavailable or {})
+        services = CallServices(speaker_factory=None, brain_factory=None, stt=None)
+    hub = ControlHub(registry)
+    records = RecordWriter(cfg.sidecar.records_path)
+    server = AudioSocketServer(cfg, registry, services, hub, records, on_ended=hub.send)
+    sc = cfg.sidecar
+    async with trio.open_nursery() as nursery:
+        control_port = await nursery.start(serve_control, hub, sc.control.host, sc.control.port)
+        as_port = await nursery.start(
+            functools.partial(serve_audiosocket, server, sc.audiosocket.host, sc.audiosocket.port)
+        )
+        log.info("sidecar ready: AudioSocket %s:%d, control ws://%s:%d/control",
+                 sc.audiosocket.host, as_port, sc.control.host, control_port)
+        task_status.started(SidecarPorts(audiosocket=as_port, control=control_port))

@@ -1,0 +1,121 @@
+"""The AudioSocket TCP server: the trio shell around the codec and the call session.
+
+Per connection: TCP_NODELAY; the first message must be a UUID within ``uuid_timeout``; the UUID
+must have been offered by the control plane (else the connection is closed without a byte);
+then one :class:`CallSession` in its own nursery. Whatever happens inside a call, the handler
+returns normally, so the server and every other call keep running.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import socket
+from collections.abc import Callable
+
+import trio
+
+from ..config.schema import Config
+from ..protocol.audiosocket import AudioFormat, AudioSocketDecoder, AudioSocketError, UuidMessage
+from ..protocol.control import Ended
+from ..session.call import CallServices, CallSession, ControlPort
+from ..session.records import RecordWriter
+from .registry import CallRegistry
+
+log = logging.getLogger("agi_voice.audiosocket")
+
+
+class AudioSocketServer:
+    def __init__(self, cfg: Config, registry: CallRegistry, services: CallServices,
+                 control: ControlPort, records: RecordWriter,
+                 on_ended: Callable[[Ended], object] | None = None) -> None:
+        self.cfg = cfg
+        self.registry = registry
+        self.services = services
+        self.control = control
+        self.records = records
+        self.on_ended = on_ended
+        self.calls_started = 0
+        self.calls_rejected = 0
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        """Serve one AudioSocket connection; never raises (one bad call never disturbs another)."""
+        try:
+            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        try:
+            await self._handle(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except Exception:
+            log.exception("AudioSocket connection failed")
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        sc = self.cfg.sidecar
+        decoder = AudioSocketDecoder(sc.max_payload)
+        first = None
+        rest: list = []
+        with trio.move_on_after(sc.uuid_timeout):
+            while first is None:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                try:
+                    decoder.receive_data(data)
+                except AudioSocketError as exc:
+                    log.warning("AudioSocket connection rejected: %s", exc)
+                    self.calls_rejected += 1
+                    return
+                msgs = decoder.events()
+                if msgs:
+                    first, rest = msgs[0], msgs[1:]
+        if first is None:
+            log.warning("AudioSocket connection sent no UUID within %.1f s", sc.uuid_timeout)
+            self.calls_rejected += 1
+            return
+        if not isinstance(first, UuidMessage):
+            log.warning("AudioSocket connection began with %s, not a UUID", type(first).__name__)
+            self.calls_rejected += 1
+            return
+        uuid = str(first.uuid)
+        offer = self.registry.claim(uuid)
+        if offer is None:
+            log.warning("AudioSocket connection for UUID %s that was never offered: closed", uuid)
+            self.calls_rejected += 1
+            return
+        assistant = self.cfg.assistant(offer.assistant)
+        if assistant is None:  # the registry checked at offer time; config is immutable
+            return
+        session = CallSession(
+            uuid=uuid, assistant=assistant, context=offer.context,
+            fmt=AudioFormat.parse(assistant.audio_format), services=self.services,
+            control=self.control, caller_queue_frames=sc.caller_queue_frames, decoder=decoder,
+            playout_seconds=sc.playout.queue_seconds,
+        )
+        self.registry.attach(uuid, session)
+        self.calls_started += 1
+        log.info("call %s started (assistant %s, caller %s)", uuid, assistant.name,
+                 offer.context.callerid or "unknown")
+        try:
+            ended = await session.run(stream, rest)
+        finally:
+            self.registry.detach(uuid)
+        log.info("call %s ended: %s %s", uuid, ended.status, ended.reason)
+        with trio.CancelScope(shield=True):
+            if self.on_ended is not None:
+                await self.on_ended(ended)  # type: ignore[misc]
+            await trio.to_thread.run_sync(self.records.write, session.record)
+
+
+async def serve_audiosocket(server: AudioSocketServer, host: str, port: int,
+                            *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """Listen for AudioSocket connections; reports the bound port through ``task_status``."""
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound = listeners[0].socket.getsockname()[1]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(trio.serve_listeners, server.handle, listeners))
+        task_status.started(bound)

@@ -1,0 +1,116 @@
+"""The sidecar end of the control link: a trio-websocket server speaking protocol.control.
+
+The FastAGI server connects (and reconnects after either side restarts). The newest
+connection is the one the sidecar talks on; messages for calls are matched by uuid. A malformed
+message is answered with nothing and logged; it never ends the link or another call.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+
+from ..protocol import control as c
+from .registry import CallRegistry
+
+log = logging.getLogger("agi_voice.control")
+
+
+class ControlHub:
+    """Owns the current control-link connection and pending transfer requests."""
+
+    def __init__(self, registry: CallRegistry) -> None:
+        self.registry = registry
+        self._ws: WebSocketConnection | None = None
+        self._transfers: dict[str, trio.MemorySendChannel[c.TransferResult]] = {}
+        self.connected = trio.Event()
+
+    @property
+    def ami(self) -> bool:
+        return self._ws is not None
+
+    async def send(self, msg: c.ControlMessage) -> bool:
+        """Send on the current link; False (logged) when there is none or it just closed."""
+        ws = self._ws
+        if ws is None:
+            log.warning("control link down; dropped %s for %s", msg.TYPE, getattr(msg, "uuid", ""))
+            return False
+        try:
+            await ws.send_message(c.encode(msg))
+            return True
+        except ConnectionClosed:
+            return False
+
+    async def request_transfer(self, uuid: str, key: str, context: str, exten: str,
+                               priority: str) -> c.TransferResult:
+        """Ask the control plane to transfer; waits for its TransferResult (caller adds a timeout)."""
+        send, recv = trio.open_memory_channel[c.TransferResult](1)
+        self._transfers[uuid.lower()] = send
+        try:
+            req = c.TransferRequest(uuid=uuid, destination=key, context=context, exten=exten,
+                                    priority=priority)
+            if not await self.send(req):
+                return c.TransferResult(uuid=uuid, ok=False, method="dialplan",
+                                        detail="control link down")
+            return await recv.receive()
+        finally:
+            self._transfers.pop(uuid.lower(), None)
+
+    async def handle(self, request: WebSocketRequest) -> None:
+        if request.path.split("?")[0] != "/control":
+            await request.reject(404)
+            return
+        ws = await request.accept()
+        try:
+            first = c.decode(await ws.get_message())
+            if not isinstance(first, c.Hello):
+                raise c.ControlError("the first control message must be hello")
+            await ws.send_message(c.encode(c.Hello(role="sidecar")))
+        except (c.ControlError, ConnectionClosed) as exc:
+            log.warning("control link handshake failed: %s", exc)
+            await ws.aclose(code=1002, reason=str(exc)[:100])
+            return
+        self._ws = ws
+        self.connected.set()
+        log.info("control link up from %s", first.role)
+        try:
+            while True:
+                text = await ws.get_message()
+                try:
+                    msg = c.decode(text)
+                except c.ControlError as exc:
+                    log.warning("bad control message ignored: %s", exc)
+                    continue
+                await self._dispatch(ws, msg)
+        except ConnectionClosed:
+            log.info("control link closed")
+        finally:
+            if self._ws is ws:
+                self._ws = None
+                self.connected = trio.Event()
+
+    async def _dispatch(self, ws: WebSocketConnection, msg: c.ControlMessage) -> None:
+        if isinstance(msg, c.Offer):
+            reply = self.registry.offer(msg)
+            await ws.send_message(c.encode(reply))
+        elif isinstance(msg, (c.Dtmf, c.Hangup)):
+            self.registry.deliver(msg)
+        elif isinstance(msg, c.TransferResult):
+            chan = self._transfers.get(msg.uuid.lower())
+            if chan is not None:
+                chan.send_nowait(msg)
+        else:
+            log.warning("unexpected control message %s ignored", msg.TYPE)
+
+
+async def serve_control(hub: ControlHub, host: str, port: int,
+                        *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve the control link; reports the bound port through ``task_status``."""
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            functools.partial(serve_websocket, hub.handle, host, port, ssl_context=None)
+        )
+        task_status.started(server.port)

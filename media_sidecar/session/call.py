@@ -1,0 +1,392 @@
+"""One call's media session: reader, turn taking and barge-in, agent turns, paced playout.
+
+Every task of the call lives in one nursery; if any of them fails the call ends with
+``FAILED`` and no other call notices. An agent turn (STT -> brain -> TTS -> playout) runs in its
+own cancel scope: barge-in cancels the scope and flushes the playout within the same frame.
+Once the brain commits to an action (transfer, hang up) the turn is no longer interruptible:
+the farewell or the "transferring you" sentence plays to its last frame before the action.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import trio
+
+from ..brain.base import Act, Brain, BrainInput, NoInputTimeout, Say, Start, TurnInfo, UserDtmf, UserText
+from ..config.schema import AssistantConfig
+from ..constants import FRAME_SECONDS
+from ..dsp.vad import SpeechEnded, SpeechStarted, TurnDetector, VoiceDetector
+from ..protocol.audiosocket import AudioFormat, AudioSocketDecoder, Message
+from ..protocol.control import CallContext, Ended, TransferResult
+from .inbound import CallerAudio, CallerDtmf, DropOldestQueue, StreamClosed, read_inbound
+from .playout import Playout, Segment
+from .records import CallRecord, ToolAction, TurnRecord
+from .speaker import Speaker
+
+log = logging.getLogger("agi_voice.call")
+
+DTMF_DEDUPE_SECONDS = 0.5
+"""The same digit from AMI and from an AudioSocket frame within this window is one key press."""
+REDIRECT_CLOSE_TIMEOUT = 5.0
+"""After an AMI Redirect Asterisk closes the AudioSocket; if it does not, hand back anyway."""
+
+
+class ControlPort:
+    """What a call may ask of the control plane. The default has no control plane."""
+
+    ami: bool = False
+
+    async def request_transfer(self, uuid: str, key: str, context: str, exten: str,
+                               priority: str) -> TransferResult:
+        return TransferResult(uuid=uuid, ok=False, method="dialplan", detail="no AMI")
+
+
+@dataclass
+class CallServices:
+    """Per-process engines a call uses (loaded once, shared; all blocking work off-loop)."""
+
+    speaker_factory: object
+    """Callable[[AssistantConfig], Speaker]."""
+    brain_factory: object
+    """Callable[[AssistantConfig, CallContext], Brain]."""
+    stt: object
+    """SpeechToText."""
+    vad_factory: object = VoiceDetector
+
+
+@dataclass
+class _Turn:
+    rec: TurnRecord
+    scope: trio.CancelScope
+    segments: list[Segment] = field(default_factory=list)
+
+
+class CallSession:
+    def __init__(self, *, uuid: str, assistant: AssistantConfig, context: CallContext,
+                 fmt: AudioFormat, services: CallServices, control: ControlPort | None = None,
+                 caller_queue_frames: int = 50, decoder: AudioSocketDecoder | None = None,
+                 playout_seconds: float = 60.0) -> None:
+        self.uuid = uuid
+        self.assistant = assistant
+        self.context = context
+        self.fmt = fmt
+        self.control = control or ControlPort()
+        self.services = services
+        self.brain: Brain = services.brain_factory(assistant, context)  # type: ignore[operator]
+        self.speaker: Speaker = services.speaker_factory(assistant)  # type: ignore[operator]
+        self.vad = services.vad_factory(assistant.vad)  # type: ignore[operator]
+        self.turns = TurnDetector(assistant.vad)
+        self.queue = DropOldestQueue(caller_queue_frames)
+        self.decoder = decoder or AudioSocketDecoder()
+        self.playout_seconds = playout_seconds
+        self.record = CallRecord(uuid=uuid, assistant=assistant.name, caller=context.callerid,
+                                 caller_name=context.calleridname, dnid=context.dnid,
+                                 channel=context.channel, uniqueid=context.uniqueid)
+        self.outcome: Ended | None = None
+        self.playout: Playout
+        self._t0 = 0.0
+        self._nursery: trio.Nursery
+        self._turn: _Turn | None = None
+        self._committed = False
+        self._quiet_since = 0.0
+        self._no_input_count = 0
+        self._last_dtmf: tuple[str, str, float] | None = None
+        self._barged_this_utterance = False
+        self._closed = trio.Event()
+        self._all_turns: list[_Turn] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, stream: trio.abc.Stream, pending: Sequence[Message] = ()) -> Ended:
+        """Run the call until it ends; returns the verdict. Never raises for call-level faults."""
+        self._t0 = trio.current_time()
+        self._quiet_since = self._t0
+        self.playout = Playout(stream.send_all, self.fmt, max_seconds=self.playout_seconds)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._run_playout)
+                nursery.start_soon(read_inbound, stream, self.decoder, self.fmt, self.queue, pending)
+                nursery.start_soon(self._listen)
+                nursery.start_soon(self._watchdog)
+                self._start_turn(Start(), "start")
+        except Exception as exc:  # a bug or engine failure in this call ends this call only
+            log.exception("call %s failed", self.uuid)
+            self._set_outcome("FAILED", reason=f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+        if self.outcome is None:
+            self._set_outcome("FAILED", reason="session ended without a verdict")
+        assert self.outcome is not None
+        self._finish_record()
+        return self.outcome
+
+    def _rel(self, t: float | None) -> float | None:
+        return None if t is None else round(t - self._t0, 3)
+
+    def _set_outcome(self, status: str, *, reason: str = "", transfer_to: str = "",
+                     method: str = "") -> None:
+        if self.outcome is None:
+            self.outcome = Ended(uuid=self.uuid, status=status, reason=reason,
+                                 transfer_to=transfer_to, transfer_method=method,
+                                 summary=self._summary())
+
+    def _end(self) -> None:
+        self._closed.set()
+        self._nursery.cancel_scope.cancel()
+
+    async def _run_playout(self) -> None:
+        try:
+            await self.playout.run()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._set_outcome("CALLER_HANGUP", reason="AudioSocket connection closed")
+        self._end()
+
+    def deliver_control(self, msg: object) -> None:
+        """A control-plane message for this call (AMI DTMF or Hangup)."""
+        from ..protocol.control import Dtmf, Hangup
+
+        if isinstance(msg, Dtmf):
+            self._on_dtmf(msg.digit, "ami", trio.current_time())
+        elif isinstance(msg, Hangup):
+            self.record.end_cause = msg.cause
+            self._set_outcome("CALLER_HANGUP", reason=f"channel hung up ({msg.cause or 'AMI'})")
+            self._end()
+
+    # -- inbound -----------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        while True:
+            ev = await self.queue.get()
+            if isinstance(ev, CallerAudio):
+                self._on_audio(ev)
+            elif isinstance(ev, CallerDtmf):
+                self._on_dtmf(ev.digit, ev.source, ev.t)
+            elif isinstance(ev, StreamClosed):
+                self.record.caller_frames_dropped = self.queue.dropped
+                if ev.reason == "protocol-error":
+                    self._set_outcome("FAILED", reason=f"bad AudioSocket data: {ev.error}")
+                else:
+                    self._set_outcome("CALLER_HANGUP", reason="caller leg closed the AudioSocket")
+                self._end()
+                return
+
+    def _on_audio(self, ev: CallerAudio) -> None:
+        speech = self.vad.is_speech(ev.pcm)
+        for e in self.turns.push(speech, ev.pcm, ev.t):
+            if isinstance(e, SpeechStarted):
+                self._barged_this_utterance = False
+                self._no_input_count = 0
+            elif isinstance(e, SpeechEnded):
+                self._quiet_since = ev.t
+                self._caller_finished(e)
+        if self.turns.in_speech:
+            self._quiet_since = ev.t
+            self._maybe_barge_in(ev.t)
+
+    def _maybe_barge_in(self, t: float) -> None:
+        cfg = self.assistant.barge_in
+        if (not cfg.enabled or self._committed or self._barged_this_utterance
+                or not self.playout.speaking or not self.playout.interruptible
+                or self.turns.speech_ms < cfg.min_speech_ms):
+            return
+        turn = self._turn
+        if turn is not None and turn.rec.trigger == "start":
+            first = turn.segments[0].started_at if turn.segments else None
+            if first is None or t - first < cfg.greeting_protection_ms / 1000:
+                return
+        self._barged_this_utterance = True
+        self.record.barge_ins += 1
+        dropped = self.playout.flush()
+        if turn is not None:
+            turn.rec.interrupted = True
+            turn.scope.cancel()
+        log.info("call %s barge-in at %.3f s, %d frames flushed", self.uuid, t - self._t0, dropped)
+
+    def _caller_finished(self, e: SpeechEnded) -> None:
+        if self._committed:
+            return
+        if self.playout.speaking and not self._barged_this_utterance:
+            return  # a backchannel or echo under the agent's speech: not a turn
+        if self._turn is not None:
+            self._turn.scope.cancel()  # the caller said more while the agent was thinking
+        self._start_turn(None, "speech", audio=e.audio, speech_end=e.t_end)
+
+    def _on_dtmf(self, digit: str, source: str, t: float) -> None:
+        last = self._last_dtmf
+        self._last_dtmf = (digit, source, t)
+        if last and last[0] == digit and last[1] != source and t - last[2] < DTMF_DEDUPE_SECONDS:
+            return
+        self.record.dtmf.append(digit)
+        if self._committed:
+            return
+        self._no_input_count = 0
+        if self._turn is not None:
+            self._turn.rec.interrupted = self.playout.speaking
+            self._turn.scope.cancel()
+        self.playout.flush()
+        self._start_turn(UserDtmf(digit), "dtmf")
+
+    # -- agent turns ---------------------------------------------------------------------------
+
+    def _start_turn(self, event: BrainInput | None, trigger: str, *, audio: bytes = b"",
+                    speech_end: float | None = None) -> None:
+        rec = TurnRecord(index=len(self.record.turns), trigger=trigger,
+                         speech_end=self._rel(speech_end))
+        self.record.turns.append(rec)
+        turn = _Turn(rec=rec, scope=trio.CancelScope())
+        self._turn = turn
+        self._nursery.start_soon(self._run_turn, turn, event, audio, speech_end)
+
+    async def _run_turn(self, turn: _Turn, event: BrainInput | None, audio: bytes,
+                        speech_end: float | None) -> None:
+        rec = turn.rec
+        self._all_turns.append(turn)
+        try:
+            await self._turn_body(turn, event, audio)
+        finally:
+            self._after_turn(turn)
+
+    async def _turn_body(self, turn: _Turn, event: BrainInput | None, audio: bytes) -> None:
+        rec = turn.rec
+        with turn.scope:
+            if event is None:
+                text = await trio.to_thread.run_sync(self._transcribe, audio,
+                                                     abandon_on_cancel=True)
+                rec.caller_text = text
+                rec.stt_done = self._rel(trio.current_time())
+                if not text.strip():
+                    rec.intent = "(no words)"
+                    return
+                event = UserText(text)
+            elif isinstance(event, UserDtmf):
+                rec.caller_text = f"[DTMF {event.digit}]"
+            info = TurnInfo()
+            async for out in self.brain.respond(event, info):
+                rec.intent = info.intent
+                if isinstance(out, Say):
+                    if self._committed:
+                        out = Say(out.text, interruptible=False)
+                    seg = await self.speaker.say(out, self.playout)
+                    if seg is not None:
+                        if rec.first_audio_ready is None:
+                            rec.first_audio_ready = self._rel(trio.current_time())
+                        turn.segments.append(seg)
+                        rec.agent_text = f"{rec.agent_text} {out.text}".strip()
+                elif isinstance(out, Act):
+                    self._committed = True
+                    with trio.CancelScope(shield=True):
+                        await self._act(out, rec)
+                    return
+
+    def _transcribe(self, audio: bytes) -> str:
+        import numpy as np
+
+        pcm = np.frombuffer(audio, dtype="<i2")
+        return str(self.services.stt.transcribe(pcm, 8000)).strip()  # type: ignore[attr-defined]
+
+    def _after_turn(self, turn: _Turn) -> None:
+        if self._turn is turn:
+            self._turn = None
+            heard = " ".join(s.heard_text for s in turn.segments if s.frames_sent or not s.interrupted)
+            self.brain.heard(heard, complete=not turn.rec.interrupted)
+
+    async def _act(self, act: Act, rec: TurnRecord) -> None:
+        await self.playout.wait_idle()  # the sentence before the action plays to its end
+        t = self._rel(trio.current_time()) or 0.0
+        if act.kind == "hangup":
+            self.record.actions.append(ToolAction(t, "hangup", reason=act.reason, result="ok"))
+            self._set_outcome("COMPLETED", reason=act.reason or "assistant ended the call")
+            await self._hand_back()
+            return
+        dest = self.assistant.destination(act.destination)
+        if dest is None:
+            self.record.actions.append(ToolAction(t, "transfer", act.destination,
+                                                  result="refused: destination not allowed"))
+            self._committed = False
+            return
+        try:
+            with trio.fail_after(3.0):
+                res = await self.control.request_transfer(self.uuid, act.destination, dest.context,
+                                                          dest.exten, dest.priority)
+        except trio.TooSlowError:
+            res = TransferResult(uuid=self.uuid, ok=False, method="dialplan",
+                                 detail="control plane did not answer")
+        if res.ok and res.method == "redirect":
+            self.record.actions.append(ToolAction(t, "transfer", act.destination,
+                                                  reason=act.reason, result="redirected by AMI"))
+            self._set_outcome("TRANSFERRED", transfer_to=act.destination, method="redirect",
+                              reason=f"transferred to {act.destination}")
+            with trio.move_on_after(REDIRECT_CLOSE_TIMEOUT):
+                await self._closed.wait()
+            await self._hand_back()
+            return
+        self.record.actions.append(ToolAction(t, "transfer", act.destination, reason=act.reason,
+                                              result=f"handed back to dialplan ({res.detail})"))
+        self._set_outcome("TRANSFERRED", transfer_to=act.destination, method="dialplan",
+                          reason=f"transfer to {act.destination} via dialplan")
+        await self._hand_back()
+
+    async def _hand_back(self) -> None:
+        self.playout.hand_back()
+        await self.playout.hand_back_sent.wait()
+        self._end()
+
+    # -- no input and limits ---------------------------------------------------------------------
+
+    async def _watchdog(self) -> None:
+        no_input = self.assistant.brain.no_input
+        while True:
+            await trio.sleep(0.1)
+            now = trio.current_time()
+            if now - self._t0 > self.assistant.max_call_seconds and not self._committed:
+                self._committed = True
+                self._set_outcome("COMPLETED", reason="maximum call duration reached")
+                await self._hand_back()
+                return
+            busy = (self._turn is not None or self.playout.speaking or self.turns.in_speech
+                    or self._committed)
+            if busy:
+                last = self.playout.last_audio_at
+                self._quiet_since = max(self._quiet_since, (last or now) + FRAME_SECONDS)
+                continue
+            if no_input.after > 0 and now - self._quiet_since >= no_input.after:
+                self._no_input_count += 1
+                self._quiet_since = now
+                self._start_turn(NoInputTimeout(self._no_input_count), "no-input")
+
+    # -- record ------------------------------------------------------------------------------
+
+    def _summary(self) -> str:
+        said = [t.caller_text for t in self.record.turns if t.caller_text]
+        return ("; ".join(said))[-200:]
+
+    def _finish_record(self) -> None:
+        r = self.record
+        assert self.outcome is not None
+        from .records import wall_clock
+
+        r.ended_at = wall_clock()
+        r.duration = round(trio.current_time() - self._t0, 3)
+        r.status, r.reason, r.transfer_to = (self.outcome.status, self.outcome.reason,
+                                             self.outcome.transfer_to)
+        st = self.playout.stats
+        r.playout = {"frames": st.frames_sent, "audio_frames": st.audio_frames_sent,
+                     "late_frames": st.late_frames, "max_lateness_ms": round(st.max_lateness * 1000, 3),
+                     "flushes": st.flushes, "frames_flushed": st.frames_flushed}
+        r.caller_frames_dropped = self.queue.dropped
+        for turn in self._all_turns:
+            rec = turn.rec
+            sent = [s for s in turn.segments if s.started_at is not None]
+            if sent:
+                rec.first_frame_sent = self._rel(sent[0].started_at)
+            rec.heard_text = " ".join(s.heard_text for s in sent).strip()
+            if rec.first_frame_sent is not None and rec.speech_end is not None:
+                rec.latency_ms = round((rec.first_frame_sent - rec.speech_end) * 1000, 1)
+                for name, t in (("stt", rec.stt_done), ("first_audio_ready", rec.first_audio_ready)):
+                    if t is not None:
+                        rec.stage_ms[name] = round((t - rec.speech_end) * 1000, 1)

@@ -1,0 +1,266 @@
+"""The paced playout writer: one 20 ms frame every 20 ms toward Asterisk, from the first moment.
+
+Asterisk neither paces nor buffers what AudioSocket receives (a burst toward a real channel is
+dropped), and the AudioSocket() app hangs up after 2 s without frames, so:
+
+- the writer sends exactly one frame per tick on an absolute deadline clock
+  (``start + n * 20 ms``), re-clamped each frame: after a stall it sends one frame at once and
+  continues on a new grid, never a catch-up burst;
+- when the agent is quiet it sends silence (also the mitigation for asterisk#2089, which starves
+  a peer that waits before sending);
+- agent audio waits in a bounded buffer of :class:`Segment` s; :meth:`Playout.flush` drops the
+  interruptible ones and takes effect at the very next frame;
+- the hand-back frame ``00 00 00`` is sent by the writer itself, after the last audio frame, so
+  nothing can interleave with it.
+
+Audio inside the playout is slin 8 kHz; the per-call :class:`AudioFormat` decides the wire
+payload (slin, or G.711 when the dialplan used ``Dial(AudioSocket/...,c(ulaw))``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import trio
+
+from ..constants import FRAME_BYTES, FRAME_SECONDS
+from ..dsp import g711
+from ..protocol.audiosocket import AudioFormat, Codec, encode_audio, encode_hangup
+
+SendFn = Callable[[bytes], Awaitable[None]]
+_ids = itertools.count(1)
+
+
+@dataclass(eq=False)
+class Segment:
+    """One utterance (or part of one) queued for playout."""
+
+    pcm: bytes
+    text: str = ""
+    interruptible: bool = True
+    id: int = field(default_factory=lambda: next(_ids))
+    frames_sent: int = 0
+    started_at: float | None = None
+    """trio time the first frame of this segment left."""
+    finished_at: float | None = None
+    interrupted: bool = False
+    done: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def total_frames(self) -> int:
+        return math.ceil(len(self.pcm) / FRAME_BYTES)
+
+    @property
+    def played_seconds(self) -> float:
+        return self.frames_sent * FRAME_SECONDS
+
+    @property
+    def heard_text(self) -> str:
+        """Roughly the part of ``text`` the caller heard (proportional to audio played)."""
+        if not self.interrupted or self.total_frames == 0:
+            return self.text
+        words = self.text.split()
+        n = int(len(words) * self.frames_sent / self.total_frames)
+        return " ".join(words[:n])
+
+
+@dataclass
+class PlayoutStats:
+    frames_sent: int = 0
+    audio_frames_sent: int = 0
+    silence_frames_sent: int = 0
+    late_frames: int = 0
+    """Stalls of more than one frame period (the grid was re-clamped, frames skipped)."""
+    max_lateness: float = 0.0
+    flushes: int = 0
+    frames_flushed: int = 0
+
+
+class PlayoutFull(Exception):
+    """More agent audio was queued than ``max_seconds`` allows."""
+
+
+class Playout:
+    """Owns the outbound direction of one AudioSocket connection.
+
+    Run :meth:`run` in the call's nursery; it returns after the hand-back frame was sent (see
+    :meth:`hand_back`) and raises whatever ``send`` raises (a closed connection ends the call).
+    """
+
+    def __init__(
+        self,
+        send: SendFn,
+        fmt: AudioFormat = AudioFormat(),
+        *,
+        max_seconds: float = 60.0,
+        lead_frames: int = 0,
+        on_frame: Callable[[float, bool], None] | None = None,
+    ) -> None:
+        self._send = send
+        self._fmt = fmt
+        self._max_frames = int(max_seconds / FRAME_SECONDS)
+        self._lead = lead_frames * FRAME_SECONDS
+        self._queue: deque[Segment] = deque()
+        self._queued_frames = 0
+        self._current: Segment | None = None
+        self._offset = 0
+        self._hand_back = False
+        self._idle = trio.Event()
+        self._idle.set()
+        self._on_frame = on_frame
+        self._silence = self._encode(bytes(FRAME_BYTES))
+        self.stats = PlayoutStats()
+        self.started_at: float | None = None
+        self.last_audio_at: float | None = None
+        """trio time the last non-silent (agent audio) frame left."""
+        self.hand_back_sent = trio.Event()
+
+    # -- producer side ---------------------------------------------------------------------------
+
+    def enqueue(self, pcm: bytes, text: str = "", interruptible: bool = True) -> Segment:
+        """Queue slin 8 kHz audio; returns the segment (await ``seg.done`` to know it played).
+
+        Raises PlayoutFull when the buffer would exceed its bound, ValueError on odd bytes.
+        """
+        if len(pcm) % 2:
+            raise ValueError("slin audio must have an even number of bytes")
+        seg = Segment(pcm=pcm, text=text, interruptible=interruptible)
+        if self._queued_frames + seg.total_frames > self._max_frames:
+            raise PlayoutFull(f"playout buffer would exceed {self._max_frames} frames")
+        if seg.total_frames == 0:
+            seg.done.set()
+            return seg
+        self._queue.append(seg)
+        self._queued_frames += seg.total_frames
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        return seg
+
+    def flush(self) -> int:
+        """Drop every interruptible segment (the current one too). Returns frames dropped.
+
+        Effective at the very next frame: the writer takes frames one at a time from here.
+        A non-interruptible current segment (a farewell) keeps playing.
+        """
+        dropped = 0
+        now = trio.current_time()
+        if self._current is not None and self._current.interruptible:
+            seg = self._current
+            dropped += seg.total_frames - seg.frames_sent
+            self._finish(seg, now, interrupted=True)
+            self._current = None
+            self._offset = 0
+        keep: deque[Segment] = deque()
+        for seg in self._queue:
+            if seg.interruptible:
+                dropped += seg.total_frames
+                self._queued_frames -= seg.total_frames
+                self._finish(seg, now, interrupted=True)
+            else:
+                keep.append(seg)
+        self._queue = keep
+        self.stats.flushes += 1
+        self.stats.frames_flushed += dropped
+        self._check_idle()
+        return dropped
+
+    def hand_back(self) -> None:
+        """Send ``00 00 00`` after what is queued now has played, then stop."""
+        self._hand_back = True
+
+    @property
+    def speaking(self) -> bool:
+        """True while agent audio is queued or playing."""
+        return self._current is not None or bool(self._queue)
+
+    @property
+    def current(self) -> Segment | None:
+        return self._current
+
+    @property
+    def interruptible(self) -> bool:
+        """Whether what is playing now may be cut off by the caller."""
+        if self._current is not None:
+            return self._current.interruptible
+        return all(s.interruptible for s in self._queue)
+
+    async def wait_idle(self) -> None:
+        """Wait until nothing is queued or playing (every segment done or flushed)."""
+        await self._idle.wait()
+
+    # -- the writer --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Send a frame every 20 ms until the hand-back frame has gone out."""
+        start = trio.current_time()
+        self.started_at = start
+        deadline = start - self._lead
+        while True:
+            await trio.sleep_until(deadline)
+            now = trio.current_time()
+            self.stats.max_lateness = max(self.stats.max_lateness, now - deadline)
+            if self._hand_back and not self.speaking:
+                await self._send(encode_hangup())
+                self.hand_back_sent.set()
+                return
+            frame, is_audio = self._next_frame(now)
+            await self._send(frame)
+            self.stats.frames_sent += 1
+            if is_audio:
+                self.stats.audio_frames_sent += 1
+                self.last_audio_at = now
+            else:
+                self.stats.silence_frames_sent += 1
+            if self._on_frame is not None:
+                self._on_frame(now, is_audio)
+            # Absolute grid: small scheduling jitter is absorbed by sleeping less next time.
+            # After a stall of more than one frame the grid is re-clamped to now, so the
+            # missed frames are skipped, never sent as a catch-up burst.
+            deadline += FRAME_SECONDS
+            behind = trio.current_time() - self._lead - deadline
+            if behind > FRAME_SECONDS:
+                self.stats.late_frames += 1
+                deadline += behind
+
+    def _next_frame(self, now: float) -> tuple[bytes, bool]:
+        if self._current is None:
+            if not self._queue:
+                return self._silence, False
+            self._current = self._queue.popleft()
+            self._queued_frames -= self._current.total_frames
+            self._offset = 0
+            self._current.started_at = now
+        seg = self._current
+        chunk = seg.pcm[self._offset : self._offset + FRAME_BYTES]
+        if len(chunk) < FRAME_BYTES:
+            chunk = chunk + bytes(FRAME_BYTES - len(chunk))
+        self._offset += FRAME_BYTES
+        seg.frames_sent += 1
+        if self._offset >= len(seg.pcm):
+            self._current = None
+            self._finish(seg, now + FRAME_SECONDS, interrupted=False)
+            self._check_idle()
+        return self._encode(chunk), True
+
+    def _finish(self, seg: Segment, t: float, *, interrupted: bool) -> None:
+        seg.finished_at = t
+        seg.interrupted = interrupted
+        seg.done.set()
+
+    def _check_idle(self) -> None:
+        if not self.speaking:
+            self._idle.set()
+
+    def _encode(self, slin: bytes) -> bytes:
+        fmt = self._fmt
+        if fmt.codec is Codec.ULAW:
+            payload = g711.ulaw_encode(np.frombuffer(slin, dtype="<i2"))
+        elif fmt.codec is Codec.ALAW:
+            payload = g711.alaw_encode(np.frombuffer(slin, dtype="<i2"))
+        else:
+            payload = slin
+        return encode_audio(payload, fmt.wire_kind)
