@@ -23,7 +23,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import unquote_plus
 
 from media_sidecar.config.schema import Config, Match
 
@@ -48,15 +47,15 @@ _LANGUAGE = re.compile(r"[A-Za-z]{1,8}(?:[-_][A-Za-z0-9]{1,8}){0,4}")
 _SHOW_CHARS = 64
 
 # CR and LF become spaces (keeps words apart); NUL, other C0 controls and DEL are removed.
-# Tab is kept: it is harmless in every sink (logs, prompts, JSON).
+# Tab is kept: it is ordinary text in prompts, logs and JSON.
 _CLEAN = {c: None for c in range(32) if c != 9} | {13: " ", 10: " ", 127: None}
 
 
 @dataclass(frozen=True, slots=True)
 class RouteInput:
-    """What routing may look at. ``script`` is the AGI path without host, leading ``/`` and
-    query (``agent`` for ``agi://host/agent?assistant=sales``): see :func:`split_script`.
-    Missing caller ID and DNID are whatever Asterisk sent (the literal ``unknown``)."""
+    """What routing may look at, usually taken from ``AgiRequest``: ``script`` is the AGI path
+    without host and query (``agent`` for ``agi://host/agent?assistant=sales``), ``query`` the
+    parsed query string. A rule's regex sees these strings exactly as given here."""
 
     script: str = ""
     query: Mapping[str, str] = field(default_factory=dict)
@@ -184,26 +183,6 @@ def clean_value(value: str, limit: int = MAX_VALUE_CHARS) -> str:
     """``value`` without NUL/control characters (CR, LF -> space), cut to ``limit`` chars."""
     # Cut before translating too, so a megabyte of input costs only ``limit`` work.
     return value[: limit * 2].translate(_CLEAN)[:limit]
-
-
-def split_script(network_script: str) -> tuple[str, dict[str, str]]:
-    """Split ``agi_network_script`` (``agent?assistant=sales&x=1``) into path and query.
-
-    Asterisk does not parse the query; this does, plainly: ``&``-separated ``key=value`` pairs,
-    %-decoding and ``+`` as space, the first occurrence of a key wins, a key without ``=`` has
-    the value ``""``, at most 32 pairs are read. The leading ``/`` of the path is removed.
-    Never raises.
-    """
-    path, _, query = network_script.partition("?")
-    pairs: dict[str, str] = {}
-    for part in query.split("&", 32)[:32]:
-        if not part:
-            continue
-        key, _, value = part.partition("=")
-        key = unquote_plus(key)
-        if key and key not in pairs:
-            pairs[key] = unquote_plus(value)
-    return path.lstrip("/"), pairs
 
 
 def _decide(cfg: Config, name: str, source: str, notes: list[str]) -> RouteDecision:

@@ -89,7 +89,7 @@ class AgiConnection:
         """True once EOF was read from Asterisk."""
         return self._eof
 
-    async def read_env(self, timeout: float) -> AgiRequest:
+    async def read_env(self, timeout: float) -> AgiRequest:  # noqa: ASYNC109
         """Read the ``agi_*`` block and return the parsed :class:`AgiRequest`.
 
         Raises :class:`AgiTimeout` if the blank line has not arrived within ``timeout``
@@ -141,13 +141,12 @@ class AgiConnection:
         if not data:
             self._eof = True
             raise AgiConnectionClosed(
-                "Asterisk closed the AGI connection"
-                + (" after HANGUP" if self._hung_up else "")
+                "Asterisk closed the AGI connection" + (" after HANGUP" if self._hung_up else "")
             )
         self._replies.feed(data)
         self._collect()
 
-    async def command(self, line: bytes, timeout: float | None = None) -> Response:
+    async def command(self, line: bytes, timeout: float | None = None) -> Response:  # noqa: ASYNC109
         """Send one command line (from ``protocol.build_command`` / ``cmd_*``) and return its
         reply, skipping and recording ``HANGUP`` lines before or after it.
 
@@ -195,22 +194,19 @@ class AgiConnection:
                 raise
             return self._pending.pop(0)
 
-    async def wait_hangup(self, timeout: float | None = None) -> bool:
-        """Read while idle until ``HANGUP`` or EOF; return True then, False on timeout.
+    async def wait_hangup(self) -> None:
+        """Read while idle until ``HANGUP`` or EOF (returns at once if already hung up).
 
-        Holds the command lock while reading, so do not call it concurrently with commands
-        you expect to run. Cancellation is safe (no command is in flight).
+        Holds the command lock while reading, so commands wait until it returns: bound it with
+        ``asyncio.timeout``. Cancellation is safe (no command is in flight). A reply arriving
+        while idle is logged and dropped. Raises nothing on EOF (:attr:`closed` is then True).
         """
         async with self._lock:
             try:
-                async with asyncio.timeout(timeout):
-                    while not self._hung_up:
-                        await self._read_more()
-            except TimeoutError:
-                return False
+                while not self._hung_up:
+                    await self._read_more()
             except AgiConnectionClosed:
-                return True
-            return True
+                return
 
     async def close(self) -> None:
         """Close the socket (Asterisk then sets ``AGISTATUS=SUCCESS`` and continues the
@@ -226,48 +222,48 @@ class AgiConnection:
 
     # ------------------------------------------------------------------ wrappers
 
-    async def answer(self, timeout: float | None = None) -> None:
+    async def answer(self) -> None:
         """ANSWER. Raises ``DeadChannel`` (511) after a hangup; takes ~0.5 s on real Asterisk
         (it waits for first media)."""
-        raise_for(await self.command(cmd_answer(), timeout))
+        raise_for(await self.command(cmd_answer()))
 
-    async def get_variable(self, name: str, timeout: float | None = None) -> str | None:
+    async def get_variable(self, name: str) -> str | None:
         """GET VARIABLE: the value, or None when unset. Works on a dead channel. The value is
         at most 1023 characters and not escaped by Asterisk (see ``get_full_variable``)."""
-        resp = raise_for(await self.command(cmd_get_variable(name), timeout))
+        resp = raise_for(await self.command(cmd_get_variable(name)))
         return resp.data if resp.result == "1" else None
 
-    async def get_full_variable(self, expr: str, timeout: float | None = None) -> str | None:
+    async def get_full_variable(self, expr: str) -> str | None:
         """GET FULL VARIABLE: the evaluated ``${...}`` expression, or None (result=0)."""
-        resp = raise_for(await self.command(cmd_get_full_variable(expr), timeout))
+        resp = raise_for(await self.command(cmd_get_full_variable(expr)))
         return resp.data if resp.result == "1" else None
 
-    async def set_variable(self, name: str, value: str, timeout: float | None = None) -> None:
+    async def set_variable(self, name: str, value: str) -> None:
         """SET VARIABLE (allowed on a dead channel). Raises ``UnsafeValueError`` for CR/LF/NUL
         in ``value`` or a bad ``name`` before sending anything."""
-        raise_for(await self.command(cmd_set_variable(name, value), timeout))
+        raise_for(await self.command(cmd_set_variable(name, value)))
 
-    async def exec(self, app: str, options: str | None = None, timeout: float | None = None) -> int:
+    async def exec(self, app: str, options: str | None = None) -> int:
         """EXEC ``app`` with ``options`` as one token; return the application's result
         (0 ok, -1 failure/hangup, -2 unknown application). Blocks until the application
         returns (``EXEC AudioSocket`` returns when the sidecar releases the call)."""
-        resp = raise_for(await self.command(cmd_exec(app, options), timeout))
+        resp = raise_for(await self.command(cmd_exec(app, options)))
         result = resp.result_int
         if result is None:
             raise AgiProtocolError(f"EXEC reply without a numeric result: {resp.lines[0]!r}")
         return result
 
-    async def verbose(self, msg: str, level: int = 1, timeout: float | None = None) -> None:
-        raise_for(await self.command(cmd_verbose(msg, level), timeout))
+    async def verbose(self, msg: str, level: int = 1) -> None:
+        raise_for(await self.command(cmd_verbose(msg, level)))
 
-    async def channel_status(self, timeout: float | None = None) -> int:
+    async def channel_status(self) -> int:
         """CHANNEL STATUS: 6 Up, 4 Ring, ... Raises ``DeadChannel`` after a hangup."""
-        resp = raise_for(await self.command(cmd_channel_status(), timeout))
+        resp = raise_for(await self.command(cmd_channel_status()))
         result = resp.result_int
         if result is None:
             raise AgiProtocolError(f"CHANNEL STATUS reply without a result: {resp.lines[0]!r}")
         return result
 
-    async def hangup(self, timeout: float | None = None) -> None:
+    async def hangup(self) -> None:
         """HANGUP the channel (the AGI command). Raises ``DeadChannel`` if already dead."""
-        raise_for(await self.command(cmd_hangup(), timeout))
+        raise_for(await self.command(cmd_hangup()))

@@ -117,12 +117,13 @@ class AgiCallHandler:
         assistant = self.cfg.assistant(decision.assistant)
         assert assistant is not None
         call_uuid = str(uuidlib.uuid4())
+        call_vars = call_variables(variables)
         ctx = c.CallContext(
             channel=req.channel, uniqueid=req.uniqueid, callerid=req.callerid,
             calleridname=req.calleridname, dnid=req.dnid, extension=req.extension,
-            context=req.context, language=variables.get("AI_LANGUAGE") or req.language,
+            context=req.context, language=call_vars.get("AI_LANGUAGE") or req.language,
             script=req.script, query=dict(req.query), args=list(req.args),
-            variables=call_variables(variables),
+            variables=call_vars,
         )
         offer = c.Offer(uuid=call_uuid, assistant=assistant.name, context=ctx,
                         ami=self.tracker.ami_connected)

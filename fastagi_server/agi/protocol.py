@@ -204,8 +204,7 @@ class EnvParser:
                 )
             if self._consumed > self.max_bytes:
                 raise AgiProtocolError(
-                    f"AGI environment block exceeds {self.max_bytes} bytes "
-                    f"(at line {self._lineno})"
+                    f"AGI environment block exceeds {self.max_bytes} bytes (at line {self._lineno})"
                 )
             if raw.endswith(b"\r"):  # Asterisk sends LF only; tolerate hand-written CRLF
                 raw = raw[:-1]

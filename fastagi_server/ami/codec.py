@@ -73,9 +73,7 @@ class AmiMessage:
 
     __slots__ = ("_index", "content", "pairs")
 
-    def __init__(
-        self, pairs: Iterable[tuple[str, str]], content: Iterable[str] = ()
-    ) -> None:
+    def __init__(self, pairs: Iterable[tuple[str, str]], content: Iterable[str] = ()) -> None:
         self.pairs: tuple[tuple[str, str], ...] = tuple(pairs)
         self.content: tuple[str, ...] = tuple(content)
         index: dict[str, list[str]] = {}
@@ -249,7 +247,9 @@ def sanitize_value(value: object) -> str:
     elif isinstance(value, int | float):
         text = str(value)
     else:
-        raise TypeError(f"AMI header value must be str, int, float or bool, not {type(value).__name__}")
+        raise TypeError(
+            f"AMI header value must be str, int, float or bool, not {type(value).__name__}"
+        )
     for ch, name in _UNSAFE.items():
         idx = text.find(ch)
         if idx >= 0:

@@ -296,7 +296,9 @@ class FakeAmiServer:
 
     # ------------------------------------------------------------------ events
 
-    def emit(self, event: str, fields: FieldsArg | None = None, *, privilege: str | None = None) -> int:
+    def emit(
+        self, event: str, fields: FieldsArg | None = None, *, privilege: str | None = None
+    ) -> int:
         """Send ``Event: <event>`` / ``Privilege: <class>,all`` then ``fields`` in the given
         order to every logged-in client whose event mask has the class; return how many.
 
@@ -358,8 +360,12 @@ class FakeAmiServer:
 
     @staticmethod
     def _response(
-        msg: AmiMessage, status: str, message: str | None = None, extra: Pairs | None = None,
-        *, eventlist: str | None = None,
+        msg: AmiMessage,
+        status: str,
+        message: str | None = None,
+        extra: Pairs | None = None,
+        *,
+        eventlist: str | None = None,
     ) -> Pairs:
         pairs: Pairs = [("Response", status)]
         aid = msg.get("ActionID")
@@ -372,7 +378,9 @@ class FakeAmiServer:
         pairs.extend(extra or [])
         return pairs
 
-    def _ack(self, s: _Session, msg: AmiMessage, message: str | None, extra: Pairs | None = None) -> None:
+    def _ack(
+        self, s: _Session, msg: AmiMessage, message: str | None, extra: Pairs | None = None
+    ) -> None:
         s.message(self._response(msg, "Success", message, extra))
 
     def _error(self, s: _Session, msg: AmiMessage, message: str) -> None:
@@ -389,7 +397,8 @@ class FakeAmiServer:
         handler = getattr(self, f"_action_{key}", None) if key.isalpha() else None
         if handler is None:
             self._error(
-                s, msg,
+                s,
+                msg,
                 f"Invalid/unknown command: {action}. Use Action: ListCommands to show "
                 "available commands.",
             )
@@ -451,8 +460,12 @@ class FakeAmiServer:
         context = msg.get("Context") or ""
         exten = msg.get("Exten") or ""
         priority = msg.get("Priority") or ""
-        for value, what in ((name, "Channel"), (context, "Context"), (exten, "Exten"),
-                            (priority, "Priority")):
+        for value, what in (
+            (name, "Channel"),
+            (context, "Context"),
+            (exten, "Exten"),
+            (priority, "Priority"),
+        ):
             if not value:
                 self._error(s, msg, f"{what} not specified")
                 return
@@ -496,14 +509,21 @@ class FakeAmiServer:
             except re.error:
                 self._error(s, msg, f"Regex compile failed on: {name}")
                 return
-            s.message(self._response(msg, "Success", "Channels hung up will follow",
-                                      eventlist="start"))
+            s.message(
+                self._response(msg, "Success", "Channels hung up will follow", eventlist="start")
+            )
             matched = [c for c in list(self.channels.values()) if rx.search(c.name)]
             aid = [("ActionID", msg["ActionID"])] if msg.get("ActionID") else []
             for c in matched:
                 s.message([("Event", "ChannelHungup"), ("Channel", c.name), *aid])
-            s.message([("Event", "ChannelsHungupListComplete"), *aid,
-                       ("EventList", "Complete"), ("ListItems", str(len(matched)))])
+            s.message(
+                [
+                    ("Event", "ChannelsHungupListComplete"),
+                    *aid,
+                    ("EventList", "Complete"),
+                    ("ListItems", str(len(matched))),
+                ]
+            )
             for c in matched:
                 self._hang(c, cause)
             return
@@ -583,8 +603,14 @@ class FakeAmiServer:
                     ("BridgeId", ""),
                 ]
             )
-        s.message([("Event", "CoreShowChannelsComplete"), *aid, ("EventList", "Complete"),
-                   ("ListItems", str(len(chans)))])
+        s.message(
+            [
+                ("Event", "CoreShowChannelsComplete"),
+                *aid,
+                ("EventList", "Complete"),
+                ("ListItems", str(len(chans))),
+            ]
+        )
 
     async def _action_userevent(self, s: _Session, msg: AmiMessage) -> None:
         name = msg.get("UserEvent") or ""

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from ..config.schema import Action, Intent, RulesBrainConfig
-from ..speech.text import split_sentences
 from .base import (
     Act,
     BrainInput,
@@ -30,6 +29,7 @@ from .base import (
     UserDtmf,
     UserText,
 )
+from .text import split_sentences
 
 __all__ = ["INVALID_KEY_REPLY", "Heard", "RulesBrain", "normalise"]
 

@@ -74,7 +74,8 @@ def _check_secrets(raw: dict[str, Any], source: str) -> None:
         node: Any = raw
         for part in dotted.split("."):
             node = node.get(part) if isinstance(node, dict) else None
-        if node not in (None, "") and not (isinstance(node, str) and _ENV_REF.fullmatch(node)):
+        ref = _ENV_REF.fullmatch(node) if isinstance(node, str) else None
+        if node not in (None, "") and (ref is None or ref.group(2) not in (None, "")):
             raise ConfigError(
                 source, dotted, "secrets must come from the environment, e.g. ${AMI_SECRET}"
             )
@@ -130,16 +131,18 @@ class _Builder:
     def build_routing(self, raw: Any, path: str) -> s.RoutingConfig:
         raw = self.mapping(raw, path)
         rules = []
-        for i, r in enumerate(raw.pop("rules", None) or []):
+        rules_raw = raw.pop("rules", None) or []
+        if not isinstance(rules_raw, list):
+            raise self.err(f"{path}.rules", f"expected a list of rules, got {type(rules_raw).__name__}")
+        for i, r in enumerate(rules_raw):
             rp = f"{path}.rules[{i}]"
             r = self.mapping(r, rp)
             if "assistant" not in r:
                 raise self.err(rp, "a rule needs 'assistant'")
             match = self.mapping(r.pop("match", None), f"{rp}.match")
-            for k in ("query", "variables"):
-                if k in match:
-                    match[k] = self.pairs(match[k], f"{rp}.match.{k}")
-            m = self.build(s.Match, match, f"{rp}.match")
+            pairs = {k: self.pairs(match.pop(k), f"{rp}.match.{k}")
+                     for k in ("query", "variables") if k in match}
+            m = dataclasses.replace(self.build(s.Match, match, f"{rp}.match"), **pairs)
             assistant = self.scalar(str, r.pop("assistant"), f"{rp}.assistant")
             if r:
                 raise self.err(f"{rp}.{next(iter(r))}", "unknown key (expected match, assistant)")
@@ -149,6 +152,8 @@ class _Builder:
 
     def build_assistant(self, name: str, raw: Any, path: str) -> s.AssistantConfig:
         raw = dict(self.mapping(raw, path))
+        if "name" in raw:
+            raise self.err(f"{path}.name", "unknown key (the assistant's name is its mapping key)")
         dests = raw.pop("destinations", None) or {}
         dests = self.mapping(dests, f"{path}.destinations")
         destinations = tuple(
@@ -157,15 +162,17 @@ class _Builder:
         )
         brain = dict(self.mapping(raw.pop("brain", None), f"{path}.brain"))
         dtmf_raw = self.mapping(brain.pop("dtmf", None), f"{path}.brain.dtmf")
-        dtmf = tuple(
-            self.build(s.DtmfMapping, {"digit": str(k), **self.mapping(v, f"{path}.brain.dtmf.{k}")},
-                       f"{path}.brain.dtmf.{k}")
-            for k, v in dtmf_raw.items()
-        )
+        dtmf = tuple(self._dtmf(str(k), v, f"{path}.brain.dtmf.{k}") for k, v in dtmf_raw.items())
         brain_cfg = self.build(s.RulesBrainConfig, brain, f"{path}.brain")
         brain_cfg = dataclasses.replace(brain_cfg, dtmf=dtmf)
         cfg = self.build(s.AssistantConfig, {"name": name, **raw}, path)
         return dataclasses.replace(cfg, destinations=destinations, brain=brain_cfg)
+
+    def _dtmf(self, digit: str, raw: Any, path: str) -> s.DtmfMapping:
+        body = self.mapping(raw, path)
+        if "digit" in body:
+            raise self.err(f"{path}.digit", "unknown key (the digit is the mapping key)")
+        return self.build(s.DtmfMapping, {**body, "digit": digit}, path)
 
     # -- generic structural conversion -----------------------------------------------------------
 

@@ -228,7 +228,7 @@ class Resampler:
         base = self._consumed  # global index of xf[0]
         self._consumed += len(xf)
         buf = np.concatenate((self._history, xf))
-        self._history = buf[len(buf) - (k_taps - 1) :].copy()
+        self._history = np.zeros(k_taps - 1, np.float32)
         # Output n uses prototype position p = (n + delay) * down; its newest input is p // up
         # and its branch is p % up. It can be computed once that input has arrived.
         centre = f.delay * down

@@ -267,10 +267,6 @@ def test_secret_from_environment_is_accepted_and_hidden() -> None:
     assert "pw" not in repr(cfg.ami)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="loader bug: _check_secrets accepts ${AMI_SECRET:-literal}, a literal secret in the file",
-)
 def test_secret_default_is_a_literal_secret_and_is_refused() -> None:
     refused(ONE + "ami: {secret: '${AMI_SECRET:-hunter2}'}")
 
@@ -343,14 +339,9 @@ def test_offer_timeout_below_one_is_accepted() -> None:
     assert parse(ONE + "fastagi: {offer_timeout: 0.99}").fastagi.offer_timeout == 0.99
 
 
-# -- known loader bugs (strict xfail: remove the marker when the loader is fixed) -----------------
+# -- loader bugs found in review, fixed -------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="loader bug: pairs() turns match.query/variables into tuples, then convert() "
-    "refuses them with 'expected a list, got tuple'",
-)
 def test_rules_with_query_and_variables_load() -> None:
     cfg = parse(
         ONE + "routing: {rules: [{match: {query: {dept: sales}, variables: {AI_VAR_T: gold}},"
@@ -360,21 +351,11 @@ def test_rules_with_query_and_variables_load() -> None:
     assert (match.query, match.variables) == ((("dept", "sales"),), (("AI_VAR_T", "gold"),))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="loader bug: a 'name' key in an assistant's body overrides its mapping key",
-)
 def test_assistant_body_cannot_rename_the_assistant() -> None:
-    # Today this loads an assistant called "other", and routing to "sales" then fails.
     assert refused("assistants: {sales: {name: other}}").startswith(
         "test.yaml: assistants.sales.name: unknown key"
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="loader bug: a 'digit' key in a dtmf mapping's body overrides the mapping key",
-)
 def test_dtmf_body_cannot_change_the_digit() -> None:
-    # Today this loads digit "9" for the key "1".
     refused("assistants: {x: {brain: {dtmf: {'1': {digit: '9', reply: r}}}}}")

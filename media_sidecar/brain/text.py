@@ -1,9 +1,10 @@
-"""Text helpers for speaking: split replies into sentences so TTS can stream them.
+"""Sentence splitting for brains: a reply is said one :class:`Say` per sentence.
 
 Speaking sentence by sentence lets the first sentence play while the next is synthesised, and
-gives barge-in a natural unit to cut at. Pure functions, no engine imports:
-:func:`split_sentences` for a whole reply, :class:`SentenceBuffer` for text that arrives in
-pieces (an LLM's token stream).
+gives barge-in a natural unit to cut at. :func:`split_sentences` splits a whole reply;
+:class:`SentenceBuffer` releases sentences from text that arrives in pieces (an LLM's token
+stream). Pure: it lives with the brains, not with the speech engines, so the brain layer
+imports nothing that loads models or threads.
 """
 
 from __future__ import annotations
