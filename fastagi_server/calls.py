@@ -149,7 +149,7 @@ class CallTracker:
                  dest.exten, dest.priority)
         return c.TransferResult(uuid=req.uuid, ok=True, method="redirect")
 
-    async def resolve_disposition(self, call: TrackedCall, timeout: float = 3.0) -> str:
+    async def resolve_disposition(self, call: TrackedCall, time_limit: float = 3.0) -> str:
         """After the AGI side saw HANGUP without our own redirect: hangup or redirect?
 
         Waits for AMI to say (Asterisk emits the events only after the AGI socket closed).
@@ -158,7 +158,7 @@ class CallTracker:
         if not self.ami_connected:
             return "unknown"
         try:
-            await asyncio.wait_for(call.disposed.wait(), timeout)
+            await asyncio.wait_for(call.disposed.wait(), time_limit)
         except TimeoutError:
             return "unknown"
         if call.disposition == "redirect" and self.ami is not None:

@@ -43,9 +43,9 @@ class ControlClient:
     def connected(self) -> bool:
         return self._ws is not None
 
-    async def wait_connected(self, timeout: float) -> bool:
+    async def wait_connected(self, time_limit: float) -> bool:
         try:
-            await asyncio.wait_for(self._up.wait(), timeout)
+            await asyncio.wait_for(self._up.wait(), time_limit)
             return True
         except TimeoutError:
             return False
@@ -125,7 +125,7 @@ class ControlClient:
         except ConnectionClosed:
             return False
 
-    async def offer(self, offer: c.Offer, timeout: float) -> c.Accept | c.Refuse:
+    async def offer(self, offer: c.Offer, time_limit: float) -> c.Accept | c.Refuse:
         """Offer a call; raises ControlUnavailable at once if the link is down, or on timeout."""
         if self._ws is None:
             raise ControlUnavailable("media sidecar not connected")
@@ -135,9 +135,9 @@ class ControlClient:
         try:
             if not await self.send(offer):
                 raise ControlUnavailable("media sidecar not connected")
-            return await asyncio.wait_for(fut, timeout)
+            return await asyncio.wait_for(fut, time_limit)
         except TimeoutError:
-            raise ControlUnavailable(f"media sidecar did not answer within {timeout:.1f} s") from None
+            raise ControlUnavailable(f"media sidecar did not answer within {time_limit:.1f} s") from None
         finally:
             self._offers.pop(offer.uuid.lower(), None)
 
@@ -148,11 +148,11 @@ class ControlClient:
             verdict = self._ended[key] = _Verdict()
         return verdict
 
-    async def wait_ended(self, uuid: str, timeout: float) -> c.Ended | None:
+    async def wait_ended(self, uuid: str, time_limit: float) -> c.Ended | None:
         """The sidecar's verdict for a call, or None if it does not come in time."""
         verdict = self._verdict(uuid)
         try:
-            await asyncio.wait_for(verdict.event.wait(), timeout)
+            await asyncio.wait_for(verdict.event.wait(), time_limit)
         except TimeoutError:
             return None
         return verdict.value

@@ -24,7 +24,7 @@ from ..calls import CallTracker, TrackedCall
 from ..control_client import ControlClient, ControlUnavailable
 from ..routing import RouteInput, call_variables, choose_assistant
 from .connection import AgiConnection
-from .protocol import AgiConnectionClosed, AgiError, AgiRequest, UnsafeValueError, cmd_channel_status
+from .protocol import AgiConnectionClosed, AgiError, AgiRequest, UnsafeValueError
 
 log = logging.getLogger("agi_voice.agi")
 
@@ -70,6 +70,9 @@ class AgiCallHandler:
         except (AgiConnectionClosed, ConnectionError) as exc:
             log.info("AGI connection for %s closed: %s", req.channel, exc)
             outcome = AgiOutcome("CALLER_HANGUP", reason="AGI connection closed")
+        except AgiError as exc:  # 511 after a hangup, a desynchronised connection, ...
+            log.info("AGI call on %s ended: %s", req.channel, exc)
+            outcome = AgiOutcome("CALLER_HANGUP" if conn.hung_up else "FAILED", reason=str(exc))
         self.outcomes.append(outcome)
         del self.outcomes[:-100]
         log.info("AGI %s (%s): AI_STATUS=%s %s", req.channel, req.uniqueid, outcome.status,
@@ -150,8 +153,7 @@ class AgiCallHandler:
 
     async def _converse(self, conn: AgiConnection, tracked: TrackedCall,
                         t_start: float) -> AgiOutcome:
-        status = await conn.command(cmd_channel_status())
-        if status.result_int != CHANNEL_UP and self.cfg.fastagi.answer:
+        if await conn.channel_status() != CHANNEL_UP and self.cfg.fastagi.answer:
             await conn.answer()
         setup_ms = (time.perf_counter() - t_start) * 1000
         result = await conn.exec("AudioSocket", f"{tracked.uuid},{self.cfg.audiosocket_address}")
@@ -180,6 +182,6 @@ class AgiCallHandler:
             for name, value in values.items():
                 if value or name in ("AI_STATUS", "AI_TRANSFER_TO"):
                     await conn.set_variable(name, _safe(value))
-        except (AgiConnectionClosed, ConnectionError, UnsafeValueError) as exc:
+        except (AgiError, ConnectionError, UnsafeValueError) as exc:
             log.info("could not set outcome variables: %s", exc)
         return out

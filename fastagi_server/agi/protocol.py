@@ -52,16 +52,20 @@ __all__ = [
     "AgiConnectionClosed",
     "AgiError",
     "AgiProtocolError",
+    "AgiReplyError",
     "AgiRequest",
     "AgiTimeout",
     "Bare",
     "DeadChannel",
     "EnvParser",
     "HangupNotice",
+    "InvalidCommand",
     "Response",
     "ResponseReader",
     "StrayLine",
+    "UnexpectedReply",
     "UnsafeValueError",
+    "UsageError",
     "build_command",
     "cmd_answer",
     "cmd_channel_status",
@@ -120,13 +124,33 @@ class AgiConnectionClosed(AgiError, ConnectionError):
     ended, this is the normal end of a session."""
 
 
-class DeadChannel(AGIResultHangup):
-    """511 Command Not Permitted on a dead channel or intercept routine.
+class AgiReplyError(AgiError):
+    """A non-200 reply turned into an exception by :func:`raise_for`. ``args`` are
+    ``(code, message)``; the reply is in :attr:`response`."""
+
+    response: Response | None = None
+
+
+class DeadChannel(AGIResultHangup, AgiReplyError):
+    """511 Command Not Permitted on a dead channel or intercept routine (a pyst2
+    ``AGIResultHangup``).
 
     The channel hung up (or was redirected: an AMI Redirect also produces ``HANGUP``). Only
     GET/SET VARIABLE, GET FULL VARIABLE, EXEC, NOOP, VERBOSE, DATABASE * and a few speech
     commands still work.
     """
+
+
+class InvalidCommand(AGIInvalidCommand, AgiReplyError):
+    """510 Invalid or unknown command (a pyst2 ``AGIInvalidCommand``)."""
+
+
+class UsageError(AGIUsageError, AgiReplyError):
+    """520 Invalid command syntax (a pyst2 ``AGIUsageError``); the message is the usage."""
+
+
+class UnexpectedReply(AGIUnknownError, AgiReplyError):
+    """Any other non-200 code (a pyst2 ``AGIUnknownError``)."""
 
 
 # --------------------------------------------------------------------------- request block
@@ -171,7 +195,7 @@ class EnvParser:
     def bytes_received(self) -> int:
         return self._consumed + len(self._buf)
 
-    def feed(self, data: bytes) -> dict[str, str] | None:
+    def feed(self, data: bytes | bytearray) -> dict[str, str] | None:
         """Consume ``data``; return the environment once the blank line has been seen."""
         if self._done:
             self.leftover += bytes(data)
@@ -200,7 +224,7 @@ class EnvParser:
             if len(raw) > self.max_line:
                 raise AgiProtocolError(
                     f"AGI environment line {self._lineno} is {len(raw)} bytes, longer than "
-                    f"{self.max_line}"
+                    f"{self.max_line} bytes"
                 )
             if self._consumed > self.max_bytes:
                 raise AgiProtocolError(
@@ -411,7 +435,7 @@ class ResponseReader:
         """True while a multi-line reply has started but not ended."""
         return self._block is not None or self._open_value is not None
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         self._buf += data
 
     def events(self) -> Iterator[ReaderEvent]:
@@ -493,24 +517,28 @@ class ResponseReader:
 def raise_for(response: Response) -> Response:
     """Return ``response`` if its code is 200, else raise the matching pyst2 exception.
 
-    510 -> ``AGIInvalidCommand``; 511 -> :class:`DeadChannel` (an ``AGIResultHangup``);
-    520 -> ``AGIUsageError``; any other code -> ``AGIUnknownError``. The exception's args are
-    ``(code, message)``. A 200 with ``result=-1`` is *not* raised (unlike pyst2): for EXEC it is
-    the application's own result and the caller decides.
+    510 -> :class:`InvalidCommand` (``AGIInvalidCommand``); 511 -> :class:`DeadChannel`
+    (``AGIResultHangup``); 520 -> :class:`UsageError` (``AGIUsageError``); any other code ->
+    :class:`UnexpectedReply` (``AGIUnknownError``). All are :class:`AgiReplyError` (so
+    :class:`AgiError`) as well as the pyst2 class. ``args`` are ``(code, message)``. A 200 with
+    ``result=-1`` is *not* raised (unlike pyst2): for EXEC it is the application's own result
+    and the caller decides.
     """
     if response.code == 200:
         return response
     text = response.extra if response.code != 520 else (response.usage or response.extra)
-    exc: type[AGIException]
+    exc: type[AgiReplyError]
     if response.code == 510:
-        exc = AGIInvalidCommand
+        exc = InvalidCommand
     elif response.code == 511:
         exc = DeadChannel
     elif response.code == 520:
-        exc = AGIUsageError
+        exc = UsageError
     else:
-        exc = AGIUnknownError
-    raise exc(response.code, text)
+        exc = UnexpectedReply
+    err = exc(response.code, text)
+    err.response = response
+    raise err
 
 
 # --------------------------------------------------------------------------- commands

@@ -225,6 +225,7 @@ class _CodecProtocol(AMIProtocol):
     in-flight actions failed instead of parked when the connection closes."""
 
     lost_reason = "connection closed"
+    closed: bool
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -265,7 +266,7 @@ class _CodecProtocol(AMIProtocol):
             self.transport.close()
 
     def connection_lost(self, exc: Any) -> None:
-        if not self.closed:
+        if not self.closed and self.lost_reason == _CodecProtocol.lost_reason:
             if isinstance(exc, Message):
                 self.lost_reason = "Asterisk sent Shutdown"
             elif exc is not None:
@@ -345,7 +346,8 @@ class AmiClient:
     actions wait up to ``cfg.action_timeout`` for a connection). Leaving cancels the
     supervisor and closes the socket; iterators from :meth:`events` then stop. If the
     supervisor crashes (a bug), the body of the ``async with`` is cancelled and the error is
-    raised from the exit in an ``ExceptionGroup``.
+    raised from the exit in an ``ExceptionGroup``; an exception of the body itself propagates
+    unchanged.
 
     ``event_names`` selects the events queued (``None`` = all); ``queue_size`` bounds each
     queue (when full the oldest item is dropped and counted in :attr:`dropped_events`);
@@ -382,6 +384,11 @@ class AmiClient:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> AmiClient:
+        """Start supervising. Raises ``UnsafeValueError`` at once for credentials holding
+        CR/LF/NUL (a configuration error, not something to retry)."""
+        sanitize_value(self.cfg.username)
+        sanitize_value(self.cfg.secret)
+        sanitize_value(self.events_mask)
         self._ready = asyncio.Event()
         self._queue = asyncio.Queue(self.queue_size)
         self._tg = asyncio.TaskGroup()
@@ -398,9 +405,15 @@ class AmiClient:
         assert self._tg is not None and self._task is not None
         self._task.cancel()
         try:
-            return await self._tg.__aexit__(exc_type, exc, tb)
+            if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+                # Let the TaskGroup see the cancellation (it may be its own, after a crash).
+                await self._tg.__aexit__(exc_type, exc, tb)
+                return None
+            # The body's own exception propagates unchanged, not wrapped in an ExceptionGroup.
+            await self._tg.__aexit__(None, None, None)
+            return None
         finally:
-            self._drop_manager()
+            self._drop_manager("client closed")
             for q in self._queues():
                 self._put(q, _CLOSED)
 
@@ -534,17 +547,20 @@ class AmiClient:
         assert self._ready is not None
         self._manager = manager
         self._ready.set()
+        reason = "client closed"  # if cancelled
         try:
             try:
                 await self.resync()
             except AmiTimeout as exc:
-                return f"resync timed out: {exc}"
+                reason = f"resync timed out: {exc}"
             except (AmiConnectionLost, AmiNotConnected) as exc:
-                return str(exc)
-            return await self._watchdog(manager)
+                reason = str(exc)
+            else:
+                reason = await self._watchdog(manager)
+            return reason
         finally:
             self._ready.clear()
-            self._drop_manager()
+            self._drop_manager(reason)
 
     async def _watchdog(self, manager: _SupervisedManager) -> str:
         cfg = self.cfg
@@ -570,9 +586,12 @@ class AmiClient:
         proto = manager.protocol
         return getattr(proto, "lost_reason", "connection closed")
 
-    def _drop_manager(self) -> None:
+    def _drop_manager(self, reason: str) -> None:
         manager, self._manager = self._manager, None
         if manager is not None:
+            proto = manager.protocol
+            if proto is not None and not proto.closed:
+                proto.lost_reason = reason
             manager.close()
 
     # ------------------------------------------------------------------ actions
@@ -585,6 +604,7 @@ class AmiClient:
         time_limit: float,
         *,
         check: bool = True,
+        reported_limit: float | None = None,
     ) -> list[AmiMessage]:
         grouped: dict[str, Any] = {"Action": sanitize_value(action)}
         grouped["ActionID"] = Action.action_id_generator()
@@ -611,7 +631,8 @@ class AmiClient:
             async with asyncio.timeout(time_limit):
                 result = await future
         except TimeoutError:
-            raise AmiTimeout(f"no response to AMI {action} within {time_limit:g} s") from None
+            limit = time_limit if reported_limit is None else reported_limit
+            raise AmiTimeout(f"no response to AMI {action} within {limit:g} s") from None
         finally:
             protocol.responses.pop(act.id, None)
         messages = [m.raw for m in (result if isinstance(result, list) else [result])]
@@ -660,7 +681,9 @@ class AmiClient:
         manager = self._manager
         if manager is None:
             raise AmiNotConnected(f"AMI {action}: connection went away")
-        return await self._send(manager, action, items, max(0.0, deadline - loop.time()))
+        return await self._send(
+            manager, action, items, max(0.0, deadline - loop.time()), reported_limit=timeout
+        )
 
     async def redirect(
         self,

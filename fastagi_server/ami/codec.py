@@ -170,7 +170,7 @@ class AmiParser:
         self._lines: list[bytes] = []
         self._size = 0
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         self._buf += data
 
     def events(self) -> Iterator[AmiMessage | Banner]:

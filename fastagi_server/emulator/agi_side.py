@@ -23,7 +23,6 @@ redirect, come only after the AGI connection closed (A1, A2, A3).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -39,6 +38,7 @@ from fastagi_server.emulator.channel import (
     STATE_UP,
     ChannelSpec,
     EmulatedChannel,
+    EventSink,
     ast_false,
     ast_true,
     env_block,
@@ -60,7 +60,7 @@ R_511 = "511 Command Not Permitted on a dead channel or intercept routine\n"
 R_520 = "520 Invalid command syntax.  Proper usage not available.\n"
 
 # Usage texts seen on 22.10.1; commands without one here answer with the one-line 520 form.
-USAGE = {("set", "variable"): "Sets a variable to the current channel."}
+USAGE: dict[tuple[str, ...], str] = {("set", "variable"): "Sets a variable to the current channel."}
 
 Connector = Callable[[str, int], Awaitable[trio.abc.Stream]]
 
@@ -156,10 +156,10 @@ def _table() -> list[_Command]:
         _Command(("asyncagi", "break"), None, True),
         _Command(("speech", "destroy"), None, True),
         _Command(("speech", "unload", "grammar"), None, True),
-        _Command(("database", "del"), "_db", True),
-        _Command(("database", "deltree"), "_db", True),
-        _Command(("database", "get"), "_db", True),
-        _Command(("database", "put"), "_db", True),
+        _Command(("database", "del"), "_database", True),
+        _Command(("database", "deltree"), "_database", True),
+        _Command(("database", "get"), "_database", True),
+        _Command(("database", "put"), "_database", True),
         _Command(("exec",), "_exec", True),
         _Command(("get", "full", "variable"), "_get_full_variable", True),
         _Command(("get", "variable"), "_get_variable", True),
@@ -353,7 +353,7 @@ class AgiSession:
         await self._write(R_OK0)
         return False
 
-    async def _db(self, argv: list[str]) -> bool:
+    async def _database(self, argv: list[str]) -> bool:
         op, n = argv[1].lower(), len(argv)
         if op == "put" and n == 5:
             self._db[(argv[2], argv[3])] = argv[4]
@@ -429,7 +429,9 @@ class AgiSession:
         if app == "userevent":
             name, *pairs = data.split(",")
             fields = dict(p.partition(":")[::2] for p in pairs if ":" in p)
-            ch.emit("UserEvent", UserEvent=name, **{k.strip(): v.strip() for k, v in fields.items()})
+            ch.emit(
+                "UserEvent", UserEvent=name, **{k.strip(): v.strip() for k, v in fields.items()}
+            )
             return 0
         if app == "set":
             name, _, value = data.partition("=")
@@ -483,7 +485,10 @@ class AgiSession:
             )
             return -1
         session = AudioSocketSession(
-            stream, ident, caller=self._caller, config=self._as_config,
+            stream,
+            ident,
+            caller=self._caller,
+            config=self._as_config,
             on_action=ch.apply_caller_action,
         )
         ch.attach_audio(session)
@@ -523,11 +528,21 @@ async def run_agi(
     except (OSError, trio.TooSlowError) as exc:
         ch.finish_agi("FAILURE")
         now = trio.current_time()
-        return AgiResult("FAILURE", variables=dict(ch.variables), connect_error=repr(exc),
-                         started_at=now, ended_at=now)
+        return AgiResult(
+            "FAILURE",
+            variables=dict(ch.variables),
+            connect_error=repr(exc),
+            started_at=now,
+            ended_at=now,
+        )
     session = AgiSession(
-        stream, ch, request=request, caller=caller, audiosocket_config=audiosocket_config,
-        connect=connect, answer_delay=answer_delay,
+        stream,
+        ch,
+        request=request,
+        caller=caller,
+        audiosocket_config=audiosocket_config,
+        connect=connect,
+        answer_delay=answer_delay,
     )
     return await session.run()
 
@@ -536,10 +551,14 @@ __all__ = [
     "AGI_PORT",
     "AgiResult",
     "AgiSession",
+    "ChannelSpec",
     "Connector",
+    "EmulatedChannel",
+    "EventSink",
     "TranscriptLine",
+    "env_block",
     "find_command",
+    "is_libuuid",
+    "parse_args",
     "run_agi",
 ]
-
-_ = math  # (kept for symmetry with the other shells' deadline arithmetic)

@@ -155,7 +155,7 @@ def _pairs(fields: FieldsArg | None) -> Pairs:
 
 
 class _Session:
-    def __init__(self, server: FakeAmiServer, stream: trio.SocketStream) -> None:
+    def __init__(self, server: FakeAmiServer, stream: trio.abc.Stream) -> None:
         self.server = server
         self.stream = stream
         self.send, self.recv = trio.open_memory_channel[bytes | None](1000)
@@ -203,6 +203,14 @@ class FakeAmiServer:
 
     Records: ``actions`` (every action as ``AmiMessage.as_dict()``), ``received``
     (the :class:`AmiMessage` objects), ``connections``, ``login_attempts``, ``logins``.
+
+    Hooks: ``on_redirect(channel, context, exten, priority)`` runs after a successful Redirect
+    (per leg); ``on_hangup(channel)`` runs after the Hangup action instead of the default, which
+    removes the channel and emits ``Hangup`` at once (call :meth:`hangup_channel` from the hook
+    when the emulated channel really ends: for a channel in AGI, Asterisk emits the events only
+    after the AGI socket closes). ``channel`` is the :class:`FakeChannel`.
+
+    Not thread-safe: from another thread, call methods through ``trio.from_thread.run_sync``.
     """
 
     def __init__(
@@ -247,7 +255,7 @@ class FakeAmiServer:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             listeners = await nursery.start(
-                functools.partial(trio.serve_tcp, self._handle, self.port, host=self.host)
+                functools.partial(trio.serve_tcp, self.handle_stream, self.port, host=self.host)
             )
             self.port = listeners[0].socket.getsockname()[1]
             task_status.started(self.port)
@@ -315,7 +323,10 @@ class FakeAmiServer:
 
     # ------------------------------------------------------------------ connection
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    async def handle_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve one client on ``stream`` until it leaves, logs off, fails login, or
+        :meth:`drop_connections` is called; then close the stream. :meth:`serve` calls this for
+        each TCP connection; tests may call it with ``trio.testing.memory_stream_pair()``."""
         session = _Session(self, stream)
         self._sessions.add(session)
         self.connections += 1
@@ -330,6 +341,7 @@ class FakeAmiServer:
             pass  # the client went away mid-write; nothing to tell it
         finally:
             self._sessions.discard(session)
+            await trio.aclose_forcefully(stream)
 
     async def _writer(self, session: _Session) -> None:
         async with session.recv:
@@ -628,7 +640,8 @@ class FakeAmiServer:
             return
         result = hook(*args)
         if inspect.isawaitable(result):
-            assert self._nursery is not None
+            if self._nursery is None:
+                raise RuntimeError("async on_redirect/on_hangup hooks need FakeAmiServer.serve()")
             self._nursery.start_soon(_await, result)
 
 

@@ -66,6 +66,7 @@ ClosedBy = Literal[
     "not_answered",  # EXEC AudioSocket on a channel not Up: connected, closed, nothing sent
 ]
 _RESULT_CODES: dict[str, int] = {"sidecar_hangup": 0, "sidecar_eof": 0}
+WRITE_ERROR_GRACE = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +124,9 @@ class AudioSocketResult:
 
     def agent_audio_pcm(self) -> bytes:
         """Everything the sidecar sent, as one slin 8 kHz stream (gaps are not filled)."""
-        return b"".join(agent_samples(f, self.agent_codec).astype("<i2").tobytes()
-                        for f in self.audio_frames())
+        return b"".join(
+            agent_samples(f, self.agent_codec).astype("<i2").tobytes() for f in self.audio_frames()
+        )
 
 
 def agent_samples(frame: Frame, codec: CallerCodec = "slin") -> np.ndarray:
@@ -132,8 +134,12 @@ def agent_samples(frame: Frame, codec: CallerCodec = "slin") -> np.ndarray:
     if frame.kind == Kind.AUDIO and codec != "slin":
         from media_sidecar.dsp import g711  # lazy: only G.711 legs need it
 
-        return g711.ulaw_decode(frame.payload) if codec == "ulaw" else g711.alaw_decode(frame.payload)
-    samples = np.frombuffer(frame.payload[: len(frame.payload) // 2 * 2], dtype="<i2").astype(np.int16)
+        return (
+            g711.ulaw_decode(frame.payload) if codec == "ulaw" else g711.alaw_decode(frame.payload)
+        )
+    samples = np.frombuffer(frame.payload[: len(frame.payload) // 2 * 2], dtype="<i2").astype(
+        np.int16
+    )
     rate = AUDIO_KIND_RATES[frame.kind]
     if rate == SAMPLE_RATE:
         return samples
@@ -189,6 +195,8 @@ class AudioSocketSession:
         self._last_caller = 0.0
         self._activity = trio.Event()
         self._playout_end = -math.inf
+        self._write_error: str | None = None
+        self._reader_done = trio.Event()
         self.result = AudioSocketResult(
             str(self._uuid),
             agent_codec=self.config.agent_codec,
@@ -227,7 +235,8 @@ class AudioSocketSession:
             with trio.CancelScope() as scope:
                 self._scope = scope
                 # The app sends the UUID before its loop: a dead channel then ends it at once.
-                await self._send(encode_uuid(self._uuid), int(Kind.UUID), self._uuid.bytes)
+                if not await self._send(encode_uuid(self._uuid), int(Kind.UUID), self._uuid.bytes):
+                    self.stop("sidecar_reset", self._write_error)
                 if res.closed_by is not None:
                     return res
                 if self._caller is not None:
@@ -246,37 +255,48 @@ class AudioSocketSession:
                 await self._stream.aclose()
         return res
 
-    async def _send(self, data: bytes, kind: int, payload: bytes) -> None:
+    async def _send(self, data: bytes, kind: int, payload: bytes) -> bool:
+        """Write one whole frame; False if the socket is broken (the error is kept)."""
         async with self._send_lock:
             try:
                 await self._stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                self.stop("sidecar_reset", f"write failed: {exc!r}")
-                return
+                self._write_error = f"write failed: {exc!r}"
+                return False
         self.result.frames_sent.append(Frame(trio.current_time(), kind, payload))
+        return True
 
     async def _ticker(self) -> None:
         """One caller frame per 20 ms on absolute deadlines; script actions and DTMF first."""
         t0 = self.result.started_at
         k = 1
-        while True:
-            now = t0 + k * FRAME_SECONDS
-            await trio.sleep_until(now)
+        while await self._tick(t0 + k * FRAME_SECONDS):
             k += 1
-            if self._caller is not None:
-                for action in self._caller.poll(now):
-                    self._act(action)
-            while self._dtmf:
-                digit = self._dtmf.popleft()
-                await self._send(encode_dtmf(digit), int(Kind.DTMF), digit.encode())
-            pcm = self._caller.frame(now) if self._caller is not None else None
-            if pcm is None and self.config.send_silence:
-                pcm = bytes(FRAME_BYTES)
-            if pcm is not None:
-                payload = self._encode_caller(pcm)
-                await self._send(encode_audio(payload), int(Kind.AUDIO), payload)
-                self._last_caller = now
-                self._activity.set()
+        # A write failed. Over TCP the peer's FIN is read before any write error shows, and
+        # the app returns 0 for it: let the reader see the EOF first if it is there.
+        with trio.move_on_after(WRITE_ERROR_GRACE):
+            await self._reader_done.wait()
+        self.stop("sidecar_reset", self._write_error)
+
+    async def _tick(self, now: float) -> bool:
+        await trio.sleep_until(now)
+        if self._caller is not None:
+            for action in self._caller.poll(now):
+                self._act(action)
+        while self._dtmf:
+            digit = self._dtmf.popleft()
+            if not await self._send(encode_dtmf(digit), int(Kind.DTMF), digit.encode()):
+                return False
+        pcm = self._caller.frame(now) if self._caller is not None else None
+        if pcm is None and self.config.send_silence:
+            pcm = bytes(FRAME_BYTES)
+        if pcm is not None:
+            payload = self._encode_caller(pcm)
+            if not await self._send(encode_audio(payload), int(Kind.AUDIO), payload):
+                return False
+            self._last_caller = now
+            self._activity.set()
+        return True
 
     def _act(self, action: CallerAction) -> None:
         if isinstance(action, Dtmf) and action.via in ("audiosocket", "both"):
@@ -297,6 +317,12 @@ class AudioSocketSession:
         return g711.ulaw_encode(pcm) if codec == "ulaw" else g711.alaw_encode(pcm)
 
     async def _reader(self) -> None:
+        try:
+            await self._read_frames()
+        finally:
+            self._reader_done.set()
+
+    async def _read_frames(self) -> None:
         stall = self.config.payload_stall_timeout
         deadline = math.inf
         while True:
@@ -312,7 +338,9 @@ class AudioSocketSession:
             now = trio.current_time()
             if not data:
                 if self._decoder.buffered:
-                    self.stop("protocol_error", f"EOF inside a frame ({self._decoder.buffered} bytes)")
+                    self.stop(
+                        "protocol_error", f"EOF inside a frame ({self._decoder.buffered} bytes)"
+                    )
                 else:
                     self.stop("sidecar_eof")
                 return
@@ -320,7 +348,7 @@ class AudioSocketSession:
             self._activity.set()
             error: AudioSocketError | None = None
             try:
-                self._decoder.receive_data(data)
+                self._decoder.receive_data(bytes(data))
             except AudioSocketError as exc:
                 error = exc
             for msg in self._decoder.events():  # frames before a bad one are still processed
@@ -357,7 +385,7 @@ class AudioSocketSession:
     def _burst_check(self, now: float, seconds: float) -> None:
         start = max(now, self._playout_end)
         self._playout_end = start + seconds
-        lead = start - now
+        lead = round(start - now, 9)  # float noise of t0 + k * 0.02 is not a lead
         self.result.max_lead = max(self.result.max_lead, lead)
         if lead > self.config.burst_tolerance + 1e-9:
             self.result.early_frames += 1

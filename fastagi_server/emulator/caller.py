@@ -117,7 +117,9 @@ def as_samples(pcm: bytes | np.ndarray) -> np.ndarray:
     """slin bytes (16-bit little-endian) or an int16 array -> an int16 array. Raises ValueError."""
     if isinstance(pcm, np.ndarray):
         if pcm.dtype != np.int16 or pcm.ndim != 1:
-            raise ValueError(f"caller audio must be 1-D int16, got {pcm.dtype} with {pcm.ndim} dims")
+            raise ValueError(
+                f"caller audio must be 1-D int16, got {pcm.dtype} with {pcm.ndim} dims"
+            )
         return pcm
     if len(pcm) % 2:
         raise ValueError(f"slin audio must have an even number of bytes, got {len(pcm)}")
@@ -137,7 +139,9 @@ class CallerScript:
         self.steps.append(_Step(Speak(as_samples(pcm)), at))
         return self
 
-    def speak_after_agent_quiet(self, pcm: bytes | np.ndarray, quiet_ms: float = 700.0) -> CallerScript:
+    def speak_after_agent_quiet(
+        self, pcm: bytes | np.ndarray, quiet_ms: float = 700.0
+    ) -> CallerScript:
         """Speak once the agent has answered and then been quiet for ``quiet_ms``."""
         return self.speak(pcm, at=AgentQuiet(quiet_ms))
 
@@ -145,7 +149,9 @@ class CallerScript:
         """Speak ``delay`` s after the agent starts its ``utterance``-th utterance."""
         return self.speak(pcm, at=AgentStarts(utterance, delay))
 
-    def dtmf(self, digits: str, at: When, via: Via = "audiosocket", gap: float = 0.25) -> CallerScript:
+    def dtmf(
+        self, digits: str, at: When, via: Via = "audiosocket", gap: float = 0.25
+    ) -> CallerScript:
         """Press ``digits`` (``0-9*#A-D``): the first at ``at``, each next one ``gap`` s later."""
         prev: _Step | None = None
         for digit in digits:

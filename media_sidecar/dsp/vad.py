@@ -47,17 +47,16 @@ class VoiceDetector:
     WebRTC's adaptive state, so use one instance per call and feed frames in order.
     """
 
-    def __init__(self, aggressiveness: int = 2, min_energy_dbfs: float = -45.0) -> None:
-        """Raises ValueError if ``aggressiveness`` is not 0..3."""
-        if aggressiveness not in (0, 1, 2, 3):
-            raise ValueError(f"VAD aggressiveness must be 0, 1, 2 or 3, got {aggressiveness}")
-        self._vad = webrtcvad.Vad(aggressiveness)
-        self.min_energy_dbfs = min_energy_dbfs
+    def __init__(self, cfg: VadConfig | None = None) -> None:
+        """Use ``cfg.aggressiveness`` (0-3) and ``cfg.min_energy_dbfs``; defaults if None.
 
-    @classmethod
-    def from_config(cls, cfg: VadConfig) -> VoiceDetector:
-        """A detector with the aggressiveness and energy floor of ``cfg``."""
-        return cls(cfg.aggressiveness, cfg.min_energy_dbfs)
+        Raises ValueError if the aggressiveness is not 0..3.
+        """
+        cfg = cfg if cfg is not None else VadConfig()
+        if cfg.aggressiveness not in (0, 1, 2, 3):
+            raise ValueError(f"VAD aggressiveness must be 0, 1, 2 or 3, got {cfg.aggressiveness}")
+        self._vad = webrtcvad.Vad(cfg.aggressiveness)
+        self.min_energy_dbfs = cfg.min_energy_dbfs
 
     def is_speech(self, frame: bytes) -> bool:
         """True if the 20 ms 8 kHz slin ``frame`` holds speech.

@@ -15,7 +15,17 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..brain.base import Act, Brain, BrainInput, NoInputTimeout, Say, Start, TurnInfo, UserDtmf, UserText
+from ..brain.base import (
+    Act,
+    Brain,
+    BrainInput,
+    NoInputTimeout,
+    Say,
+    Start,
+    TurnInfo,
+    UserDtmf,
+    UserText,
+)
 from ..config.schema import AssistantConfig
 from ..constants import FRAME_SECONDS
 from ..dsp.vad import SpeechEnded, SpeechStarted, TurnDetector, VoiceDetector
@@ -244,7 +254,6 @@ class CallSession:
 
     async def _run_turn(self, turn: _Turn, event: BrainInput | None, audio: bytes,
                         speech_end: float | None) -> None:
-        rec = turn.rec
         self._all_turns.append(turn)
         try:
             await self._turn_body(turn, event, audio)

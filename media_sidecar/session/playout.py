@@ -33,6 +33,7 @@ from ..dsp import g711
 from ..protocol.audiosocket import AudioFormat, Codec, encode_audio, encode_hangup
 
 SendFn = Callable[[bytes], Awaitable[None]]
+SLIN8 = AudioFormat()
 _ids = itertools.count(1)
 
 
@@ -95,7 +96,7 @@ class Playout:
     def __init__(
         self,
         send: SendFn,
-        fmt: AudioFormat = AudioFormat(),
+        fmt: AudioFormat = SLIN8,
         *,
         max_seconds: float = 60.0,
         lead_frames: int = 0,

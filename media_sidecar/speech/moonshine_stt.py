@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..dsp.levels import dbfs
 from .base import SpeechEngineError
 
 __all__ = ["MODEL_ARCHES", "MoonshineStt", "load_transcriber"]
@@ -29,6 +30,10 @@ MODEL_ARCHES = {
     "base-en": "BASE",
 }
 """Model names this engine knows, with their ``moonshine_voice.ModelArch`` member names."""
+
+SILENCE_DBFS = -60.0
+"""Utterances quieter than this (RMS) are not transcribed: the model "hears" words such as
+"You" in silence, and nothing that quiet is a caller talking."""
 
 
 class _Loaded:
@@ -103,7 +108,8 @@ class MoonshineStt:
     def transcribe(self, pcm: np.ndarray, rate: int) -> str:
         """Transcribe one utterance of int16 mono PCM at ``rate`` Hz (8000 or 16000 are best).
 
-        Returns the text of all lines joined by spaces ("" for no speech). Blocking and
+        Returns the text of all lines joined by spaces ("" for no speech, and without running
+        the model for audio below :data:`SILENCE_DBFS`). Blocking and
         thread-safe: run it in a worker thread. Raises SpeechEngineError if the engine cannot
         be loaded or transcription fails, ValueError for samples that are not 1-D int16.
         """
@@ -112,7 +118,7 @@ class MoonshineStt:
             raise ValueError(
                 f"expected 1-D int16 samples, got {samples.dtype} of shape {samples.shape}"
             )
-        if samples.size == 0:
+        if samples.size == 0 or dbfs(samples) < SILENCE_DBFS:
             return ""
         # The wrapper copies a Python sequence into a ctypes array; a list is its fast path.
         audio = (samples.astype(np.float32) / 32768.0).tolist()

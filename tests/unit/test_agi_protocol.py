@@ -12,13 +12,14 @@ from hypothesis import strategies as st
 
 from fastagi_server.agi.connection import AgiConnection
 from fastagi_server.agi.protocol import (
-    AGIInvalidCommand,
-    AGIResultHangup,
-    AGIUsageError,
     AgiConnectionClosed,
+    AgiError,
+    AGIInvalidCommand,
     AgiProtocolError,
     AgiRequest,
+    AGIResultHangup,
     AgiTimeout,
+    AGIUsageError,
     Bare,
     DeadChannel,
     EnvParser,
@@ -40,14 +41,44 @@ from fastagi_server.agi.protocol import (
     raise_for,
 )
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "asterisk-22.10.1"
+_HERE = Path(__file__).resolve()
+FIXTURE_DIRS = (
+    _HERE.parents[1] / "fixtures" / "asterisk-22.10.1",
+    _HERE.parents[3] / "shared" / "fixtures" / "asterisk-22.10.1",
+)
+
+# agi_A1.txt, copied byte for byte so the core golden tests never skip (checked against the
+# file by test_embedded_a1_matches_fixture when the fixtures are present).
+A1_RAW_ENV = (
+    b"agi_network: yes\nagi_network_script: pick?assistant=sales\n"
+    b"agi_request: agi://127.0.0.1:4573/pick?assistant=sales\n"
+    b"agi_channel: Local/100@test-00000000;2\nagi_language: en\nagi_type: Local\n"
+    b"agi_uniqueid: 1795267856.1\nagi_version: 22.10.1\nagi_callerid: 5551234\n"
+    b"agi_calleridname: Probe\nagi_callingpres: 0\nagi_callingani2: 0\nagi_callington: 0\n"
+    b"agi_callingtns: 0\nagi_dnid: unknown\nagi_rdnis: unknown\nagi_context: test\n"
+    b"agi_extension: 100\nagi_priority: 1\nagi_enhanced: 0.0\nagi_accountcode: \n"
+    b"agi_threadid: 140272405411520\nagi_arg_1: arg1\nagi_arg_2: arg2\n\n"
+)
+A1_REPLIES = (
+    b"200 result=0\n200 result=1\n200 result=1 (hello world)\n"
+    b"200 result=1 (Local/100@test-00000000;2|hello world)\n"
+    b"200 result=1 (a4448b76-109e-464d-9398-6bacec55b641)\n200 result=0\n200 result=0\n"
+    b"510 Invalid or unknown command\n"
+    b"520-Invalid command syntax.  Proper usage follows:\n"
+    b"Sets a variable to the current channel.\n520 End of proper usage.\n"
+    b"200 result=0\n200 result=-1\n200 result=-1\n200 result=-2\n200 result=0\nHANGUP\n"
+    b"200 result=1 (hello world)\n"
+    b"511 Command Not Permitted on a dead channel or intercept routine\n"
+    b"511 Command Not Permitted on a dead channel or intercept routine\n200 result=0\n"
+)
 
 
 def _fixture_text(name: str) -> str:
-    path = FIXTURES / name
-    if not path.is_file():
-        pytest.skip(f"golden fixture {path} not available")
-    return path.read_text()
+    for directory in FIXTURE_DIRS:
+        path = directory / name
+        if path.is_file():
+            return path.read_text()
+    pytest.skip(f"golden fixture {name} not found in {[str(d) for d in FIXTURE_DIRS]}")
 
 
 def raw_env(name: str) -> bytes:
@@ -123,9 +154,14 @@ A1_ENV = {
 }
 
 
+def test_embedded_a1_matches_fixture() -> None:
+    assert raw_env("agi_A1.txt") == A1_RAW_ENV
+    assert transcript_in("agi_A1.txt") == A1_REPLIES
+
+
 def test_env_golden_a1() -> None:
     parser = EnvParser()
-    env = parser.feed(raw_env("agi_A1.txt"))
+    env = parser.feed(A1_RAW_ENV)
     assert env == A1_ENV
     assert list(env) == list(A1_ENV)  # order kept
     assert parser.leftover == b""
@@ -138,14 +174,19 @@ def test_env_golden_a1() -> None:
     assert (req.callerid, req.calleridname) == ("5551234", "Probe")
     assert req.dnid == "" and req.rdnis == ""
     assert req.env["agi_dnid"] == "unknown"
-    assert (req.context, req.extension, req.language, req.version) == ("test", "100", "en", "22.10.1")
+    assert (req.context, req.extension, req.language, req.version) == (
+        "test",
+        "100",
+        "en",
+        "22.10.1",
+    )
     assert req.accountcode == ""
 
 
 @settings(max_examples=200, deadline=None)
 @given(cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
 def test_env_any_split_same_result(cuts: list[int]) -> None:
-    data = raw_env("agi_A1.txt") + b"HANGUP\n200 result=0\n"
+    data = A1_RAW_ENV + b"HANGUP\n200 result=0\n"
     parser = EnvParser()
     results = [parser.feed(chunk) for chunk in split_at(data, cuts)]
     done = [r for r in results if r is not None]
@@ -215,10 +256,10 @@ def test_env_non_utf8_value_replaced_and_reported() -> None:
 
 
 def test_golden_a1_response_stream() -> None:
-    events = read_all([transcript_in("agi_A1.txt")])
+    events = read_all([A1_REPLIES])
     responses = [e for e in events if isinstance(e, Response)]
     codes = [r.code for r in responses]
-    assert codes == [200] * 7 + [510, 520] + [200] * 6 + [200, 511, 511, 200]
+    assert codes == [200] * 7 + [510, 520] + [200] * 5 + [200, 511, 511, 200]
     assert responses[2].data == "hello world"
     assert responses[3].data == "Local/100@test-00000000;2|hello world"
     assert responses[0].result == "0" and responses[0].data is None
@@ -233,14 +274,14 @@ def test_golden_a1_response_stream() -> None:
     # the unsolicited HANGUP comes between GET VARIABLE AGISTATUS and the next command
     idx = events.index(HangupNotice())
     assert isinstance(events[idx - 1], Response) and isinstance(events[idx + 1], Response)
-    assert events[idx + 1].data == "hello world"  # type: ignore[union-attr]
+    assert events[idx + 1].data == "hello world"  # type: ignore[attr-defined]
     assert responses[-3].extra == "Command Not Permitted on a dead channel or intercept routine"
 
 
 @settings(max_examples=200, deadline=None)
 @given(cuts=st.lists(st.integers(min_value=0, max_value=100_000), max_size=20))
 def test_response_any_split_same_result(cuts: list[int]) -> None:
-    data = transcript_in("agi_A1.txt") + b"200 result=1 (multi\nline) endpos=7\nHANGUP\n"
+    data = A1_REPLIES + b"200 result=1 (multi\nline) endpos=7\nHANGUP\n"
     expected = read_all([data])
     assert read_all(split_at(data, cuts)) == expected
 
@@ -252,9 +293,7 @@ def test_golden_a7_double_hangup_then_eof() -> None:
 
 def test_golden_a2_hangup_after_exec_result() -> None:
     events = read_all([transcript_in("agi_A2.txt")])
-    exec_idx = next(
-        i for i, e in enumerate(events) if isinstance(e, Response) and e.result == "-1"
-    )
+    exec_idx = next(i for i, e in enumerate(events) if isinstance(e, Response) and e.result == "-1")
     assert events[exec_idx + 1] == HangupNotice()
 
 
@@ -319,8 +358,9 @@ def test_raise_for_maps_codes() -> None:
         raise_for(one(b"510 Invalid or unknown command\n"))
     with pytest.raises(DeadChannel) as exc:
         raise_for(one(b"511 Command Not Permitted on a dead channel or intercept routine\n"))
-    assert isinstance(exc.value, AGIResultHangup)
+    assert isinstance(exc.value, AGIResultHangup) and isinstance(exc.value, AgiError)
     assert exc.value.args[0] == 511
+    assert exc.value.response is not None and exc.value.response.code == 511
     with pytest.raises(AGIUsageError, match="Sets a variable"):
         raise_for(read_all([b"520-Invalid\nSets a variable\n520 End of proper usage.\n"])[0])  # type: ignore[arg-type]
 
@@ -379,9 +419,7 @@ def test_injection_refused(value: str, what: str) -> None:
     assert issubclass(UnsafeValueError, ValueError)
 
 
-@pytest.mark.parametrize(
-    "name", ["FOO BAR", "FOO\nEXEC", 'A"B', "", "X;Y", "${FOO}"]
-)
+@pytest.mark.parametrize("name", ["FOO BAR", "FOO\nEXEC", 'A"B', "", "X;Y", "${FOO}"])
 def test_bad_variable_names_refused(name: str) -> None:
     with pytest.raises(UnsafeValueError, match="variable name"):
         cmd_get_variable(name)
@@ -404,44 +442,58 @@ def test_bad_tokens_refused() -> None:
 # --------------------------------------------------------------------------- asyncio shell
 
 
-def _conn(data: bytes, eof: bool = True) -> tuple[AgiConnection, list[bytes]]:
-    reader = asyncio.StreamReader()
-    reader.feed_data(data)
-    if eof:
-        reader.feed_eof()
-    written: list[bytes] = []
+class ScriptedAsterisk:
+    """The Asterisk side of an AgiConnection: each command written gets the next scripted
+    reply bytes fed to the reader (replies are never available before their command)."""
 
-    class Writer:
-        def write(self, b: bytes) -> None:
-            written.append(b)
+    def __init__(self, env: bytes, replies: list[bytes], eof_at_end: bool = True) -> None:
+        self.reader = asyncio.StreamReader()
+        self.reader.feed_data(env)
+        self.replies = list(replies)
+        self.eof_at_end = eof_at_end
+        self.written: list[bytes] = []
+        if not self.replies and eof_at_end:
+            self.reader.feed_eof()
 
-        async def drain(self) -> None:
-            return None
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+        if self.replies:
+            self.reader.feed_data(self.replies.pop(0))
+            if not self.replies and self.eof_at_end:
+                self.reader.feed_eof()
 
-        def is_closing(self) -> bool:
-            return False
+    async def drain(self) -> None:
+        return None
 
-        def close(self) -> None:
-            return None
+    def is_closing(self) -> bool:
+        return False
 
-        async def wait_closed(self) -> None:
-            return None
+    def close(self) -> None:
+        return None
 
-    return AgiConnection(reader, Writer()), written  # type: ignore[arg-type]
+    async def wait_closed(self) -> None:
+        return None
+
+
+def _conn(
+    env: bytes, replies: list[bytes] | None = None, eof: bool = True
+) -> tuple[AgiConnection, list[bytes]]:
+    peer = ScriptedAsterisk(env, replies or [], eof)
+    return AgiConnection(peer.reader, peer), peer.written  # type: ignore[arg-type]
 
 
 def test_connection_env_then_commands_with_hangups() -> None:
     async def main() -> None:
-        stream = (
-            raw_env("agi_A1.txt")
-            + b"HANGUP\n"
-            + b"200 result=1 (hello world)\n"
-            + b"511 Command Not Permitted on a dead channel or intercept routine\n"
-            + b"200 result=0\n"
-            + b"HANGUP\n"
-            + b"200 result=-2\n"
+        conn, written = _conn(
+            A1_RAW_ENV + b"HANGUP\n",  # HANGUP in the same read as the env block (A1 idle case)
+            [
+                b"200 result=1 (hello world)\n",
+                b"511 Command Not Permitted on a dead channel or intercept routine\n",
+                b"200 result=1\n",
+                b"200 result=-2\nHANGUP\n",  # result first, then HANGUP (B.4 ordering)
+                b"520-Invalid command syntax.  Proper usage follows:\n",
+            ],
         )
-        conn, written = _conn(stream)
         req = await conn.read_env(1.0)
         assert req.script == "pick"
         assert conn.hung_up  # the HANGUP that arrived with the env block
@@ -450,6 +502,8 @@ def test_connection_env_then_commands_with_hangups() -> None:
             await conn.answer()
         await conn.set_variable("AI_STATUS", "DONE")
         assert await conn.exec("NoSuchApp", "foo") == -2
+        with pytest.raises(AgiConnectionClosed):  # EOF in the middle of the usage block
+            await conn.command(b"SET VARIABLE\n")
         with pytest.raises(AgiConnectionClosed):
             await conn.command(b"NOOP\n")
         assert written == [
@@ -457,9 +511,21 @@ def test_connection_env_then_commands_with_hangups() -> None:
             b"ANSWER\n",
             b'SET VARIABLE AI_STATUS "DONE"\n',
             b'EXEC NoSuchApp "foo"\n',
-            b"NOOP\n",
+            b"SET VARIABLE\n",
         ]
         assert conn.closed
+
+    asyncio.run(main())
+
+
+def test_connection_a7_exit_on_hangup_then_eof() -> None:
+    async def main() -> None:
+        conn, _ = _conn(A1_RAW_ENV, [b"200 result=0\nHANGUP\nHANGUP\n"])
+        await conn.read_env(1.0)
+        await conn.answer()
+        with pytest.raises(AgiConnectionClosed, match="after HANGUP"):
+            await conn.get_variable("FOO")
+        assert conn.hung_up
 
     asyncio.run(main())
 
@@ -484,7 +550,7 @@ def test_connection_env_timeout() -> None:
 
 def test_connection_command_timeout_desynchronises() -> None:
     async def main() -> None:
-        conn, _ = _conn(raw_env("agi_A1.txt"), eof=False)
+        conn, _ = _conn(A1_RAW_ENV, [b""], eof=False)
         await conn.read_env(1.0)
         with pytest.raises(AgiTimeout, match="no reply to 'ANSWER'"):
             await conn.command(cmd_answer(), timeout=0.05)
@@ -496,7 +562,7 @@ def test_connection_command_timeout_desynchronises() -> None:
 
 def test_connection_refuses_multi_line_command() -> None:
     async def main() -> None:
-        conn, written = _conn(raw_env("agi_A1.txt"))
+        conn, written = _conn(A1_RAW_ENV)
         await conn.read_env(1.0)
         with pytest.raises(AgiProtocolError, match="one LF-terminated line"):
             await conn.command(b'SET VARIABLE INJ "x\nEXEC UserEvent "Injected"\n')
@@ -507,7 +573,7 @@ def test_connection_refuses_multi_line_command() -> None:
 
 def test_connection_wait_hangup() -> None:
     async def main() -> None:
-        conn, _ = _conn(raw_env("agi_A1.txt") + b"HANGUP\nHANGUP\n")
+        conn, _ = _conn(A1_RAW_ENV + b"HANGUP\nHANGUP\n", eof=False)
         await conn.read_env(1.0)
         await conn.wait_hangup()
         assert conn.hung_up
