@@ -27,7 +27,7 @@ from ..brain.base import (
     UserText,
 )
 from ..config.schema import AssistantConfig
-from ..constants import FRAME_SECONDS
+from ..constants import FRAME_BYTES, FRAME_SECONDS
 from ..dsp.vad import SpeechEnded, SpeechStarted, TurnDetector, VoiceDetector
 from ..protocol.audiosocket import AudioFormat, AudioSocketDecoder, Message
 from ..protocol.control import CallContext, Ended, TransferResult
@@ -107,6 +107,7 @@ class CallSession:
         self._barged_this_utterance = False
         self._closed = trio.Event()
         self._all_turns: list[_Turn] = []
+        self._pcm_rest = bytearray()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -186,6 +187,16 @@ class CallSession:
                 return
 
     def _on_audio(self, ev: CallerAudio) -> None:
+        # Asterisk sends one message per channel voice frame: usually 20 ms, but 30 ms ptime
+        # and short frames (276 bytes at the end of a played file) happen. VAD needs 20 ms.
+        self._pcm_rest += ev.pcm
+        while len(self._pcm_rest) >= FRAME_BYTES:
+            frame = bytes(self._pcm_rest[:FRAME_BYTES])
+            del self._pcm_rest[:FRAME_BYTES]
+            self._on_frame(frame, ev.t)
+
+    def _on_frame(self, frame: bytes, t: float) -> None:
+        ev = CallerAudio(frame, t)
         speech = self.vad.is_speech(ev.pcm)
         for e in self.turns.push(speech, ev.pcm, ev.t):
             if isinstance(e, SpeechStarted):

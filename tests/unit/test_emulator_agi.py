@@ -582,3 +582,48 @@ async def test_run_call_scripted_hangup_before_audio(autojump_clock: trio.abc.Cl
     assert lines == [b"HANGUP\n", R511]
     assert result.transcript[-3].t == pytest.approx(1.5)
     assert player.log[0].what == "Hangup(cause=16)"
+
+
+# -- AMI glue ---------------------------------------------------------------------------------------
+async def test_ami_bridge_routes_hooks_and_events(autojump_clock: trio.abc.Clock) -> None:
+    ami_server = pytest.importorskip("fastagi_server.emulator.ami_server")
+    from fastagi_server.emulator.call import AmiBridge
+
+    server = ami_server.FakeAmiServer()
+    sent: list[tuple[str, dict[str, str]]] = []
+    server.emit = lambda event, fields=None, **kw: sent.append((event, dict(fields or {})))
+    bridge = AmiBridge.for_server(server)
+    assert AmiBridge.for_server(server) is bridge
+    got: list[bytes] = []
+
+    async def sidecar(stream: trio.abc.Stream) -> None:
+        data = b""
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+        got.append(data)
+
+    async with trio.open_nursery() as nursery:
+        ours, theirs = trio.testing.memory_stream_pair()
+        channel = EmulatedChannel(ChannelSpec())
+        bridge.attach(channel)
+        connect = MemoryConnector(nursery, {9092: sidecar})
+        session = AgiSession(ours, channel, connect=connect)
+        nursery.start_soon(session.run)
+        server_side = FakeAgiServer(theirs)
+        await server_side.env()
+        fake = server.channels[channel.name]
+        assert (fake.uniqueid, fake.state, fake.callerid_num) == ("1795267856.1", 4, "5551234")
+        assert await server_side.cmd("ANSWER") == b"200 result=0\n"
+        assert await server_side.cmd("SET VARIABLE AI_STATUS done") == b"200 result=1\n"
+        assert (fake.state, fake.variables["AI_STATUS"]) == (6, "done")
+        nursery.start_soon(_later, 0.1, lambda: channel.play_dtmf("5"))
+        nursery.start_soon(_later, 0.5, lambda: server.on_hangup(server.channels[channel.name]))
+        r = await server_side.cmd(f"EXEC AudioSocket {ASID},127.0.0.1:9092")
+        assert r == b"200 result=-1\n"
+        assert await server_side.line() == b"HANGUP\n"
+        await theirs.aclose()
+    assert b"\x03\x00\x01\x35" in got[0]
+    names = [e for e, _ in sent]
+    assert names == ["Newstate", "VarSet", "DTMFEnd", "VarSet", "SoftHangupRequest", "Hangup"]
+    assert sent[2][1]["DurationMs"] == "0" and sent[-1][1]["Cause"] == "0"
+    assert channel.name not in server.channels
