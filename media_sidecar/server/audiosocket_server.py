@@ -38,12 +38,13 @@ class AudioSocketServer:
         self.calls_started = 0
         self.calls_rejected = 0
 
-    async def handle(self, stream: trio.SocketStream) -> None:
-        """Serve one AudioSocket connection; never raises (one bad call never disturbs another)."""
-        try:
+    async def handle(self, stream: trio.abc.Stream) -> None:
+        """Serve one AudioSocket connection; never raises (one bad call never disturbs another).
+
+        Any trio Stream works (tests use in-memory streams); TCP streams get TCP_NODELAY.
+        """
+        if isinstance(stream, trio.SocketStream):
             stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
         try:
             await self._handle(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -54,7 +55,7 @@ class AudioSocketServer:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    async def _handle(self, stream: trio.abc.Stream) -> None:
         sc = self.cfg.sidecar
         decoder = AudioSocketDecoder(sc.max_payload)
         first = None

@@ -10,8 +10,10 @@ the farewell or the "transferring you" sentence plays to its last frame before t
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -19,6 +21,7 @@ from ..brain.base import (
     Act,
     Brain,
     BrainInput,
+    BrainOutput,
     NoInputTimeout,
     Say,
     Start,
@@ -65,6 +68,9 @@ class CallServices:
     stt: object
     """SpeechToText."""
     vad_factory: object = VoiceDetector
+    offload: Callable[..., Awaitable[Any]] = field(default=trio.to_thread.run_sync)
+    """How blocking engine calls leave the event loop: worker threads in production; tests in
+    virtual time pass an inline runner so the autojump clock never races a real thread."""
 
 
 @dataclass
@@ -87,6 +93,7 @@ class CallSession:
         self.services = services
         self.brain: Brain = services.brain_factory(assistant, context)  # type: ignore[operator]
         self.speaker: Speaker = services.speaker_factory(assistant)  # type: ignore[operator]
+        self.speaker.offload = services.offload
         self.vad = services.vad_factory(assistant.vad)  # type: ignore[operator]
         self.turns = TurnDetector(assistant.vad)
         self.queue = DropOldestQueue(caller_queue_frames)
@@ -107,6 +114,8 @@ class CallSession:
         self._barged_this_utterance = False
         self._closed = trio.Event()
         self._all_turns: list[_Turn] = []
+        self._speaking: _Turn | None = None
+        """The turn whose audio is (or was last) in the playout."""
         self._pcm_rest = bytearray()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -207,7 +216,8 @@ class CallSession:
                 self._caller_finished(e)
         if self.turns.in_speech:
             self._quiet_since = ev.t
-            self._maybe_barge_in(ev.t)
+            if speech:  # only a voiced frame can cut the agent off, never the hangover
+                self._maybe_barge_in(ev.t)
 
     def _maybe_barge_in(self, t: float) -> None:
         cfg = self.assistant.barge_in
@@ -215,17 +225,20 @@ class CallSession:
                 or not self.playout.speaking or not self.playout.interruptible
                 or self.turns.speech_ms < cfg.min_speech_ms):
             return
-        turn = self._turn
+        turn = self._speaking
         if turn is not None and turn.rec.trigger == "start":
             first = turn.segments[0].started_at if turn.segments else None
             if first is None or t - first < cfg.greeting_protection_ms / 1000:
                 return
         self._barged_this_utterance = True
         self.record.barge_ins += 1
+        self.record.barge_in_at.append(self._rel(t) or 0.0)
         dropped = self.playout.flush()
         if turn is not None:
             turn.rec.interrupted = True
-            turn.scope.cancel()
+            self.brain.heard(self._heard(turn), complete=False)
+        if self._turn is not None:
+            self._turn.scope.cancel()
         log.info("call %s barge-in at %.3f s, %d frames flushed", self.uuid, t - self._t0, dropped)
 
     def _caller_finished(self, e: SpeechEnded) -> None:
@@ -246,8 +259,9 @@ class CallSession:
         if self._committed:
             return
         self._no_input_count = 0
+        if self._speaking is not None and self.playout.speaking:
+            self._speaking.rec.interrupted = True
         if self._turn is not None:
-            self._turn.rec.interrupted = self.playout.speaking
             self._turn.scope.cancel()
         self.playout.flush()
         self._start_turn(UserDtmf(digit), "dtmf")
@@ -275,8 +289,8 @@ class CallSession:
         rec = turn.rec
         with turn.scope:
             if event is None:
-                text = await trio.to_thread.run_sync(self._transcribe, audio,
-                                                     abandon_on_cancel=True)
+                text = await self.services.offload(self._transcribe, audio,
+                                                   abandon_on_cancel=True)
                 rec.caller_text = text
                 rec.stt_done = self._rel(trio.current_time())
                 if not text.strip():
@@ -286,22 +300,30 @@ class CallSession:
             elif isinstance(event, UserDtmf):
                 rec.caller_text = f"[DTMF {event.digit}]"
             info = TurnInfo()
-            async for out in self.brain.respond(event, info):
-                rec.intent = info.intent
-                if isinstance(out, Say):
-                    if self._committed:
-                        out = Say(out.text, interruptible=False)
-                    seg = await self.speaker.say(out, self.playout)
-                    if seg is not None:
-                        if rec.first_audio_ready is None:
-                            rec.first_audio_ready = self._rel(trio.current_time())
-                        turn.segments.append(seg)
-                        rec.agent_text = f"{rec.agent_text} {out.text}".strip()
-                elif isinstance(out, Act):
-                    self._committed = True
-                    with trio.CancelScope(shield=True):
-                        await self._act(out, rec)
-                    return
+            async with aclosing(self.brain.respond(event, info)) as outputs:
+                await self._play_outputs(turn, outputs, info)
+
+    async def _play_outputs(self, turn: _Turn, outputs: AsyncIterator[BrainOutput],
+                            info: TurnInfo) -> None:
+        rec = turn.rec
+        async for out in outputs:
+            rec.intent = info.intent
+            if isinstance(out, Say):
+                if self._committed:
+                    out = Say(out.text, interruptible=False)
+                seg = await self.speaker.say(out, self.playout)
+                if seg is not None:
+                    self._speaking = turn
+                    if rec.first_audio_ready is None:
+                        rec.first_audio_ready = self._rel(trio.current_time())
+                    turn.segments.append(seg)
+                    rec.agent_text = f"{rec.agent_text} {out.text}".strip()
+            elif isinstance(out, Act):
+                # Committed: barge-in, DTMF and new speech no longer cancel this turn; only
+                # the end of the call (hangup, redirect) does.
+                self._committed = True
+                await self._act(out, rec)
+                return
 
     def _transcribe(self, audio: bytes) -> str:
         import numpy as np
@@ -309,11 +331,15 @@ class CallSession:
         pcm = np.frombuffer(audio, dtype="<i2")
         return str(self.services.stt.transcribe(pcm, 8000)).strip()  # type: ignore[attr-defined]
 
+    @staticmethod
+    def _heard(turn: _Turn) -> str:
+        return " ".join(s.heard_text for s in turn.segments if s.frames_sent).strip()
+
     def _after_turn(self, turn: _Turn) -> None:
         if self._turn is turn:
             self._turn = None
-            heard = " ".join(s.heard_text for s in turn.segments if s.frames_sent or not s.interrupted)
-            self.brain.heard(heard, complete=not turn.rec.interrupted)
+        if not turn.rec.interrupted:
+            self.brain.heard(" ".join(s.text for s in turn.segments), complete=True)
 
     async def _act(self, act: Act, rec: TurnRecord) -> None:
         await self.playout.wait_idle()  # the sentence before the action plays to its end
@@ -352,8 +378,11 @@ class CallSession:
         await self._hand_back()
 
     async def _hand_back(self) -> None:
-        self.playout.hand_back()
-        await self.playout.hand_back_sent.wait()
+        """Send ``00 00 00`` after queued audio, then end the call (at once if the leg is gone)."""
+        if not self._closed.is_set():
+            self.playout.hand_back()
+            with trio.move_on_after(self.playout_seconds + 1.0):
+                await self.playout.hand_back_sent.wait()
         self._end()
 
     # -- no input and limits ---------------------------------------------------------------------

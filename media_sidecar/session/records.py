@@ -72,6 +72,8 @@ class CallRecord:
     actions: list[ToolAction] = field(default_factory=list)
     dtmf: list[str] = field(default_factory=list)
     barge_ins: int = 0
+    barge_in_at: list[float] = field(default_factory=list)
+    """Call-relative times of the frames in which barge-in was decided."""
     playout: dict[str, Any] = field(default_factory=dict)
     caller_frames_dropped: int = 0
 

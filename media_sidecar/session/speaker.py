@@ -10,6 +10,9 @@ barge-in on the trio side never races with it.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import numpy as np
 import trio
 
@@ -23,6 +26,7 @@ class Speaker:
     def __init__(self, tts: TextToSpeech, out_rate: int = 8000) -> None:
         self.tts = tts
         self.out_rate = out_rate
+        self.offload: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync
 
     async def say(self, out: Say, playout: Playout) -> Segment | None:
         """Synthesize ``out.text`` and queue it; returns the segment, or None for empty text.
@@ -32,7 +36,7 @@ class Speaker:
         text = out.text.strip()
         if not text:
             return None
-        pcm = await trio.to_thread.run_sync(self._synthesize, text, abandon_on_cancel=True)
+        pcm = await self.offload(self._synthesize, text, abandon_on_cancel=True)
         return playout.enqueue(pcm, text=text, interruptible=out.interruptible)
 
     def _synthesize(self, text: str) -> bytes:

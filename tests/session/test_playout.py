@@ -7,7 +7,13 @@ import pytest
 import trio
 
 from media_sidecar.constants import FRAME_BYTES, FRAME_SECONDS
-from media_sidecar.protocol.audiosocket import AudioFormat, AudioSocketDecoder, AudioMessage, Codec, HangupMessage
+from media_sidecar.protocol.audiosocket import (
+    AudioFormat,
+    AudioMessage,
+    AudioSocketDecoder,
+    Codec,
+    HangupMessage,
+)
 from media_sidecar.session.playout import Playout, PlayoutFull
 
 
