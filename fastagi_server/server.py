@@ -34,6 +34,12 @@ class FastAgiServer:
         self.port: int | None = None
         self.ready = asyncio.Event()
         self.active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Wait until no AGI connection is being handled (outcomes are final then)."""
+        await self._idle.wait()
 
     async def _transfer(self, req: Any) -> Any:
         return await self.tracker.transfer(req)
@@ -75,6 +81,7 @@ class FastAgiServer:
     async def _on_connection(self, reader: asyncio.StreamReader,
                              writer: asyncio.StreamWriter) -> None:
         self.active += 1
+        self._idle.clear()
         conn = AgiConnection(reader, writer)
         try:
             await self.handler.handle(conn)
@@ -82,6 +89,8 @@ class FastAgiServer:
             log.exception("FastAGI connection failed")
         finally:
             self.active -= 1
+            if self.active == 0:
+                self._idle.set()
             with contextlib.suppress(Exception):
                 await conn.close()
 

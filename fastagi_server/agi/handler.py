@@ -142,14 +142,23 @@ class AgiCallHandler:
                               assistant=assistant)
         self.tracker.add(tracked)
         try:
-            return await self._converse(conn, tracked, t_start)
+            outcome = await self._converse(conn, tracked, t_start)
         finally:
             tracked.agi_closed = True
             self.control.forget(call_uuid)
+        try:
             if not tracked.disposition and not tracked.redirected_to and conn.hung_up:
+                # Asterisk tells a hangup from a redirect on AMI only once the AGI socket has
+                # closed, so close it first (the outcome variables were written above).
+                await conn.close()
                 how = await self.tracker.resolve_disposition(tracked)
                 log.info("call %s: AGI saw HANGUP; AMI says %s", call_uuid, how)
+                if how == "redirect":
+                    outcome.status = "TRANSFERRED"
+                    outcome.reason = "redirected by AMI, not by the assistant"
+        finally:
             self.tracker.remove(tracked)
+        return outcome
 
     async def _converse(self, conn: AgiConnection, tracked: TrackedCall,
                         t_start: float) -> AgiOutcome:

@@ -243,6 +243,7 @@ class FakeAmiServer:
         self.on_redirect: Hook | None = None
         self.on_hangup: Hook | None = None
         self._sessions: set[_Session] = set()
+        self._action_seen = trio.Event()
         self._nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------------ running
@@ -259,6 +260,15 @@ class FakeAmiServer:
             )
             self.port = listeners[0].socket.getsockname()[1]
             task_status.started(self.port)
+
+    async def wait_for_action(self, name: str, **fields: str) -> dict[str, str | list[str]]:
+        """Wait until an action ``name`` whose fields include ``fields`` has been received
+        (already received counts); returns it. Bound it with ``trio.fail_after``."""
+        while True:
+            for a in self.actions:
+                if a.get("Action") == name and all(a.get(k) == v for k, v in fields.items()):
+                    return a
+            await self._action_seen.wait()
 
     @property
     def sessions(self) -> int:
@@ -401,6 +411,8 @@ class FakeAmiServer:
     async def _dispatch(self, s: _Session, msg: AmiMessage) -> None:
         self.received.append(msg)
         self.actions.append(msg.as_dict())
+        self._action_seen.set()
+        self._action_seen = trio.Event()
         action = (msg.get("Action") or "").strip()
         key = action.lower()
         if key not in ("login", "logoff", "challenge") and not s.authenticated:

@@ -115,6 +115,7 @@ class CallSession:
         self._closed = trio.Event()
         self._all_turns: list[_Turn] = []
         self._speaking: _Turn | None = None
+        self._transfer_pending = ""
         """The turn whose audio is (or was last) in the playout."""
         self._pcm_rest = bytearray()
 
@@ -190,6 +191,12 @@ class CallSession:
                 self.record.caller_frames_dropped = self.queue.dropped
                 if ev.reason == "protocol-error":
                     self._set_outcome("FAILED", reason=f"bad AudioSocket data: {ev.error}")
+                elif self._transfer_pending:
+                    # Asterisk closes the AudioSocket when the AMI Redirect lands, which can
+                    # come before the control plane's answer.
+                    self._set_outcome("TRANSFERRED", transfer_to=self._transfer_pending,
+                                      method="redirect",
+                                      reason=f"transferred to {self._transfer_pending}")
                 else:
                     self._set_outcome("CALLER_HANGUP", reason="caller leg closed the AudioSocket")
                 self._end()
@@ -355,6 +362,7 @@ class CallSession:
                                                   result="refused: destination not allowed"))
             self._committed = False
             return
+        self._transfer_pending = act.destination
         try:
             with trio.fail_after(3.0):
                 res = await self.control.request_transfer(self.uuid, act.destination, dest.context,
@@ -362,6 +370,8 @@ class CallSession:
         except trio.TooSlowError:
             res = TransferResult(uuid=self.uuid, ok=False, method="dialplan",
                                  detail="control plane did not answer")
+        finally:
+            self._transfer_pending = ""
         if res.ok and res.method == "redirect":
             self.record.actions.append(ToolAction(t, "transfer", act.destination,
                                                   reason=act.reason, result="redirected by AMI"))
