@@ -26,7 +26,7 @@ from fastagi_server.emulator.caller import CallerScript
 from fastagi_server.emulator.channel import ChannelSpec
 from fastagi_server.server import FastAgiServer
 from media_sidecar.app import SidecarPorts, rules_brain, run_sidecar
-from media_sidecar.config.schema import AmiConfig, Config, FastAgiConfig, Listen, SidecarConfig
+from media_sidecar.config.schema import AmiConfig, Config, FastAgiConfig, Listen
 from media_sidecar.session.call import CallServices
 from media_sidecar.session.speaker import Speaker
 from tests.fakes import EnergyVad, FakeStt, FakeTts
