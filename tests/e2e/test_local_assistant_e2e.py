@@ -11,7 +11,6 @@ import json
 
 import numpy as np
 import pytest
-import trio
 
 from fastagi_server.emulator.caller import CallerScript
 from media_sidecar.app import load_local_services
