@@ -66,8 +66,11 @@ class ControlClient:
                     delay = self.backoff_min
                     log.info("control link up: %s", self.url)
                     async with asyncio.TaskGroup() as tg:
-                        async for text in ws:
-                            self._dispatch(text, tg)
+                        try:
+                            async for text in ws:
+                                self._dispatch(text, tg)
+                        except ConnectionClosed as exc:  # inside the group: not an ExceptionGroup
+                            log.warning("control link to %s closed: %s", self.url, exc)
             except (OSError, ConnectionClosed, InvalidHandshake, InvalidURI, TimeoutError,
                     c.ControlError) as exc:
                 if self._ws is not None or self.reconnects == 0:

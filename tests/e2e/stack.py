@@ -80,6 +80,35 @@ class FastAgiThread:
             raise self.error
 
 
+class SidecarRunner:
+    """The sidecar in its own cancel scope, so a test can stop and restart it on its ports."""
+
+    def __init__(self, nursery: trio.Nursery, cfg: Config, services: CallServices) -> None:
+        self.nursery = nursery
+        self.cfg = cfg
+        self.services = services
+        self.scope: trio.CancelScope | None = None
+        self.ports: SidecarPorts | None = None
+
+    async def start(self) -> SidecarPorts:
+        self.ports = await self.nursery.start(self._run)
+        return self.ports
+
+    async def _run(self, task_status: trio.TaskStatus[SidecarPorts] = trio.TASK_STATUS_IGNORED):
+        with trio.CancelScope() as scope:
+            self.scope = scope
+            await run_sidecar(self.cfg, self.services, {}, task_status=task_status)
+
+    async def stop(self) -> None:
+        assert self.scope is not None and self.ports is not None
+        self.scope.cancel()
+        # the next start binds the same ports (a restart, as the supervisor would do it)
+        self.cfg = dataclasses.replace(self.cfg, sidecar=dataclasses.replace(
+            self.cfg.sidecar, audiosocket=Listen("127.0.0.1", self.ports.audiosocket),
+            control=Listen("127.0.0.1", self.ports.control)))
+        await trio.lowlevel.checkpoint()
+
+
 @dataclass
 class Stack:
     cfg: Config
@@ -87,6 +116,11 @@ class Stack:
     sidecar: SidecarPorts | None
     ami: FakeAmiServer | None
     fastagi: FastAgiThread
+    sidecar_runner: SidecarRunner | None = None
+
+    async def control_link_up(self) -> bool:
+        server = self.fastagi.server
+        return await trio.to_thread.run_sync(self.fastagi.call, server.control.wait_connected(10))
 
     async def call(self, script: CallerScript | None = None, *, seconds: float = 60.0,
                    **spec: Any) -> CallResult:
@@ -139,9 +173,10 @@ async def open_stack(base: Config, records: str, *, services: CallServices | Non
             fake_ami = FakeAmiServer(username=AMI_USER, secret=AMI_SECRET)
             ami_port = await nursery.start(fake_ami.serve)
         ports = None
-        side_cfg = _config(base, None, None, records)
+        runner = SidecarRunner(nursery, _config(base, None, None, records),
+                               services or fake_services())
         if sidecar:
-            ports = await nursery.start(run_sidecar, side_cfg, services or fake_services(), {})
+            ports = await runner.start()
         cfg = _config(base, ports, ami_port, records)
         fastagi = FastAgiThread(cfg)
         agi_port = await fastagi.start()
@@ -151,7 +186,7 @@ async def open_stack(base: Config, records: str, *, services: CallServices | Non
         if ami:
             await trio.to_thread.run_sync(fastagi.call, server.ami.wait_connected())
         try:
-            yield Stack(cfg, agi_port, ports, fake_ami, fastagi)
+            yield Stack(cfg, agi_port, ports, fake_ami, fastagi, runner if sidecar else None)
         finally:
             await fastagi.stop()
             nursery.cancel_scope.cancel()

@@ -156,3 +156,19 @@ async def test_unknown_uuid_and_garbage_are_closed_without_a_byte(tmp_path):
         call = await stack.call(CallerScript().speak_after_agent_quiet(caller_says("goodbye")),
                                 seconds=30)
     assert call.variables["AI_STATUS"] == "COMPLETED"
+
+
+async def test_control_link_survives_a_sidecar_restart(tmp_path):
+    async with open_stack(SHORT, str(tmp_path / "r.jsonl")) as stack:
+        goodbye = CallerScript().speak_after_agent_quiet(caller_says("goodbye"))
+        first = await stack.call(goodbye, seconds=30)
+        assert first.variables["AI_STATUS"] == "COMPLETED"
+        assert stack.sidecar_runner is not None
+        await stack.sidecar_runner.stop()
+        # while the sidecar is down a call fails fast to the dialplan fallback
+        down = await stack.call(CallerScript(), seconds=10)
+        assert down.variables["AI_STATUS"] == "FAILED"
+        await stack.sidecar_runner.start()
+        assert await stack.control_link_up()
+        again = await stack.call(goodbye, seconds=30)
+    assert again.variables["AI_STATUS"] == "COMPLETED"
