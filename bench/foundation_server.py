@@ -8,8 +8,9 @@ services: the trio sidecar in this process's main thread and the asyncio FastAGI
 thread of the same process, exactly as the end-to-end tests do. AMI is off (degraded mode):
 the fake AMI server would have to live in the load generator's process.
 
-Protocol with the parent: one JSON line on stdout once the stack is up
-(``{"agi_port": ..., "pid": ...}``); the process ends when its stdin closes.
+Protocol with the parent: once the stack is up it writes ``{"agi_port": ..., "pid": ...}`` to
+the ``--ready`` file (stdout and stderr go to a log file, so nothing can block on a full pipe);
+the process ends when its stdin closes.
 """
 
 from __future__ import annotations
@@ -139,11 +140,13 @@ def timed_services(cfg: Config, log: EngineLog) -> CallServices:
                         brain_factory=rules_brain, stt=TimedStt(services.stt, log))
 
 
-async def serve(cfg: Config, services: CallServices, records: str) -> None:
+async def serve(cfg: Config, services: CallServices, records: str, ready: str) -> None:
     from tests.e2e.stack import open_stack
 
     async with open_stack(cfg, records, services=services, ami=False) as stack:
-        print(json.dumps({"agi_port": stack.agi_port, "pid": os.getpid()}), flush=True)
+        tmp = ready + ".tmp"
+        Path(tmp).write_text(json.dumps({"agi_port": stack.agi_port, "pid": os.getpid()}))
+        os.replace(tmp, ready)
         # Until the parent closes our stdin (an abandoned read thread is fine at exit).
         await trio.to_thread.run_sync(sys.stdin.buffer.read, abandon_on_cancel=True)
 
@@ -152,10 +155,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--records", required=True)
     ap.add_argument("--engine-log", required=True)
+    ap.add_argument("--ready", required=True)
     args = ap.parse_args()
     cfg = bench_config()
     services = timed_services(cfg, EngineLog(args.engine_log))
-    trio.run(serve, cfg, services, args.records)
+    trio.run(serve, cfg, services, args.records, args.ready)
 
 
 if __name__ == "__main__":
