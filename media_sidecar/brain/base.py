@@ -9,7 +9,7 @@ session never changes when brains do.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -65,7 +65,7 @@ class TurnInfo:
 class Brain(Protocol):
     """One per call. ``respond`` must be cancellable (barge-in cancels the turn)."""
 
-    def respond(self, event: BrainInput, info: TurnInfo) -> AsyncIterator[BrainOutput]: ...
+    def respond(self, event: BrainInput, info: TurnInfo) -> AsyncGenerator[BrainOutput, None]: ...
 
     def heard(self, text: str, complete: bool) -> None:
         """Tell the brain what of its last answer the caller actually heard."""

@@ -226,7 +226,7 @@ class _Builder:
                 raise self.err(path, f"expected a list, got {type(value).__name__}")
             return tuple(self.convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
         if dataclasses.is_dataclass(tp):
-            return self.build(tp, value, path)
+            return self.build(typing.cast(type[Any], tp), value, path)
         return self.scalar(tp, value, path)
 
     def scalar(self, tp: Any, value: Any, path: str) -> Any:

@@ -169,7 +169,7 @@ class AudioSocketDecoder:
         self._events: deque[Message] = deque()
         self._broken: AudioSocketError | None = None
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes read from the socket. Raises AudioSocketError on a malformed frame."""
         if self._broken is not None:
             raise self._broken

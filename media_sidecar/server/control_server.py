@@ -14,12 +14,13 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
 from ..protocol import control as c
+from ..session.call import ControlPort
 from .registry import CallRegistry
 
 log = logging.getLogger("agi_voice.control")
 
 
-class ControlHub:
+class ControlHub(ControlPort):
     """Owns the current control-link connection and pending transfer requests."""
 
     def __init__(self, registry: CallRegistry) -> None:
@@ -27,10 +28,6 @@ class ControlHub:
         self._ws: WebSocketConnection | None = None
         self._transfers: dict[str, trio.MemorySendChannel[c.TransferResult]] = {}
         self.connected = trio.Event()
-
-    @property
-    def ami(self) -> bool:
-        return self._ws is not None
 
     async def send(self, msg: c.ControlMessage) -> bool:
         """Send on the current link; False (logged) when there is none or it just closed."""

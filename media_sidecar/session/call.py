@@ -10,7 +10,7 @@ the farewell or the "transferring you" sentence plays to its last frame before t
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,8 +49,6 @@ REDIRECT_CLOSE_TIMEOUT = 5.0
 
 class ControlPort:
     """What a call may ask of the control plane. The default has no control plane."""
-
-    ami: bool = False
 
     async def request_transfer(self, uuid: str, key: str, context: str, exten: str,
                                priority: str) -> TransferResult:
@@ -310,7 +308,7 @@ class CallSession:
             async with aclosing(self.brain.respond(event, info)) as outputs:
                 await self._play_outputs(turn, outputs, info)
 
-    async def _play_outputs(self, turn: _Turn, outputs: AsyncIterator[BrainOutput],
+    async def _play_outputs(self, turn: _Turn, outputs: AsyncGenerator[BrainOutput, None],
                             info: TurnInfo) -> None:
         rec = turn.rec
         async for out in outputs:
