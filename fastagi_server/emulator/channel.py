@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from fastagi_server.emulator.ami_server import STATE_DESC
 from fastagi_server.emulator.caller import CallerAction, Dtmf, Hangup, Redirect
 
 if TYPE_CHECKING:
@@ -31,16 +32,6 @@ if TYPE_CHECKING:
 # -- the request block ---------------------------------------------------------------------------
 AGI_VERSION = "22.10.1"
 STATE_DOWN, STATE_RING, STATE_RINGING, STATE_UP = 0, 4, 5, 6
-STATE_DESC = {
-    0: "Down",
-    1: "Rsrvd",
-    2: "OffHook",
-    3: "Dialing",
-    4: "Ring",
-    5: "Ringing",
-    6: "Up",
-    7: "Busy",
-}
 CAUSE_TEXT = {
     0: "Unknown",
     16: "Normal Clearing",
