@@ -69,7 +69,7 @@ def synth_caller(tts: Any, text: str, threshold: int = 500) -> np.ndarray:
     if not len(loud):
         return out
     pad = SAMPLE_RATE // 50
-    return out[max(0, loud[0] - pad): loud[-1] + pad]
+    return out[max(0, loud[0] - pad) : loud[-1] + pad]
 
 
 def join_speech(parts: Sequence[np.ndarray], gap_s: float) -> np.ndarray:
@@ -103,6 +103,19 @@ def pin_process(pid: int, cpus: set[int]) -> int:
         except (ProcessLookupError, PermissionError, OSError):
             pass
     return n
+
+
+def renice_threads(pid: int, nice: int) -> None:
+    """Set the nice value of every thread of ``pid`` except its main thread (per-thread on
+    Linux); for experiments only."""
+    for tid in tasks(pid):
+        if tid == pid:
+            continue
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) != nice:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except (ProcessLookupError, PermissionError, OSError):
+            pass
 
 
 def thread_affinity(pid: int) -> dict[str, int]:
@@ -183,8 +196,12 @@ class Placed:
         return runs[0] if runs else None
 
 
-def question_script(utterances: Sequence[np.ndarray], quiet_ms: float = 800.0,
-                    first_quiet_ms: float | None = None, safety_ms: float = 3000.0) -> CallerScript:
+def question_script(
+    utterances: Sequence[np.ndarray],
+    quiet_ms: float = 800.0,
+    first_quiet_ms: float | None = None,
+    safety_ms: float = 3000.0,
+) -> CallerScript:
     """Speak each utterance once the agent has answered and been quiet; then, if the agent has
     not ended the call, hang up after ``safety_ms`` of agent quiet."""
     script = CallerScript(agent_level=AGENT_LEVEL)
@@ -195,13 +212,25 @@ def question_script(utterances: Sequence[np.ndarray], quiet_ms: float = 800.0,
     return script
 
 
-async def place_call(agi_port: int, name: str, script: CallerScript, *, assistant: str,
-                     seconds: float, out: list[Placed]) -> None:
+async def place_call(
+    agi_port: int,
+    name: str,
+    script: CallerScript,
+    *,
+    assistant: str,
+    seconds: float,
+    out: list[Placed],
+) -> None:
     """Run one emulated call; append a :class:`Placed` (errors are recorded, never raised)."""
     placed = Placed(name=name, started=time.monotonic())
     out.append(placed)
-    spec = ChannelSpec(channel=f"Local/{name}@bench-00000001;2", uniqueid=f"{name}.1",
-                       script="agent", dnid="7000", variables={"AI_ASSISTANT": assistant})
+    spec = ChannelSpec(
+        channel=f"Local/{name}@bench-00000001;2",
+        uniqueid=f"{name}.1",
+        script="agent",
+        dnid="7000",
+        variables={"AI_ASSISTANT": assistant},
+    )
     try:
         with trio.fail_after(seconds):
             placed.result = await run_call("127.0.0.1", agi_port, spec, script)

@@ -35,43 +35,70 @@ import trio  # noqa: E402
 
 from media_sidecar.app import load_local_services, rules_brain  # noqa: E402
 from media_sidecar.config.loader import load_config  # noqa: E402
-from media_sidecar.config.schema import Action, Config, Intent, NoInput, RoutingConfig  # noqa: E402
+from media_sidecar.config.schema import (  # noqa: E402
+    Action,
+    Config,
+    DtmfMapping,
+    Intent,
+    NoInput,
+    RoutingConfig,
+)
 from media_sidecar.session.call import CallServices  # noqa: E402
 from media_sidecar.session.speaker import Speaker  # noqa: E402
 
 BENCH_ASSISTANT = "bench"
 """The assistant the CPU and concurrency phases use (picked with the AI_ASSISTANT variable)."""
-BENCH_GREETING = "Hello, thanks for calling. How can I help you today?"
+LATENCY_ASSISTANT = "receptionist-short"
+"""The default receptionist with only a shorter greeting (the latency phase uses it: the greeting
+does not take part in a turn, and the default one is 7 s of every call)."""
+BENCH_GREETING = "Hello, how can I help you?"
 LONG_REPLY = (
     "We look after telephone systems for offices of every size. "
-    "We install phone lines, voicemail and call routing, and we move your numbers over "
-    "without any downtime. "
-    "Our plans include remote monitoring and a technician on site within one working day. "
+    "We install phone lines, voicemail and call routing, and move your numbers without any "
+    "downtime. "
     "Thank you for calling, goodbye."
 )
-"""The long spoken reply (about 17 s of audio, four sentences, then the agent hangs up)."""
+"""The long spoken reply (about 10 s of audio, three sentences, then the agent hangs up)."""
+BENCH_DIGIT = "5"
+"""On the bench assistant this key gets the same long reply (a turn without STT)."""
 
 
 def bench_config() -> Config:
     """The embedded default config plus the ``bench`` assistant.
 
-    ``receptionist`` is the default assistant, untouched (the latency phase uses it). ``bench``
-    is the same assistant with a shorter greeting, no no-input reprompt (so state windows are
-    not disturbed) and, first in its intents, "services" with :data:`LONG_REPLY` and a hang-up.
+    ``receptionist`` is the default assistant, untouched. :data:`LATENCY_ASSISTANT` is it with
+    the shorter :data:`BENCH_GREETING`. :data:`BENCH_ASSISTANT` also has no no-input reprompt
+    (so state windows are not disturbed) and, first in its intents, "services" with
+    :data:`LONG_REPLY` and a hang-up; key :data:`BENCH_DIGIT` does the same.
     """
     base = load_config(env={})
     rec = base.assistant("receptionist")
     assert rec is not None
-    services = Intent(name="services", reply=LONG_REPLY, keywords=("service", "offer"),
-                      action=Action(kind="hangup", reason="bench reply done"))
-    brain = dataclasses.replace(rec.brain, greeting=BENCH_GREETING,
-                                intents=(services, *rec.brain.intents),
-                                no_input=NoInput(after=0.0))
+    services = Intent(
+        name="services",
+        reply=LONG_REPLY,
+        keywords=("service", "offer"),
+        action=Action(kind="hangup", reason="bench reply done"),
+    )
+    key5 = DtmfMapping(digit=BENCH_DIGIT, reply=LONG_REPLY, action=services.action)
+    brain = dataclasses.replace(
+        rec.brain,
+        greeting=BENCH_GREETING,
+        intents=(services, *rec.brain.intents),
+        dtmf=(*rec.brain.dtmf, key5),
+        no_input=NoInput(after=0.0),
+    )
     bench = dataclasses.replace(rec, name=BENCH_ASSISTANT, brain=brain)
+    short = dataclasses.replace(
+        rec, name=LATENCY_ASSISTANT, brain=dataclasses.replace(rec.brain, greeting=BENCH_GREETING)
+    )
     return dataclasses.replace(
-        base, assistants=(rec, bench),
-        routing=RoutingConfig(default="receptionist", rules=base.routing.rules,
-                              allow_channel_override=True))
+        base,
+        assistants=(rec, short, bench),
+        routing=RoutingConfig(
+            default="receptionist", rules=base.routing.rules, allow_channel_override=True
+        ),
+    )
 
 
 class EngineLog:
@@ -102,51 +129,104 @@ class TimedStt:
         w0, c0 = time.monotonic(), time.process_time()
         text = self.inner.transcribe(pcm, rate)
         w1, c1 = time.monotonic(), time.process_time()
-        self.log.write(engine="stt", start=w0, end=w1, wall_ms=round((w1 - w0) * 1000, 2),
-                       cpu_ms=round((c1 - c0) * 1000, 2), audio_s=round(len(pcm) / rate, 3),
-                       text=text)
+        self.log.write(
+            engine="stt",
+            start=w0,
+            end=w1,
+            wall_ms=round((w1 - w0) * 1000, 2),
+            cpu_ms=round((c1 - c0) * 1000, 2),
+            audio_s=round(len(pcm) / rate, 3),
+            text=text,
+        )
         return text
 
 
 class TimedTts:
-    """Wraps the real TTS engine; logs each utterance's synthesis time and audio length."""
+    """Wraps the real TTS engine; logs each utterance's synthesis time and audio length.
 
-    def __init__(self, inner: Any, log: EngineLog) -> None:
+    ``cache=True`` is an experiment, not the product: a text synthesised once is replayed from
+    memory afterwards (what pre-synthesising the rule brain's fixed sentences would give).
+    """
+
+    def __init__(self, inner: Any, log: EngineLog, cache: bool = False) -> None:
         self.inner = inner
         self.name = inner.name
         self.rate = inner.rate
         self.log = log
+        self.cache: dict[str, list[np.ndarray]] | None = {} if cache else None
 
     def synthesize(self, text: str) -> Iterator[np.ndarray]:
         w0, c0 = time.monotonic(), time.process_time()
         samples = 0
-        for chunk in self.inner.synthesize(text):
+        cached = self.cache.get(text) if self.cache is not None else None
+        made: list[np.ndarray] = []
+        for chunk in cached if cached is not None else self.inner.synthesize(text):
             samples += len(chunk)
+            made.append(chunk)
             yield chunk
+        if self.cache is not None and cached is None:
+            self.cache[text] = made
         w1, c1 = time.monotonic(), time.process_time()
-        self.log.write(engine="tts", start=w0, end=w1, wall_ms=round((w1 - w0) * 1000, 2),
-                       cpu_ms=round((c1 - c0) * 1000, 2), audio_s=round(samples / self.rate, 3),
-                       chars=len(text))
+        self.log.write(
+            engine="tts",
+            start=w0,
+            end=w1,
+            wall_ms=round((w1 - w0) * 1000, 2),
+            cpu_ms=round((c1 - c0) * 1000, 2),
+            audio_s=round(samples / self.rate, 3),
+            chars=len(text),
+            cached=cached is not None,
+        )
 
 
-def timed_services(cfg: Config, log: EngineLog) -> CallServices:
+class GcLog:
+    """Logs every collection of generation 1 or 2 with its pause (a gc callback: observes only;
+    the collector holds the GIL, so a pause here stalls the trio thread too)."""
+
+    def __init__(self, log: EngineLog) -> None:
+        self.log = log
+        self._t0 = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.monotonic()
+        elif info.get("generation", 0) >= 1:
+            t1 = time.monotonic()
+            self.log.write(
+                engine="gc",
+                start=self._t0,
+                end=t1,
+                gen=info["generation"],
+                wall_ms=round((t1 - self._t0) * 1000, 2),
+                collected=info.get("collected", 0),
+            )
+
+
+def timed_services(cfg: Config, log: EngineLog, tts_cache: bool = False) -> CallServices:
     """The same services ``run_sidecar`` would load, with the engines behind timing shims."""
     services, unavailable = load_local_services(cfg)
     if services is None or unavailable:
         raise SystemExit(f"local engines unavailable: {unavailable}")
     tts = services.speaker_factory(None).tts  # type: ignore[operator]
-    timed_tts = TimedTts(tts, log)
-    return CallServices(speaker_factory=lambda _a: Speaker(timed_tts),
-                        brain_factory=rules_brain, stt=TimedStt(services.stt, log))
+    timed_tts = TimedTts(tts, log, cache=tts_cache)
+    return CallServices(
+        speaker_factory=lambda _a: Speaker(timed_tts),
+        brain_factory=rules_brain,
+        stt=TimedStt(services.stt, log),
+    )
+
+
+def _write_ready(path: str, info: dict[str, Any]) -> None:
+    """Atomically (the parent polls for the file)."""
+    Path(path + ".tmp").write_text(json.dumps(info))
+    os.replace(path + ".tmp", path)
 
 
 async def serve(cfg: Config, services: CallServices, records: str, ready: str) -> None:
     from tests.e2e.stack import open_stack
 
     async with open_stack(cfg, records, services=services, ami=False) as stack:
-        tmp = ready + ".tmp"
-        Path(tmp).write_text(json.dumps({"agi_port": stack.agi_port, "pid": os.getpid()}))
-        os.replace(tmp, ready)
+        _write_ready(ready, {"agi_port": stack.agi_port, "pid": os.getpid()})
         # Until the parent closes our stdin (an abandoned read thread is fine at exit).
         await trio.to_thread.run_sync(sys.stdin.buffer.read, abandon_on_cancel=True)
 
@@ -156,10 +236,42 @@ def main() -> None:
     ap.add_argument("--records", required=True)
     ap.add_argument("--engine-log", required=True)
     ap.add_argument("--ready", required=True)
+    ap.add_argument("--profile", help="write a pyinstrument profile of the trio thread here")
+    ap.add_argument(
+        "--switch-interval",
+        type=float,
+        help="experiment: sys.setswitchinterval (the GIL hand-over period)",
+    )
+    ap.add_argument(
+        "--tts-cache",
+        action="store_true",
+        help="experiment: replay a sentence synthesised before from memory",
+    )
     args = ap.parse_args()
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     cfg = bench_config()
-    services = timed_services(cfg, EngineLog(args.engine_log))
-    trio.run(serve, cfg, services, args.records, args.ready)
+    log = EngineLog(args.engine_log)
+    services = timed_services(cfg, log, args.tts_cache)
+    import gc
+
+    gc.callbacks.append(GcLog(log))
+    if not args.profile:
+        trio.run(serve, cfg, services, args.records, args.ready)
+        return
+    from pyinstrument import Profiler  # only for --profile (pip install pyinstrument)
+
+    profiler = Profiler(interval=0.0005, async_mode="disabled")
+    profiler.start()
+    try:
+        trio.run(serve, cfg, services, args.records, args.ready)
+    finally:
+        profiler.stop()
+        # The loop idles in epoll most of the time: list what it does besides (self time).
+        opts = {"filter_threshold": 0.0005}
+        flat = profiler.output_text(flat=True, processor_options=opts)
+        tree = profiler.output_text(processor_options=opts)
+        Path(args.profile).write_text(f"{flat}\n\n{tree}")
 
 
 if __name__ == "__main__":
