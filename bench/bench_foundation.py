@@ -41,6 +41,7 @@ for p in (str(ROOT), str(BENCH)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
+import numpy as np  # noqa: E402
 import trio  # noqa: E402
 from foundation_load import CpuSampler, pin_process, thread_affinity  # noqa: E402
 from foundation_phases import Ctx, JsonLines, Plan, run_phases, synth_audio  # noqa: E402
@@ -219,6 +220,7 @@ def main() -> None:
     )
     pin = not args.no_pin and (os.cpu_count() or 1) > 1
     t_start = time.monotonic()
+    started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     cpu_before = cpu_times()
     workdir = Path(tempfile.mkdtemp(prefix="agi-voice-bench-"))
@@ -231,6 +233,8 @@ def main() -> None:
     try:
         print(f"synthesising caller speech; server pid {server.pid} loading engines", flush=True)
         audio = synth_audio(plan)
+        # Piper samples noise, so every run's caller audio differs: keep this run's (debugging).
+        np.savez(workdir / "caller_audio.npz", *audio.values(), names=list(audio))
         server.wait_ready()
         gen_cpus = {args.generator_cpu}
         server_cpus = {args.server_cpu}
@@ -260,7 +264,7 @@ def main() -> None:
         "benchmark": "foundation",
         "mode": plan.mode,
         "date": date,
-        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "started_at": started_at,
         "machine": {
             **machine(),
             "loadavg_before": load_before,

@@ -7,7 +7,6 @@ figures (the JSON result). See ``bench/README.md`` for what every figure means.
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from dataclasses import dataclass
@@ -92,7 +91,7 @@ class Plan:
                 cpu_silence_ms=2500,
                 monologue_sentences=1,
                 ks=(2, 4, 8),
-                stagger_s=0.25,
+                stagger_s=0.253,
                 budget_s=118,
             )
         return Plan(
@@ -103,7 +102,7 @@ class Plan:
             cpu_silence_ms=6000,
             monologue_sentences=4,
             ks=(1, 2, 4, 8, 16, 32, 64, 128),
-            stagger_s=0.25,
+            stagger_s=0.253,
             budget_s=560,
             min_step_calls=4,
         )
@@ -312,20 +311,19 @@ async def phase_cpu(ctx: Ctx) -> dict[str, Any]:
     monologue = join_speech([ctx.audio[s] for s in MONOLOGUE[-plan.monologue_sentences :]], 0.3)
     placed: list[Placed] = []
     t0 = time.monotonic()
+
+    async def delayed(i: int) -> None:
+        # Staggered like the ramp, so the calls' 20 ms grids do not line up (an aligned grid
+        # serves every call from one wake-up and under-reports the per-call cost).
+        await trio.sleep(i * plan.stagger_s)
+        script = question_script([monologue], first_quiet_ms=plan.cpu_silence_ms)
+        await place_call(
+            ctx.agi_port, f"cpu{i}", script, assistant=BENCH_ASSISTANT, seconds=120, out=placed
+        )
+
     async with trio.open_nursery() as nursery:
         for i in range(plan.cpu_calls):
-            script = question_script([monologue], first_quiet_ms=plan.cpu_silence_ms)
-            nursery.start_soon(
-                functools.partial(
-                    place_call,
-                    ctx.agi_port,
-                    f"cpu{i}",
-                    script,
-                    assistant=BENCH_ASSISTANT,
-                    seconds=120,
-                    out=placed,
-                )
-            )
+            nursery.start_soon(delayed, i)
     t1 = time.monotonic()
     recs = await ctx.records.wait_new(len(placed))
     engines = ctx.engines.read_new()

@@ -129,6 +129,9 @@ class TimedStt:
         w0, c0 = time.monotonic(), time.process_time()
         text = self.inner.transcribe(pcm, rate)
         w1, c1 = time.monotonic(), time.process_time()
+        dump = os.environ.get("BENCH_DUMP_STT")
+        if dump:  # debugging aid: the exact audio each transcription got, as .npy
+            np.save(Path(dump) / f"stt-{w0:.3f}.npy", np.asarray(pcm))
         self.log.write(
             engine="stt",
             start=w0,
