@@ -79,5 +79,6 @@ async def test_goodbye_with_real_speech_plays_the_whole_farewell(services, tmp_p
     loud = [f for f in frames if np.abs(np.frombuffer(f.payload, "<i2")).max() > 300]
     assert session.frames_received[-1].t - loud[-1].t < 0.5
     tail = b"".join(f.payload for f in frames if f.t > loud[-1].t - 2.5)
-    heard = transcribe(services, np.frombuffer(tail, dtype="<i2")).replace("-", "")
-    assert heard.rstrip(" .!").endswith("goodbye"), heard
+    heard = transcribe(services, np.frombuffer(tail, dtype="<i2"))
+    letters = "".join(ch for ch in heard if ch.isalpha())  # "good-bye.", "good bye!"
+    assert letters.endswith("goodbye"), heard
