@@ -247,8 +247,7 @@ def main() -> None:
             plan=plan,
             audio=audio,
             sampler=CpuSampler(server.pid),
-            clock=None,
-            records=JsonLines(server.records),  # type: ignore[arg-type]
+            records=JsonLines(server.records),
             engines=JsonLines(server.engine_log),
             pin=pin,
             server_cpus=server_cpus,

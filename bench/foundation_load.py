@@ -304,6 +304,33 @@ class StepFrames:
         }
 
 
+def stalls(
+    placed: Sequence[Placed], engines: Sequence[dict[str, Any]], clock: Clock, n: int = 8
+) -> list[dict[str, Any]]:
+    """The ``n`` longest gaps between frames the emulator received (over 30 ms), each with the
+    engine work (STT, TTS sentences, GC) the server was doing during it: where stalls come
+    from."""
+    gaps = []
+    for p in placed:
+        s = p.session
+        if s is None:
+            continue
+        times = [f.t for f in s.frames_received if f.kind in AUDIO_KIND_RATES]
+        for a, b in zip(times, times[1:], strict=False):
+            if b - a > 0.030:
+                gaps.append((b - a, p.name, clock.mono(a), clock.mono(b), a - s.started_at))
+    gaps.sort(reverse=True)
+    out = []
+    for gap, name, a, b, rel in gaps[:n]:
+        busy = sorted(
+            {e["engine"] for e in engines if e["start"] < b and e["end"] > a - FRAME_SECONDS}
+        )
+        out.append(
+            {"call": name, "at_s": round(rel, 2), "gap_ms": round(gap * 1000, 1), "during": busy}
+        )
+    return out
+
+
 def first_after(times: Sequence[float], t: float) -> float | None:
     return next((x for x in times if x > t), None)
 

@@ -29,6 +29,7 @@ from foundation_load import (
     place_call,
     question_script,
     renice_threads,
+    stalls,
     summary,
     synth_caller,
 )
@@ -147,13 +148,18 @@ class Ctx:
     plan: Plan
     audio: dict[str, np.ndarray]
     sampler: CpuSampler
-    clock: Clock
     records: JsonLines
     engines: JsonLines
     pin: bool
     server_cpus: set[int]
     t_start: float
     nice_workers: int | None = None
+    clock_: Clock | None = None
+
+    @property
+    def clock(self) -> Clock:
+        assert self.clock_ is not None, "set by run_phases"
+        return self.clock_
 
     async def renice_workers(self) -> None:
         """Experiment: keep every server thread except the trio one at a lower priority."""
@@ -279,6 +285,7 @@ async def phase_latency(ctx: Ctx) -> dict[str, Any]:
             "late_frames": sum(p.get("late_frames", 0) for p in playout),
             "max_lateness_ms": max((p.get("max_lateness_ms", 0.0) for p in playout), default=0.0),
             "gc_full_ms": [e["wall_ms"] for e in engines if e["engine"] == "gc" and e["gen"] == 2],
+            "stalls": stalls(placed, engines, ctx.clock),
         },
         "seconds": round(time.monotonic() - t0, 1),
     }
@@ -492,6 +499,7 @@ async def ramp_step(ctx: Ctx, k: int) -> dict[str, Any]:
         "greeting_first_frame_ms": summary(greet),
         "stt_wall_ms": summary([e["wall_ms"] for e in stt]),
         "tts_wall_ms": summary([e["wall_ms"] for e in tts]),
+        "stalls": stalls(placed, engines, ctx.clock),
         "gc_full_collections": len(gc2),
         "gc_full_max_ms": round(max(gc2, default=0.0), 1),
         "server_cpu_pct": round(ctx.sampler.used(t0, t1) / (t1 - t0) * 100, 1),
@@ -560,7 +568,7 @@ async def phase_ramp(ctx: Ctx) -> dict[str, Any]:
 
 # -- driver ---------------------------------------------------------------------------------------------
 async def run_phases(ctx: Ctx) -> dict[str, Any]:
-    ctx.clock = Clock()
+    ctx.clock_ = Clock()  # trio time exists only inside trio.run
     out: dict[str, Any] = {}
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ctx.sampler.run)

@@ -65,6 +65,8 @@ def _latency(lat: dict[str, Any]) -> list[str]:
         f"{f1['interval_dev_ms'].get('p50')}/{f1['interval_dev_ms'].get('p99')}/"
         f"{f1['interval_dev_ms'].get('max')} ms; full GC pauses {f1['gc_full_ms']} ms"
     )
+    if f1.get("stalls"):
+        out.append("   longest receive gaps: " + _stalls(f1["stalls"][:4]))
     es, et = lat["engine_stt"], lat["engine_tts"]
     out.append(
         f"   engines, one call at a time: Moonshine {es['cpu_ms_per_audio_s']} CPU-ms per "
@@ -168,6 +170,9 @@ def _ramp(con: dict[str, Any]) -> list[str]:
             ],
         )
     )
+    for st in con["steps"][-2:]:
+        if st.get("stalls"):
+            out.append(f"   K={st['k']} longest receive gaps: " + _stalls(st["stalls"][:4]))
     ks = [st["k"] for st in con["steps"]]
     sus = con["sustained_calls_per_core"]
     sus_txt = str(sus) if sus or not ks else f"fewer than {min(ks)} (the smallest K tried)"
@@ -176,3 +181,10 @@ def _ramp(con: dict[str, Any]) -> list[str]:
         f" no failure): {sus_txt} (stopped: {con['stopped_because']})"
     )
     return out
+
+
+def _stalls(stalls: list[dict[str, Any]]) -> str:
+    """ "63 ms (stt)" items: a gap between received frames and the engine work during it."""
+    return ", ".join(
+        f"{g['gap_ms']:.0f} ms ({'+'.join(g['during']) or 'no engine'})" for g in stalls
+    )

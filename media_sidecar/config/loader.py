@@ -293,6 +293,9 @@ def _validate(cfg: s.Config, source: str) -> None:
                             ("sidecar.control.port", cfg.sidecar.control.port)):
         if not 0 <= port <= 65535:
             raise ConfigError(source, port_path, f"expected a TCP port 0..65535, got {port}")
+    if not 0 <= cfg.sidecar.playout.lead_frames <= 5:
+        raise ConfigError(source, "sidecar.playout.lead_frames",
+                          "expected 0..5 frames (Asterisk drops a burst toward a real channel)")
     if not 0 < cfg.fastagi.offer_timeout < 1.0:
         raise ConfigError(source, "fastagi.offer_timeout",
                           "expected seconds above 0 and below 1 (a caller must never wait longer)")

@@ -34,8 +34,9 @@ class FastAgiConfig:
 
 @dataclass(frozen=True, slots=True)
 class PlayoutConfig:
-    lead_frames: int = 3
-    """Frames the writer may queue ahead of the wire (bounded lead)."""
+    lead_frames: int = 0
+    """Frames the writer may run ahead of the real-time grid (bounded lead; Asterisk does not
+    buffer, so more than a few frames toward a real channel get dropped). 0 = exactly on time."""
     queue_seconds: float = 60.0
     """Most agent audio buffered for playout; more is refused (the producer waits)."""
 

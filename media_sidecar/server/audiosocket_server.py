@@ -95,7 +95,7 @@ class AudioSocketServer:
             uuid=uuid, assistant=assistant, context=offer.context,
             fmt=AudioFormat.parse(assistant.audio_format), services=self.services,
             control=self.control, caller_queue_frames=sc.caller_queue_frames, decoder=decoder,
-            playout_seconds=sc.playout.queue_seconds,
+            playout_seconds=sc.playout.queue_seconds, lead_frames=sc.playout.lead_frames,
         )
         self.registry.attach(uuid, session)
         self.calls_started += 1

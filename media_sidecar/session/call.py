@@ -82,7 +82,7 @@ class CallSession:
     def __init__(self, *, uuid: str, assistant: AssistantConfig, context: CallContext,
                  fmt: AudioFormat, services: CallServices, control: ControlPort | None = None,
                  caller_queue_frames: int = 50, decoder: AudioSocketDecoder | None = None,
-                 playout_seconds: float = 60.0) -> None:
+                 playout_seconds: float = 60.0, lead_frames: int = 0) -> None:
         self.uuid = uuid
         self.assistant = assistant
         self.context = context
@@ -97,6 +97,7 @@ class CallSession:
         self.queue = DropOldestQueue(caller_queue_frames)
         self.decoder = decoder or AudioSocketDecoder()
         self.playout_seconds = playout_seconds
+        self.lead_frames = lead_frames
         self.record = CallRecord(uuid=uuid, assistant=assistant.name, caller=context.callerid,
                                  caller_name=context.calleridname, dnid=context.dnid,
                                  channel=context.channel, uniqueid=context.uniqueid)
@@ -123,7 +124,8 @@ class CallSession:
         """Run the call until it ends; returns the verdict. Never raises for call-level faults."""
         self._t0 = trio.current_time()
         self._quiet_since = self._t0
-        self.playout = Playout(stream.send_all, self.fmt, max_seconds=self.playout_seconds)
+        self.playout = Playout(stream.send_all, self.fmt, max_seconds=self.playout_seconds,
+                               lead_frames=self.lead_frames)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery

@@ -166,3 +166,16 @@ def test_bounded_buffer_refuses_more():
             p.enqueue(tone(20))
 
     trio.run(main)
+
+
+async def test_bounded_lead_runs_that_many_frames_ahead_then_paces(autojump_clock):
+    wire = Wire()
+    p = Playout(wire.send, lead_frames=2)
+    async with trio.open_nursery() as n:
+        n.start_soon(p.run)
+        await trio.sleep(0.11)
+        n.cancel_scope.cancel()
+    times = [t for t, _ in wire.sent]
+    assert times[:3] == [times[0]] * 3  # the lead goes out at once ...
+    assert np.allclose(np.diff(times[2:]), FRAME_SECONDS)  # ... then one frame per 20 ms
+    assert len(times) == 3 + 5
