@@ -76,7 +76,6 @@ async def run_sidecar(cfg: Config, services: CallServices | None = None,
         # at once with the reason (AI_STATUS=FAILED) instead of timing out.
         registry.unavailable = {a.name: "no speech engines available" for a in cfg.assistants} | (
             unavailable or {})
-        services = CallServices(speaker_factory=None, brain_factory=None, stt=None)
     hub = ControlHub(registry)
     records = RecordWriter(cfg.sidecar.records_path)
     server = AudioSocketServer(cfg, registry, services, hub, records, on_ended=hub.send)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from ..config.schema import Action, Intent, RulesBrainConfig
@@ -121,7 +121,7 @@ class RulesBrain:
                     return compiled.intent, keyword
         return None
 
-    async def respond(self, event: BrainInput, info: TurnInfo) -> AsyncIterator[BrainOutput]:
+    async def respond(self, event: BrainInput, info: TurnInfo) -> AsyncGenerator[BrainOutput, None]:
         """Answer ``event``: Say outputs, one per sentence, then at most one Act.
 
         Fills ``info.intent`` ("greeting", an intent name, "fallback", "dtmf", "dtmf_invalid",

@@ -26,7 +26,7 @@ log = logging.getLogger("agi_voice.audiosocket")
 
 
 class AudioSocketServer:
-    def __init__(self, cfg: Config, registry: CallRegistry, services: CallServices,
+    def __init__(self, cfg: Config, registry: CallRegistry, services: CallServices | None,
                  control: ControlPort, records: RecordWriter,
                  on_ended: Callable[[Ended], object] | None = None) -> None:
         self.cfg = cfg
@@ -89,8 +89,8 @@ class AudioSocketServer:
             self.calls_rejected += 1
             return
         assistant = self.cfg.assistant(offer.assistant)
-        if assistant is None:  # the registry checked at offer time; config is immutable
-            return
+        if assistant is None or self.services is None:
+            return  # the registry refused such offers already: no engines, unknown assistant
         session = CallSession(
             uuid=uuid, assistant=assistant, context=offer.context,
             fmt=AudioFormat.parse(assistant.audio_format), services=self.services,

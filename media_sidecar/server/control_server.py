@@ -27,7 +27,6 @@ class ControlHub(ControlPort):
         self.registry = registry
         self._ws: WebSocketConnection | None = None
         self._transfers: dict[str, trio.MemorySendChannel[c.TransferResult]] = {}
-        self.connected = trio.Event()
 
     async def send(self, msg: c.ControlMessage) -> bool:
         """Send on the current link; False (logged) when there is none or it just closed."""
@@ -71,7 +70,6 @@ class ControlHub(ControlPort):
             await ws.aclose(code=1002, reason=str(exc)[:100])
             return
         self._ws = ws
-        self.connected.set()
         log.info("control link up from %s", first.role)
         try:
             while True:
@@ -87,7 +85,6 @@ class ControlHub(ControlPort):
         finally:
             if self._ws is ws:
                 self._ws = None
-                self.connected = trio.Event()
 
     async def _dispatch(self, ws: WebSocketConnection, msg: c.ControlMessage) -> None:
         if isinstance(msg, c.Offer):

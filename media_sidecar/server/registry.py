@@ -87,14 +87,6 @@ class CallRegistry:
             self.withdraw(msg.uuid)
         return False
 
-    @property
-    def live_count(self) -> int:
-        return len(self._live)
-
-    @property
-    def pending_count(self) -> int:
-        return len(self._offers)
-
     def _expire(self) -> None:
         now = trio.current_time()
         for key in [k for k, p in self._offers.items() if p.expires <= now]:

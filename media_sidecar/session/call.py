@@ -15,6 +15,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import trio
 
 from ..brain.base import (
@@ -29,14 +30,15 @@ from ..brain.base import (
     UserDtmf,
     UserText,
 )
-from ..config.schema import AssistantConfig
+from ..config.schema import AssistantConfig, VadConfig
 from ..constants import FRAME_BYTES, FRAME_SECONDS
 from ..dsp.vad import SpeechEnded, SpeechStarted, TurnDetector, VoiceDetector
 from ..protocol.audiosocket import AudioFormat, AudioSocketDecoder, Message
-from ..protocol.control import CallContext, Ended, TransferResult
+from ..protocol.control import CallContext, Dtmf, Ended, Hangup, TransferResult
+from ..speech.base import SpeechToText
 from .inbound import CallerAudio, CallerDtmf, DropOldestQueue, StreamClosed, read_inbound
 from .playout import Playout, Segment
-from .records import CallRecord, ToolAction, TurnRecord
+from .records import CallRecord, ToolAction, TurnRecord, wall_clock
 from .speaker import Speaker
 
 log = logging.getLogger("agi_voice.call")
@@ -59,13 +61,10 @@ class ControlPort:
 class CallServices:
     """Per-process engines a call uses (loaded once, shared; all blocking work off-loop)."""
 
-    speaker_factory: object
-    """Callable[[AssistantConfig], Speaker]."""
-    brain_factory: object
-    """Callable[[AssistantConfig, CallContext], Brain]."""
-    stt: object
-    """SpeechToText."""
-    vad_factory: object = VoiceDetector
+    speaker_factory: Callable[[AssistantConfig], Speaker]
+    brain_factory: Callable[[AssistantConfig, CallContext], Brain]
+    stt: SpeechToText
+    vad_factory: Callable[[VadConfig], VoiceDetector] = VoiceDetector
     offload: Callable[..., Awaitable[Any]] = field(default=trio.to_thread.run_sync)
     """How blocking engine calls leave the event loop: worker threads in production; tests in
     virtual time pass an inline runner so the autojump clock never races a real thread."""
@@ -89,10 +88,10 @@ class CallSession:
         self.fmt = fmt
         self.control = control or ControlPort()
         self.services = services
-        self.brain: Brain = services.brain_factory(assistant, context)  # type: ignore[operator]
-        self.speaker: Speaker = services.speaker_factory(assistant)  # type: ignore[operator]
+        self.brain = services.brain_factory(assistant, context)
+        self.speaker = services.speaker_factory(assistant)
         self.speaker.offload = services.offload
-        self.vad = services.vad_factory(assistant.vad)  # type: ignore[operator]
+        self.vad = services.vad_factory(assistant.vad)
         self.turns = TurnDetector(assistant.vad)
         self.queue = DropOldestQueue(caller_queue_frames)
         self.decoder = decoder or AudioSocketDecoder()
@@ -169,8 +168,6 @@ class CallSession:
 
     def deliver_control(self, msg: object) -> None:
         """A control-plane message for this call (AMI DTMF or Hangup)."""
-        from ..protocol.control import Dtmf, Hangup
-
         if isinstance(msg, Dtmf):
             self._on_dtmf(msg.digit, "ami", trio.current_time())
         elif isinstance(msg, Hangup):
@@ -282,10 +279,9 @@ class CallSession:
         self.record.turns.append(rec)
         turn = _Turn(rec=rec, scope=trio.CancelScope())
         self._turn = turn
-        self._nursery.start_soon(self._run_turn, turn, event, audio, speech_end)
+        self._nursery.start_soon(self._run_turn, turn, event, audio)
 
-    async def _run_turn(self, turn: _Turn, event: BrainInput | None, audio: bytes,
-                        speech_end: float | None) -> None:
+    async def _run_turn(self, turn: _Turn, event: BrainInput | None, audio: bytes) -> None:
         self._all_turns.append(turn)
         try:
             await self._turn_body(turn, event, audio)
@@ -333,10 +329,8 @@ class CallSession:
                 return
 
     def _transcribe(self, audio: bytes) -> str:
-        import numpy as np
-
         pcm = np.frombuffer(audio, dtype="<i2")
-        return str(self.services.stt.transcribe(pcm, 8000)).strip()  # type: ignore[attr-defined]
+        return self.services.stt.transcribe(pcm, 8000).strip()
 
     @staticmethod
     def _heard(turn: _Turn) -> str:
@@ -427,8 +421,6 @@ class CallSession:
     def _finish_record(self) -> None:
         r = self.record
         assert self.outcome is not None
-        from .records import wall_clock
-
         r.ended_at = wall_clock()
         r.duration = round(trio.current_time() - self._t0, 3)
         r.status, r.reason, r.transfer_to = (self.outcome.status, self.outcome.reason,

@@ -100,7 +100,6 @@ class Playout:
         *,
         max_seconds: float = 60.0,
         lead_frames: int = 0,
-        on_frame: Callable[[float, bool], None] | None = None,
     ) -> None:
         self._send = send
         self._fmt = fmt
@@ -113,7 +112,6 @@ class Playout:
         self._hand_back = False
         self._idle = trio.Event()
         self._idle.set()
-        self._on_frame = on_frame
         self._silence = self._encode(bytes(FRAME_BYTES))
         self.stats = PlayoutStats()
         self.started_at: float | None = None
@@ -179,10 +177,6 @@ class Playout:
         return self._current is not None or bool(self._queue)
 
     @property
-    def current(self) -> Segment | None:
-        return self._current
-
-    @property
     def interruptible(self) -> bool:
         """Whether what is playing now may be cut off by the caller."""
         if self._current is not None:
@@ -216,8 +210,6 @@ class Playout:
                 self.last_audio_at = now
             else:
                 self.stats.silence_frames_sent += 1
-            if self._on_frame is not None:
-                self._on_frame(now, is_audio)
             # Absolute grid: small scheduling jitter is absorbed by sleeping less next time.
             # After a stall of more than one frame the grid is re-clamped to now, so the
             # missed frames are skipped, never sent as a catch-up burst.
