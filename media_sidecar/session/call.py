@@ -10,7 +10,7 @@ the farewell or the "transferring you" sentence plays to its last frame before t
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,28 +33,20 @@ from ..brain.base import (
 from ..config.schema import AssistantConfig, VadConfig
 from ..constants import FRAME_BYTES, FRAME_SECONDS
 from ..dsp.vad import SpeechEnded, SpeechStarted, TurnDetector, VoiceDetector
-from ..protocol.audiosocket import AudioFormat, AudioSocketDecoder, Message
-from ..protocol.control import CallContext, Dtmf, Ended, Hangup, TransferResult
+from ..protocol.audiosocket import AudioFormat, AudioSocketDecoder
+from ..protocol.control import CallContext
 from ..speech.base import SpeechToText
-from .inbound import CallerAudio, CallerDtmf, DropOldestQueue, StreamClosed, read_inbound
-from .playout import Playout, Segment
-from .records import CallRecord, ToolAction, TurnRecord, wall_clock
+from .base import ControlPort, MediaSession
+from .inbound import CallerAudio, CallerDtmf, StreamClosed
+from .playout import Segment
+from .records import ToolAction, TurnRecord
 from .speaker import Speaker
 
 log = logging.getLogger("agi_voice.call")
 
 DTMF_DEDUPE_SECONDS = 0.5
 """The same digit from AMI and from an AudioSocket frame within this window is one key press."""
-REDIRECT_CLOSE_TIMEOUT = 5.0
-"""After an AMI Redirect Asterisk closes the AudioSocket; if it does not, hand back anyway."""
-
-
-class ControlPort:
-    """What a call may ask of the control plane. The default has no control plane."""
-
-    async def request_transfer(self, uuid: str, key: str, context: str, exten: str,
-                               priority: str) -> TransferResult:
-        return TransferResult(uuid=uuid, ok=False, method="dialplan", detail="no AMI")
+__all__ = ["CallServices", "CallSession", "ControlPort"]
 
 
 @dataclass
@@ -77,103 +69,38 @@ class _Turn:
     segments: list[Segment] = field(default_factory=list)
 
 
-class CallSession:
+class CallSession(MediaSession):
+    """A call served by the local assistant: offline STT -> brain -> TTS."""
+
     def __init__(self, *, uuid: str, assistant: AssistantConfig, context: CallContext,
                  fmt: AudioFormat, services: CallServices, control: ControlPort | None = None,
                  caller_queue_frames: int = 50, decoder: AudioSocketDecoder | None = None,
                  playout_seconds: float = 60.0, lead_frames: int = 0) -> None:
-        self.uuid = uuid
-        self.assistant = assistant
-        self.context = context
-        self.fmt = fmt
-        self.control = control or ControlPort()
+        super().__init__(uuid=uuid, assistant=assistant, context=context, fmt=fmt,
+                         control=control, caller_queue_frames=caller_queue_frames,
+                         decoder=decoder, playout_seconds=playout_seconds,
+                         lead_frames=lead_frames)
         self.services = services
         self.brain = services.brain_factory(assistant, context)
         self.speaker = services.speaker_factory(assistant)
         self.speaker.offload = services.offload
         self.vad = services.vad_factory(assistant.vad)
         self.turns = TurnDetector(assistant.vad)
-        self.queue = DropOldestQueue(caller_queue_frames)
-        self.decoder = decoder or AudioSocketDecoder()
-        self.playout_seconds = playout_seconds
-        self.lead_frames = lead_frames
-        self.record = CallRecord(uuid=uuid, assistant=assistant.name, caller=context.callerid,
-                                 caller_name=context.calleridname, dnid=context.dnid,
-                                 channel=context.channel, uniqueid=context.uniqueid)
-        self.outcome: Ended | None = None
-        self.playout: Playout
-        self._t0 = 0.0
-        self._nursery: trio.Nursery
         self._turn: _Turn | None = None
-        self._committed = False
         self._quiet_since = 0.0
         self._no_input_count = 0
         self._last_dtmf: tuple[str, str, float] | None = None
         self._barged_this_utterance = False
-        self._closed = trio.Event()
         self._all_turns: list[_Turn] = []
         self._speaking: _Turn | None = None
-        self._transfer_pending = ""
         """The turn whose audio is (or was last) in the playout."""
         self._pcm_rest = bytearray()
 
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    async def run(self, stream: trio.abc.Stream, pending: Sequence[Message] = ()) -> Ended:
-        """Run the call until it ends; returns the verdict. Never raises for call-level faults."""
-        self._t0 = trio.current_time()
+    def _start(self, nursery: trio.Nursery) -> None:
         self._quiet_since = self._t0
-        self.playout = Playout(stream.send_all, self.fmt, max_seconds=self.playout_seconds,
-                               lead_frames=self.lead_frames)
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                nursery.start_soon(self._run_playout)
-                nursery.start_soon(read_inbound, stream, self.decoder, self.fmt, self.queue, pending)
-                nursery.start_soon(self._listen)
-                nursery.start_soon(self._watchdog)
-                self._start_turn(Start(), "start")
-        except Exception as exc:  # a bug or engine failure in this call ends this call only
-            log.exception("call %s failed", self.uuid)
-            self._set_outcome("FAILED", reason=f"internal error: {type(exc).__name__}: {exc}")
-        finally:
-            with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(stream)
-        if self.outcome is None:
-            self._set_outcome("FAILED", reason="session ended without a verdict")
-        assert self.outcome is not None
-        self._finish_record()
-        return self.outcome
-
-    def _rel(self, t: float | None) -> float | None:
-        return None if t is None else round(t - self._t0, 3)
-
-    def _set_outcome(self, status: str, *, reason: str = "", transfer_to: str = "",
-                     method: str = "") -> None:
-        if self.outcome is None:
-            self.outcome = Ended(uuid=self.uuid, status=status, reason=reason,
-                                 transfer_to=transfer_to, transfer_method=method,
-                                 summary=self._summary())
-
-    def _end(self) -> None:
-        self._closed.set()
-        self._nursery.cancel_scope.cancel()
-
-    async def _run_playout(self) -> None:
-        try:
-            await self.playout.run()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._set_outcome("CALLER_HANGUP", reason="AudioSocket connection closed")
-        self._end()
-
-    def deliver_control(self, msg: object) -> None:
-        """A control-plane message for this call (AMI DTMF or Hangup)."""
-        if isinstance(msg, Dtmf):
-            self._on_dtmf(msg.digit, "ami", trio.current_time())
-        elif isinstance(msg, Hangup):
-            self.record.end_cause = msg.cause
-            self._set_outcome("CALLER_HANGUP", reason=f"channel hung up ({msg.cause or 'AMI'})")
-            self._end()
+        nursery.start_soon(self._listen)
+        nursery.start_soon(self._watchdog)
+        self._start_turn(Start(), "start")
 
     # -- inbound -----------------------------------------------------------------------------
 
@@ -185,18 +112,7 @@ class CallSession:
             elif isinstance(ev, CallerDtmf):
                 self._on_dtmf(ev.digit, ev.source, ev.t)
             elif isinstance(ev, StreamClosed):
-                self.record.caller_frames_dropped = self.queue.dropped
-                if ev.reason == "protocol-error":
-                    self._set_outcome("FAILED", reason=f"bad AudioSocket data: {ev.error}")
-                elif self._transfer_pending:
-                    # Asterisk closes the AudioSocket when the AMI Redirect lands, which can
-                    # come before the control plane's answer.
-                    self._set_outcome("TRANSFERRED", transfer_to=self._transfer_pending,
-                                      method="redirect",
-                                      reason=f"transferred to {self._transfer_pending}")
-                else:
-                    self._set_outcome("CALLER_HANGUP", reason="caller leg closed the AudioSocket")
-                self._end()
+                self._stream_closed(ev)
                 return
 
     def _on_audio(self, ev: CallerAudio) -> None:
@@ -344,50 +260,14 @@ class CallSession:
 
     async def _act(self, act: Act, rec: TurnRecord) -> None:
         await self.playout.wait_idle()  # the sentence before the action plays to its end
-        t = self._rel(trio.current_time()) or 0.0
         if act.kind == "hangup":
+            t = self._rel(trio.current_time()) or 0.0
             self.record.actions.append(ToolAction(t, "hangup", reason=act.reason, result="ok"))
             self._set_outcome("COMPLETED", reason=act.reason or "assistant ended the call")
             await self._hand_back()
             return
-        dest = self.assistant.destination(act.destination)
-        if dest is None:
-            self.record.actions.append(ToolAction(t, "transfer", act.destination,
-                                                  result="refused: destination not allowed"))
+        if not await self._transfer(act.destination, act.reason):
             self._committed = False
-            return
-        self._transfer_pending = act.destination
-        try:
-            with trio.fail_after(3.0):
-                res = await self.control.request_transfer(self.uuid, act.destination, dest.context,
-                                                          dest.exten, dest.priority)
-        except trio.TooSlowError:
-            res = TransferResult(uuid=self.uuid, ok=False, method="dialplan",
-                                 detail="control plane did not answer")
-        finally:
-            self._transfer_pending = ""
-        if res.ok and res.method == "redirect":
-            self.record.actions.append(ToolAction(t, "transfer", act.destination,
-                                                  reason=act.reason, result="redirected by AMI"))
-            self._set_outcome("TRANSFERRED", transfer_to=act.destination, method="redirect",
-                              reason=f"transferred to {act.destination}")
-            with trio.move_on_after(REDIRECT_CLOSE_TIMEOUT):
-                await self._closed.wait()
-            await self._hand_back()
-            return
-        self.record.actions.append(ToolAction(t, "transfer", act.destination, reason=act.reason,
-                                              result=f"handed back to dialplan ({res.detail})"))
-        self._set_outcome("TRANSFERRED", transfer_to=act.destination, method="dialplan",
-                          reason=f"transfer to {act.destination} via dialplan")
-        await self._hand_back()
-
-    async def _hand_back(self) -> None:
-        """Send ``00 00 00`` after queued audio, then end the call (at once if the leg is gone)."""
-        if not self._closed.is_set():
-            self.playout.hand_back()
-            with trio.move_on_after(self.playout_seconds + 1.0):
-                await self.playout.hand_back_sent.wait()
-        self._end()
 
     # -- no input and limits ---------------------------------------------------------------------
 
@@ -414,22 +294,8 @@ class CallSession:
 
     # -- record ------------------------------------------------------------------------------
 
-    def _summary(self) -> str:
-        said = [t.caller_text for t in self.record.turns if t.caller_text]
-        return ("; ".join(said))[-200:]
-
     def _finish_record(self) -> None:
-        r = self.record
-        assert self.outcome is not None
-        r.ended_at = wall_clock()
-        r.duration = round(trio.current_time() - self._t0, 3)
-        r.status, r.reason, r.transfer_to = (self.outcome.status, self.outcome.reason,
-                                             self.outcome.transfer_to)
-        st = self.playout.stats
-        r.playout = {"frames": st.frames_sent, "audio_frames": st.audio_frames_sent,
-                     "late_frames": st.late_frames, "max_lateness_ms": round(st.max_lateness * 1000, 3),
-                     "flushes": st.flushes, "frames_flushed": st.frames_flushed}
-        r.caller_frames_dropped = self.queue.dropped
+        super()._finish_record()
         for turn in self._all_turns:
             rec = turn.rec
             sent = [s for s in turn.segments if s.started_at is not None]

@@ -1,0 +1,228 @@
+"""What every call's media session shares, whoever produces the agent's audio.
+
+One nursery per call: the paced playout writer, the AudioSocket reader, and the tasks a
+concrete session adds (:meth:`MediaSession._start`). If any of them fails the call ends with
+``FAILED`` and no other call notices. The verdict (:class:`Ended`) is set once; the hand-back
+frame ``00 00 00`` is sent by the playout writer after the last queued frame; a transfer goes
+through the control plane (AMI Redirect) only to a destination the assistant allows, and is
+handed back to the dialplan when AMI cannot do it.
+
+:class:`~media_sidecar.session.call.CallSession` (local STT -> brain -> TTS) and
+:class:`~media_sidecar.session.relay.RelaySession` (speech-to-speech providers) build on it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import trio
+
+from ..config.schema import AssistantConfig
+from ..protocol.audiosocket import AudioFormat, AudioSocketDecoder, Message
+from ..protocol.control import CallContext, Dtmf, Ended, Hangup, TransferResult
+from .inbound import DropOldestQueue, StreamClosed
+from .playout import Playout
+from .records import CallRecord, ToolAction, wall_clock
+
+log = logging.getLogger("agi_voice.call")
+
+REDIRECT_CLOSE_TIMEOUT = 5.0
+"""After an AMI Redirect Asterisk closes the AudioSocket; if it does not, hand back anyway."""
+TRANSFER_ANSWER_TIMEOUT = 3.0
+"""How long the control plane may take to answer a transfer request."""
+
+
+class ControlPort:
+    """What a call may ask of the control plane. The default has no control plane."""
+
+    async def request_transfer(self, uuid: str, key: str, context: str, exten: str,
+                               priority: str) -> TransferResult:
+        return TransferResult(uuid=uuid, ok=False, method="dialplan", detail="no AMI")
+
+
+class MediaSession:
+    def __init__(self, *, uuid: str, assistant: AssistantConfig, context: CallContext,
+                 fmt: AudioFormat, control: ControlPort | None = None,
+                 caller_queue_frames: int = 50, decoder: AudioSocketDecoder | None = None,
+                 playout_seconds: float = 60.0, lead_frames: int = 0) -> None:
+        self.uuid = uuid
+        self.assistant = assistant
+        self.context = context
+        self.fmt = fmt
+        self.control = control or ControlPort()
+        self.queue = DropOldestQueue(caller_queue_frames)
+        self.decoder = decoder or AudioSocketDecoder()
+        self.playout_seconds = playout_seconds
+        self.lead_frames = lead_frames
+        self.record = CallRecord(uuid=uuid, assistant=assistant.name, caller=context.callerid,
+                                 caller_name=context.calleridname, dnid=context.dnid,
+                                 channel=context.channel, uniqueid=context.uniqueid)
+        self.outcome: Ended | None = None
+        self.playout: Playout
+        self._t0 = 0.0
+        self._nursery: trio.Nursery
+        self._committed = False
+        """Set once the session commits to ending the call (transfer, hang-up)."""
+        self._closed = trio.Event()
+        self._transfer_pending = ""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, stream: trio.abc.Stream, pending: Sequence[Message] = ()) -> Ended:
+        """Run the call until it ends; returns the verdict. Never raises for call-level faults."""
+        from .inbound import read_inbound
+
+        self._t0 = trio.current_time()
+        self.playout = Playout(stream.send_all, self.fmt, max_seconds=self.playout_seconds,
+                               lead_frames=self.lead_frames)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._run_playout)
+                nursery.start_soon(read_inbound, stream, self.decoder, self.fmt, self.queue, pending)
+                self._start(nursery)
+        except Exception as exc:  # a bug or engine failure in this call ends this call only
+            log.exception("call %s failed", self.uuid)
+            self._set_outcome("FAILED", reason=f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+        if self.outcome is None:
+            self._set_outcome("FAILED", reason="session ended without a verdict")
+        assert self.outcome is not None
+        self._finish_record()
+        return self.outcome
+
+    def _start(self, nursery: trio.Nursery) -> None:
+        """Start the session's own tasks (called inside the call's nursery)."""
+        raise NotImplementedError
+
+    def _rel(self, t: float | None) -> float | None:
+        return None if t is None else round(t - self._t0, 3)
+
+    def _set_outcome(self, status: str, *, reason: str = "", transfer_to: str = "",
+                     method: str = "") -> None:
+        if self.outcome is None:
+            self.outcome = Ended(uuid=self.uuid, status=status, reason=reason,
+                                 transfer_to=transfer_to, transfer_method=method,
+                                 summary=self._summary())
+
+    def _end(self) -> None:
+        self._closed.set()
+        self._nursery.cancel_scope.cancel()
+
+    async def _run_playout(self) -> None:
+        try:
+            await self.playout.run()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._set_outcome("CALLER_HANGUP", reason="AudioSocket connection closed")
+        self._end()
+
+    def deliver_control(self, msg: object) -> None:
+        """A control-plane message for this call (AMI DTMF or Hangup)."""
+        if isinstance(msg, Dtmf):
+            self._on_dtmf(msg.digit, "ami", trio.current_time())
+        elif isinstance(msg, Hangup):
+            self.record.end_cause = msg.cause
+            self._set_outcome("CALLER_HANGUP", reason=f"channel hung up ({msg.cause or 'AMI'})")
+            self._end()
+
+    def _on_dtmf(self, digit: str, source: str, t: float) -> None:
+        self.record.dtmf.append(digit)
+
+    def _stream_closed(self, ev: StreamClosed) -> None:
+        """The caller leg's AudioSocket ended: set the verdict and end the call."""
+        self.record.caller_frames_dropped = self.queue.dropped
+        if ev.reason == "protocol-error":
+            self._set_outcome("FAILED", reason=f"bad AudioSocket data: {ev.error}")
+        elif self._transfer_pending:
+            # Asterisk closes the AudioSocket when the AMI Redirect lands, which can come
+            # before the control plane's answer.
+            self._set_outcome("TRANSFERRED", transfer_to=self._transfer_pending,
+                              method="redirect", reason=f"transferred to {self._transfer_pending}")
+        else:
+            self._set_outcome("CALLER_HANGUP", reason="caller leg closed the AudioSocket")
+        self._end()
+
+    # -- ending the call -------------------------------------------------------------------------
+
+    async def _transfer(self, key: str, reason: str = "") -> bool:
+        """Transfer to the assistant's destination ``key`` and end the call.
+
+        Returns False (and does nothing else) when the assistant does not allow ``key``.
+        Waits for queued audio to finish first, so the sentence before it is heard whole.
+        """
+        t = self._rel(trio.current_time()) or 0.0
+        dest = self.assistant.destination(key)
+        if dest is None:
+            self.record.actions.append(ToolAction(t, "transfer", key,
+                                                  result="refused: destination not allowed"))
+            return False
+        await self.playout.wait_idle()
+        self._transfer_pending = key
+        try:
+            with trio.fail_after(TRANSFER_ANSWER_TIMEOUT):
+                res = await self.control.request_transfer(self.uuid, key, dest.context,
+                                                          dest.exten, dest.priority)
+        except trio.TooSlowError:
+            res = TransferResult(uuid=self.uuid, ok=False, method="dialplan",
+                                 detail="control plane did not answer")
+        finally:
+            self._transfer_pending = ""
+        if res.ok and res.method == "redirect":
+            self.record.actions.append(ToolAction(t, "transfer", key, reason=reason,
+                                                  result="redirected by AMI"))
+            self._set_outcome("TRANSFERRED", transfer_to=key, method="redirect",
+                              reason=reason or f"transferred to {key}")
+            with trio.move_on_after(REDIRECT_CLOSE_TIMEOUT):
+                await self._closed.wait()
+            await self._hand_back()
+            return True
+        self.record.actions.append(ToolAction(t, "transfer", key, reason=reason,
+                                              result=f"handed back to dialplan ({res.detail})"))
+        self._set_outcome("TRANSFERRED", transfer_to=key, method="dialplan",
+                          reason=reason or f"transfer to {key} via dialplan")
+        await self._hand_back()
+        return True
+
+    async def _hand_back(self) -> None:
+        """Send ``00 00 00`` after queued audio, then end the call (at once if the leg is gone)."""
+        if not self._closed.is_set():
+            self.playout.hand_back()
+            with trio.move_on_after(self.playout_seconds + 1.0):
+                await self.playout.hand_back_sent.wait()
+        self._end()
+
+    async def _fail_over(self, reason: str) -> None:
+        """Something this call depends on broke: go to the assistant's fallback destination,
+        or hand the call back with ``FAILED`` so the dialplan's fallback takes it."""
+        if self._committed:
+            return
+        self._committed = True
+        self.playout.flush()
+        log.warning("call %s: %s", self.uuid, reason)
+        fallback = self.assistant.fallback_destination
+        if fallback and await self._transfer(fallback, reason=reason):
+            return
+        self._set_outcome("FAILED", reason=reason)
+        await self._hand_back()
+
+    # -- record ------------------------------------------------------------------------------
+
+    def _summary(self) -> str:
+        said = [t.caller_text for t in self.record.turns if t.caller_text]
+        return ("; ".join(said))[-200:]
+
+    def _finish_record(self) -> None:
+        r = self.record
+        assert self.outcome is not None
+        r.ended_at = wall_clock()
+        r.duration = round(trio.current_time() - self._t0, 3)
+        r.status, r.reason, r.transfer_to = (self.outcome.status, self.outcome.reason,
+                                             self.outcome.transfer_to)
+        st = self.playout.stats
+        r.playout = {"frames": st.frames_sent, "audio_frames": st.audio_frames_sent,
+                     "late_frames": st.late_frames, "max_lateness_ms": round(st.max_lateness * 1000, 3),
+                     "flushes": st.flushes, "frames_flushed": st.frames_flushed}
+        r.caller_frames_dropped = self.queue.dropped
