@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -15,6 +16,7 @@ import trio
 from .brain.rules import RulesBrain
 from .config.schema import AssistantConfig, Config
 from .protocol.control import CallContext
+from .providers import SpeechToSpeech, make_provider
 from .server.audiosocket_server import AudioSocketServer, serve_audiosocket
 from .server.control_server import ControlHub, serve_control
 from .server.registry import CallRegistry
@@ -24,6 +26,8 @@ from .session.speaker import Speaker
 from .speech.base import SpeechEngineError
 
 log = logging.getLogger("agi_voice.sidecar")
+
+ProviderFactory = Callable[[AssistantConfig, CallContext], SpeechToSpeech]
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ def load_local_services(cfg: Config) -> tuple[CallServices | None, dict[str, str
     unavailable: dict[str, str] = {}
     stt = tts = None
     for a in cfg.assistants:
+        if a.provider != "local":
+            continue  # speech-to-speech assistants need no local engines
         try:
             stt = stt or make_stt(a.stt)
             tts = tts or make_tts(a.tts)
@@ -66,6 +72,7 @@ def load_local_services(cfg: Config) -> tuple[CallServices | None, dict[str, str
 
 async def run_sidecar(cfg: Config, services: CallServices | None = None,
                       unavailable: dict[str, str] | None = None, *,
+                      provider_factory: ProviderFactory = make_provider,
                       task_status: trio.TaskStatus[SidecarPorts] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve until cancelled. Engines are loaded here unless ``services`` is given."""
     if services is None:
@@ -74,11 +81,12 @@ async def run_sidecar(cfg: Config, services: CallServices | None = None,
     if services is None:
         # Nothing can take a call, but the control link still answers so every offer is refused
         # at once with the reason (AI_STATUS=FAILED) instead of timing out.
-        registry.unavailable = {a.name: "no speech engines available" for a in cfg.assistants} | (
-            unavailable or {})
+        registry.unavailable = {a.name: "no speech engines available" for a in cfg.assistants
+                                if a.provider == "local"} | (unavailable or {})
     hub = ControlHub(registry)
     records = RecordWriter(cfg.sidecar.records_path)
-    server = AudioSocketServer(cfg, registry, services, hub, records, on_ended=hub.send)
+    server = AudioSocketServer(cfg, registry, services, hub, records, on_ended=hub.send,
+                               provider_factory=provider_factory)
     sc = cfg.sidecar
     async with trio.open_nursery() as nursery:
         control_port = await nursery.start(serve_control, hub, sc.control.host, sc.control.port)

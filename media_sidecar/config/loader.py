@@ -265,7 +265,7 @@ class _Builder:
 
 
 _DTMF_KEYS = set("0123456789*#ABCD")
-_PROVIDERS = {"local"}
+_PROVIDERS = {"local", "echo", "openai_realtime"}
 _AUDIO_FORMATS = {"slin", "slin16", "ulaw", "alaw"}
 
 

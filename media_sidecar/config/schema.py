@@ -189,9 +189,50 @@ class TtsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RealtimeConfig:
+    """A speech-to-speech provider session (``provider: openai_realtime``).
+
+    The API key is read from the environment variable named by ``api_key_env`` when a call
+    connects; it is never part of the file or of this object.
+    """
+
+    url: str = "wss://api.openai.com/v1/realtime"
+    """WebSocket endpoint; ``?model=`` is added. Azure OpenAI or a proxy: put its URL here."""
+    model: str = "gpt-realtime"
+    voice: str = "marin"
+    instructions: str = "You are a friendly, concise phone assistant. Keep answers short."
+    greeting: str = ""
+    """When set, the assistant speaks first: it is asked to say this at the start of the call."""
+    api_key_env: str = "OPENAI_API_KEY"
+    auth: Literal["bearer", "api-key"] = "bearer"
+    """``bearer`` sends ``Authorization: Bearer``; ``api-key`` sends Azure's ``api-key`` header."""
+    audio: Literal["auto", "ulaw", "pcm"] = "auto"
+    """``auto`` and ``ulaw``: G.711 mu-law 8 kHz both ways (no resampling); ``pcm``: PCM16 at
+    24 kHz through the stateful resampler. The format the provider confirms always wins."""
+    turn_detection: Literal["server_vad", "semantic_vad", "none"] = "server_vad"
+    vad_threshold: float = 0.5
+    prefix_padding_ms: int = 300
+    silence_ms: int = 500
+    transcription_model: str = "gpt-4o-mini-transcribe"
+    """Model that transcribes the caller for the call record; empty turns it off."""
+    connect_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class EchoConfig:
+    """The echo assistant (``provider: echo``): the caller hears themselves, relayed in chunks
+    like a provider's audio deltas. For trying a dialplan and for benchmarks."""
+
+    chunk_ms: int = 100
+    """Caller audio is collected into chunks of this length before it is played back."""
+
+
+@dataclass(frozen=True, slots=True)
 class AssistantConfig:
     name: str
     provider: str = "local"
+    """``local`` (offline STT, rule brain, TTS), ``openai_realtime`` (speech to speech) or
+    ``echo``."""
     language: str = "en"
     audio_format: str = "slin"
     """The call's AudioSocket payload codec: slin (AudioSocket() app), or ulaw/alaw/slin16 when
@@ -201,6 +242,8 @@ class AssistantConfig:
     vad: VadConfig = VadConfig()
     barge_in: BargeInConfig = BargeInConfig()
     brain: RulesBrainConfig = RulesBrainConfig()
+    realtime: RealtimeConfig = RealtimeConfig()
+    echo: EchoConfig = EchoConfig()
     destinations: tuple[tuple[str, Destination], ...] = ()
     fallback_destination: str = ""
     """Where a failing call goes (a destinations key); empty ends the call with AI_STATUS."""

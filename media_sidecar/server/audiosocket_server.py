@@ -2,7 +2,8 @@
 
 Per connection: TCP_NODELAY; the first message must be a UUID within ``uuid_timeout``; the UUID
 must have been offered by the control plane (else the connection is closed without a byte);
-then one :class:`CallSession` in its own nursery. Whatever happens inside a call, the handler
+then one session in its own nursery (:class:`CallSession` for the local assistant,
+:class:`RelaySession` for speech-to-speech providers). Whatever happens inside a call, the handler
 returns normally, so the server and every other call keep running.
 """
 
@@ -12,14 +13,18 @@ import functools
 import logging
 import socket
 from collections.abc import Callable
+from typing import Any
 
 import trio
 
-from ..config.schema import Config
+from ..config.schema import AssistantConfig, Config
 from ..protocol.audiosocket import AudioFormat, AudioSocketDecoder, AudioSocketError, UuidMessage
-from ..protocol.control import Ended
+from ..protocol.control import CallContext, Ended
+from ..providers import RELAY_PROVIDERS, SpeechToSpeech, make_provider
+from ..session.base import MediaSession
 from ..session.call import CallServices, CallSession, ControlPort
 from ..session.records import RecordWriter
+from ..session.relay import RelaySession
 from .registry import CallRegistry
 
 log = logging.getLogger("agi_voice.audiosocket")
@@ -28,8 +33,11 @@ log = logging.getLogger("agi_voice.audiosocket")
 class AudioSocketServer:
     def __init__(self, cfg: Config, registry: CallRegistry, services: CallServices | None,
                  control: ControlPort, records: RecordWriter,
-                 on_ended: Callable[[Ended], object] | None = None) -> None:
+                 on_ended: Callable[[Ended], object] | None = None,
+                 provider_factory: Callable[[AssistantConfig, CallContext], SpeechToSpeech]
+                 = make_provider) -> None:
         self.cfg = cfg
+        self.provider_factory = provider_factory
         self.registry = registry
         self.services = services
         self.control = control
@@ -89,14 +97,21 @@ class AudioSocketServer:
             self.calls_rejected += 1
             return
         assistant = self.cfg.assistant(offer.assistant)
-        if assistant is None or self.services is None:
-            return  # the registry refused such offers already: no engines, unknown assistant
-        session = CallSession(
+        if assistant is None:
+            return  # the registry refused such offers already
+        common: dict[str, Any] = dict(
             uuid=uuid, assistant=assistant, context=offer.context,
-            fmt=AudioFormat.parse(assistant.audio_format), services=self.services,
-            control=self.control, caller_queue_frames=sc.caller_queue_frames, decoder=decoder,
-            playout_seconds=sc.playout.queue_seconds, lead_frames=sc.playout.lead_frames,
-        )
+            fmt=AudioFormat.parse(assistant.audio_format), control=self.control,
+            caller_queue_frames=sc.caller_queue_frames, decoder=decoder,
+            playout_seconds=sc.playout.queue_seconds, lead_frames=sc.playout.lead_frames)
+        session: MediaSession
+        if assistant.provider in RELAY_PROVIDERS:
+            session = RelaySession(provider=self.provider_factory(assistant, offer.context),
+                                   **common)
+        elif self.services is not None:
+            session = CallSession(services=self.services, **common)
+        else:
+            return  # the registry refused such offers already: no engines
         self.registry.attach(uuid, session)
         self.calls_started += 1
         log.info("call %s started (assistant %s, caller %s)", uuid, assistant.name,

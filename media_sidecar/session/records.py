@@ -76,6 +76,8 @@ class CallRecord:
     """Call-relative times of the frames in which barge-in was decided."""
     playout: dict[str, Any] = field(default_factory=dict)
     caller_frames_dropped: int = 0
+    provider: dict[str, Any] = field(default_factory=dict)
+    """Speech-to-speech calls: provider name, usage it reported, relay timings, its error."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))

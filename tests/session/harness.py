@@ -23,6 +23,7 @@ from media_sidecar.app import rules_brain
 from media_sidecar.config.loader import load_config
 from media_sidecar.config.schema import Config
 from media_sidecar.protocol import control as c
+from media_sidecar.providers import make_provider
 from media_sidecar.server.audiosocket_server import AudioSocketServer
 from media_sidecar.server.registry import CallRegistry
 from media_sidecar.session.call import CallServices, ControlPort
@@ -82,7 +83,7 @@ class Outcome:
         return [f for f in self.asterisk.audio_frames() if any(f.payload)]
 
 
-def build_server(cfg: Config, *, redirect: bool = True):
+def build_server(cfg: Config, *, redirect: bool = True, provider_factory=None):
     """The production AudioSocket server with fake engines and a recording control plane."""
     registry = CallRegistry(cfg)
     tts = FakeTts()
@@ -91,7 +92,8 @@ def build_server(cfg: Config, *, redirect: bool = True):
     control = RecordingControl(redirect)
     records = MemoryRecords()
     server = AudioSocketServer(cfg, registry, services, control, records,
-                               on_ended=control.on_ended)
+                               on_ended=control.on_ended,
+                               provider_factory=provider_factory or make_provider)
     server.tts = tts  # type: ignore[attr-defined]
     server.memory_records = records  # type: ignore[attr-defined]
     return server, registry, control
@@ -106,9 +108,11 @@ def offer(registry: CallRegistry, cfg: Config, call_uuid: str) -> None:
 
 async def run_session(script: CallerScript, *, cfg: Config | None = None, redirect: bool = True,
                       offered: bool = True, uuid: str | None = None, max_seconds: float = 60.0,
-                      asterisk_config: AudioSocketConfig | None = None) -> Outcome:
+                      asterisk_config: AudioSocketConfig | None = None,
+                      provider_factory=None) -> Outcome:
     cfg = cfg or load_config()
-    server, registry, control = build_server(cfg, redirect=redirect)
+    server, registry, control = build_server(cfg, redirect=redirect,
+                                             provider_factory=provider_factory)
     call_uuid = uuid or str(uuidlib.uuid4())
     if offered:
         offer(registry, cfg, call_uuid)

@@ -1,0 +1,331 @@
+"""OpenAI Realtime (GA) over WebSocket, as one call's speech-to-speech provider.
+
+Wire facts (``shared/reference/providers.md`` section 1): JSON text frames; audio is base64 in
+``input_audio_buffer.append`` and ``response.output_audio.delta``; the first server event is
+``session.created``, answered by our ``session.update``; ``session.updated`` carries the
+effective configuration, and the audio formats it confirms are the ones used, whatever was
+asked (a provider that silently answers PCM16 when mu-law was requested is handled, never played
+as the wrong bytes). GA has no ``OpenAI-Beta`` header.
+
+Audio: mu-law 8 kHz both ways when possible (a table lookup, no resampling); otherwise PCM16
+24 kHz through one stateful resampler per direction. On barge-in (``speech_started``) the relay
+flushes the playout and this client sends ``conversation.item.truncate`` with the milliseconds
+the caller actually heard, so the model's memory matches the call.
+
+The API key is read from the environment at connect time and sent only in the handshake
+header; it is never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import numpy as np
+import trio
+import trio_websocket
+
+from ..config.schema import RealtimeConfig
+from ..dsp import g711
+from ..dsp.resample import Resampler
+from .base import ProviderError, RelayPort
+
+log = logging.getLogger("agi_voice.openai_realtime")
+
+Connector = Callable[[str, list[tuple[bytes, bytes]]],
+                     AbstractAsyncContextManager[trio_websocket.WebSocketConnection]]
+
+PCM_RATE = 24000
+MAX_PENDING_MS = 1000
+"""Caller audio buffered while the socket is slow; older audio is dropped beyond this."""
+_PERMANENT_HTTP = {400, 401, 403, 404}
+
+_FORMATS: dict[str, dict[str, Any]] = {"ulaw": {"type": "audio/pcmu"}, "pcm": {"type": "audio/pcm", "rate": PCM_RATE}}
+
+
+def default_connector(timeout: float) -> Connector:
+    def connect(url: str, headers: list[tuple[bytes, bytes]]
+                ) -> AbstractAsyncContextManager[trio_websocket.WebSocketConnection]:
+        return trio_websocket.open_websocket_url(
+            url, extra_headers=headers, connect_timeout=timeout, disconnect_timeout=1.0,
+            max_message_size=16 * 1024 * 1024)
+    return connect
+
+
+def realtime_url(cfg: RealtimeConfig) -> str:
+    parts = urlsplit(cfg.url)
+    query = f"{parts.query}&" if parts.query else ""
+    return urlunsplit(parts._replace(query=query + urlencode({"model": cfg.model})))
+
+
+class _Codec:
+    """One direction's conversion between slin 8 kHz and a provider audio format."""
+
+    def __init__(self, fmt: object) -> None:
+        if not isinstance(fmt, Mapping):
+            raise ProviderError(f"audio format is not an object: {fmt!r}", retryable=False)
+        kind = fmt.get("type")
+        rate = fmt.get("rate", PCM_RATE)
+        if kind == "audio/pcmu":
+            self.name, self.bytes_per_ms = "ulaw", 8
+        elif kind == "audio/pcma":
+            self.name, self.bytes_per_ms = "alaw", 8
+        elif kind == "audio/pcm" and rate == PCM_RATE:
+            self.name, self.bytes_per_ms = "pcm", PCM_RATE * 2 // 1000
+        else:
+            raise ProviderError(f"unsupported audio format {dict(fmt)}", retryable=False)
+        self._up = Resampler(8000, PCM_RATE) if self.name == "pcm" else None
+        self._down = Resampler(PCM_RATE, 8000) if self.name == "pcm" else None
+
+    def encode(self, slin8: bytes) -> bytes:
+        pcm = np.frombuffer(slin8, dtype="<i2")
+        if self.name == "ulaw":
+            return g711.ulaw_encode(pcm)
+        if self.name == "alaw":
+            return g711.alaw_encode(pcm)
+        assert self._up is not None
+        return self._up.process(pcm).astype("<i2").tobytes()
+
+    def decode(self, data: bytes) -> bytes:
+        if self.name == "ulaw":
+            return g711.ulaw_decode(data).astype("<i2").tobytes()
+        if self.name == "alaw":
+            return g711.alaw_decode(data).astype("<i2").tobytes()
+        assert self._down is not None
+        if len(data) % 2:
+            data = data[:-1]
+        return self._down.process(np.frombuffer(data, dtype="<i2")).astype("<i2").tobytes()
+
+    def reset_down(self) -> None:
+        if self._down is not None:
+            self._down.reset()
+
+
+class OpenAIRealtimeSession:
+    name = "openai_realtime"
+
+    def __init__(self, cfg: RealtimeConfig, *, instructions: str | None = None,
+                 env: Mapping[str, str] | None = None, connect: Connector | None = None) -> None:
+        self.cfg = cfg
+        self.instructions = cfg.instructions if instructions is None else instructions
+        self._env = os.environ if env is None else env
+        self._connect = connect or default_connector(cfg.connect_timeout)
+        self._port: RelayPort | None = None
+        self._in: _Codec | None = None
+        self._out: _Codec | None = None
+        self._pending = bytearray()
+        self._control: deque[str] = deque()
+        self._wake = trio.Event()
+        self._received: dict[str, int] = {}
+        """Output audio bytes received per assistant item (truncate must not exceed it)."""
+        self._last_item = ""
+        self._started = False
+        self.frames_dropped = 0
+        self.errors: list[dict[str, Any]] = []
+
+    # -- SpeechToSpeech ------------------------------------------------------------------------
+
+    def send_caller_audio(self, pcm: bytes) -> None:
+        if self._in is None:
+            return
+        data = self._in.encode(pcm)
+        limit = self._in.bytes_per_ms * MAX_PENDING_MS
+        if len(self._pending) + len(data) > limit:
+            drop = len(self._pending) + len(data) - limit
+            del self._pending[:drop]
+            self.frames_dropped += 1
+        self._pending += data
+        self._wake.set()
+
+    async def run(self, port: RelayPort, *,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._port = port
+        key = self._env.get(self.cfg.api_key_env, "")
+        if not key:
+            raise ProviderError(f"the environment variable {self.cfg.api_key_env} is not set",
+                                retryable=False)
+        header = (b"api-key", key.encode()) if self.cfg.auth == "api-key" else (
+            b"Authorization", b"Bearer " + key.encode())
+        async with self._open(realtime_url(self.cfg), [header]) as ws:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sender, ws)
+                await self._receiver(ws, task_status)
+                nursery.cancel_scope.cancel()
+
+    @asynccontextmanager
+    async def _open(self, url: str, headers: list[tuple[bytes, bytes]]
+                    ) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+        try:
+            async with self._connect(url, headers) as ws:
+                yield ws
+        except trio_websocket.ConnectionRejected as exc:
+            status = exc.status_code or 0
+            detail = _error_message(exc.body) or f"HTTP {status}"
+            raise ProviderError(f"handshake refused: HTTP {status}: {detail}",
+                                retryable=status not in _PERMANENT_HTTP) from None
+        except (trio_websocket.HandshakeError, OSError) as exc:
+            raise ProviderError(f"cannot connect: {type(exc).__name__}: {exc}",
+                                retryable=True) from None
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def _send_json(self, event: dict[str, Any]) -> None:
+        self._control.append(json.dumps(event, separators=(",", ":")))
+        self._wake.set()
+
+    async def _sender(self, ws: trio_websocket.WebSocketConnection) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                while self._control:
+                    await ws.send_message(self._control.popleft())
+                if self._pending:
+                    audio = base64.b64encode(self._pending).decode("ascii")
+                    self._pending.clear()
+                    await ws.send_message(
+                        '{"type":"input_audio_buffer.append","audio":"' + audio + '"}')
+        except trio_websocket.ConnectionClosed:
+            return  # the receiver reports the closed connection
+
+    def _session_update(self) -> dict[str, Any]:
+        cfg = self.cfg
+        fmt = _FORMATS["pcm" if cfg.audio == "pcm" else "ulaw"]
+        turn: dict[str, Any] | None
+        if cfg.turn_detection == "none":
+            turn = None
+        elif cfg.turn_detection == "semantic_vad":
+            turn = {"type": "semantic_vad", "create_response": True, "interrupt_response": True}
+        else:
+            turn = {"type": "server_vad", "threshold": cfg.vad_threshold,
+                    "prefix_padding_ms": cfg.prefix_padding_ms,
+                    "silence_duration_ms": cfg.silence_ms,
+                    "create_response": True, "interrupt_response": True}
+        audio_in: dict[str, Any] = {"format": fmt, "turn_detection": turn}
+        if cfg.transcription_model:
+            audio_in["transcription"] = {"model": cfg.transcription_model}
+        return {"type": "session.update", "session": {
+            "type": "realtime", "output_modalities": ["audio"],
+            "instructions": self.instructions,
+            "audio": {"input": audio_in, "output": {"format": fmt, "voice": cfg.voice}},
+        }}
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    async def _receiver(self, ws: trio_websocket.WebSocketConnection,
+                        task_status: trio.TaskStatus[None]) -> None:
+        while True:
+            try:
+                raw = await ws.get_message()
+            except trio_websocket.ConnectionClosed as exc:
+                reason = exc.reason
+                code = reason.code if reason is not None else 1006
+                raise ProviderError(f"connection closed (code {code})",
+                                    retryable=code != 1008) from None
+            t_in = trio.current_time()
+            try:
+                event = json.loads(raw)
+                kind = event["type"]
+            except (ValueError, KeyError, TypeError):
+                log.warning("openai realtime: ignored a malformed event (%d bytes)", len(raw))
+                continue
+            if kind in ("response.output_audio.delta", "response.audio.delta"):
+                self._on_audio(event, t_in)
+            elif kind == "session.created":
+                self._send_json(self._session_update())
+            elif kind == "session.updated":
+                self._on_session_updated(event.get("session") or {}, task_status)
+            else:
+                self._on_event(kind, event)
+
+    def _on_session_updated(self, session: Mapping[str, Any],
+                            task_status: trio.TaskStatus[None]) -> None:
+        audio = session.get("audio") or {}
+        fmt_in = (audio.get("input") or {}).get("format") or _FORMATS["pcm"]
+        fmt_out = (audio.get("output") or {}).get("format") or _FORMATS["pcm"]
+        self._in, self._out = _Codec(fmt_in), _Codec(fmt_out)
+        wanted = "pcm" if self.cfg.audio == "pcm" else "ulaw"
+        if (self._in.name, self._out.name) != (wanted, wanted):
+            log.warning("openai realtime confirmed audio %s in / %s out (asked for %s); "
+                        "converting accordingly", self._in.name, self._out.name, wanted)
+        if not self._started:
+            self._started = True
+            if self.cfg.greeting:
+                self._send_json({"type": "response.create", "response": {
+                    "instructions": "Greet the caller by saying exactly this, and nothing "
+                                    f"else: {self.cfg.greeting}"}})
+            task_status.started()
+
+    def _on_audio(self, event: Mapping[str, Any], t_in: float) -> None:
+        if self._out is None or self._port is None:
+            return
+        item = str(event.get("item_id", ""))
+        try:
+            data = base64.b64decode(event.get("delta", ""), validate=True)
+        except ValueError:
+            log.warning("openai realtime: audio delta is not valid base64; skipped")
+            return
+        if item != self._last_item:
+            self._out.reset_down()
+            self._last_item = item
+        self._received[item] = self._received.get(item, 0) + len(data)
+        self._port.agent_audio(self._out.decode(data), item, t_in)
+
+    def _on_event(self, kind: str, event: Mapping[str, Any]) -> None:
+        port = self._port
+        assert port is not None
+        if kind == "input_audio_buffer.speech_started":
+            cut = port.caller_speech_started()
+            if cut is not None:
+                item, played_ms = cut
+                self._truncate(item, played_ms)
+        elif kind == "input_audio_buffer.speech_stopped":
+            port.caller_speech_stopped(int(event.get("audio_end_ms") or 0))
+        elif kind in ("response.output_audio.done", "response.audio.done"):
+            port.agent_audio_done(str(event.get("item_id", "")))
+        elif kind in ("response.output_audio_transcript.done", "response.audio_transcript.done"):
+            port.transcript("agent", str(event.get("transcript") or ""))
+        elif kind == "conversation.item.input_audio_transcription.completed":
+            port.transcript("caller", str(event.get("transcript") or ""))
+        elif kind == "response.done":
+            resp = event.get("response") or {}
+            status = str(resp.get("status", ""))
+            if status == "failed":
+                log.warning("openai realtime response failed: %s", resp.get("status_details"))
+            port.response_done(status, resp.get("usage"))
+        elif kind == "error":
+            self._on_error(event.get("error") or {})
+
+    def _truncate(self, item: str, played_ms: int) -> None:
+        if self._out is None or item not in self._received:
+            return
+        generated_ms = self._received[item] // self._out.bytes_per_ms
+        self._send_json({"type": "conversation.item.truncate", "item_id": item,
+                         "content_index": 0, "audio_end_ms": min(played_ms, generated_ms)})
+
+    def _on_error(self, error: Mapping[str, Any]) -> None:
+        self.errors.append(dict(error))
+        code = str(error.get("code") or "")
+        log.warning("openai realtime error %s: %s", code or error.get("type"),
+                    error.get("message"))
+        if code in ("session_expired", "invalid_api_key", "insufficient_quota"):
+            raise ProviderError(f"provider error {code}: {error.get('message')}",
+                                retryable=code == "session_expired")
+
+
+def _error_message(body: bytes | None) -> str:
+    if not body:
+        return ""
+    try:
+        err = json.loads(body)["error"]
+        return str(err.get("message") or err.get("code") or "")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return body[:200].decode("utf-8", "replace")
+

@@ -1,0 +1,303 @@
+"""A call relayed to a speech-to-speech provider (OpenAI Realtime, the echo assistant, ...).
+
+Caller audio goes to the provider one 20 ms frame at a time; the provider's audio comes back in
+chunks of any size, tagged with an item id, and is cut into whole 20 ms frames for the paced
+playout (a partial frame waits for the next chunk, so no zero padding clicks inside an
+utterance). The provider's turn taking decides when the caller talks; when it hears the caller
+start (``caller_speech_started``) the session flushes interruptible agent audio at the next
+frame, drops whatever audio of the cut items is still in flight, and tells the provider how
+many milliseconds of the item the caller actually heard (the playout's frame count, not the
+bytes received), which OpenAI needs for ``conversation.item.truncate``.
+
+A provider that fails before the call could start ends the call at once with ``FAILED`` (the
+dialplan's fallback takes the caller); one that fails mid-call sends the caller to the
+assistant's fallback destination, or ends the call with ``FAILED``.
+
+Relay overhead is measured here: for each chunk, provider message in (``t_in``, before any
+decoding) to the chunk queued in the playout, and, when the playout was idle, to its first frame
+sent. Both are summarised in the call record's ``provider.relay``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import trio
+
+from ..config.schema import AssistantConfig
+from ..constants import FRAME_BYTES, FRAME_MS
+from ..protocol.audiosocket import AudioFormat, AudioSocketDecoder
+from ..protocol.control import CallContext
+from ..providers.base import ProviderError, SpeechToSpeech
+from .base import ControlPort, MediaSession
+from .inbound import CallerAudio, CallerDtmf, StreamClosed
+from .playout import PlayoutFull, Segment
+from .records import TurnRecord
+
+log = logging.getLogger("agi_voice.relay")
+
+MAX_TIMING_SAMPLES = 5000
+"""Relay timing samples kept per call (enough for a 100 s reply in 20 ms chunks)."""
+
+
+@dataclass(eq=False)
+class _Item:
+    id: str
+    turn: TurnRecord
+    rest: bytearray = field(default_factory=bytearray)
+    segments: list[Segment] = field(default_factory=list)
+    cut: bool = False
+
+    @property
+    def frames_played(self) -> int:
+        return sum(s.frames_sent for s in self.segments)
+
+
+class RelaySession(MediaSession):
+    def __init__(self, *, uuid: str, assistant: AssistantConfig, context: CallContext,
+                 fmt: AudioFormat, provider: SpeechToSpeech, control: ControlPort | None = None,
+                 caller_queue_frames: int = 50, decoder: AudioSocketDecoder | None = None,
+                 playout_seconds: float = 60.0, lead_frames: int = 0,
+                 start_timeout: float = 8.0) -> None:
+        super().__init__(uuid=uuid, assistant=assistant, context=context, fmt=fmt,
+                         control=control, caller_queue_frames=caller_queue_frames,
+                         decoder=decoder, playout_seconds=playout_seconds,
+                         lead_frames=lead_frames)
+        self.provider = provider
+        self.start_timeout = start_timeout
+        self.ready = False
+        self._items: dict[str, _Item] = {}
+        self._pcm_rest = bytearray()
+        self._first_sent_at: float | None = None
+        """trio time the first caller frame went to the provider (its input-audio clock's 0)."""
+        self._speech_end: float | None = None
+        self._caller_texts: list[str] = []
+        self._audio_dropped = 0
+        self._proc_ms: list[float] = []
+        self._idle_waits: list[tuple[Segment, float]] = []
+        self._usage: dict[str, int] = {}
+        self.record.provider = {"name": provider.name}
+
+    def _start(self, nursery: trio.Nursery) -> None:
+        nursery.start_soon(self._run_provider)
+        nursery.start_soon(self._listen)
+        nursery.start_soon(self._watchdog)
+
+    # -- provider lifecycle --------------------------------------------------------------------
+
+    async def _run_provider(self) -> None:
+        error: ProviderError | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                with trio.fail_after(self.start_timeout):
+                    await nursery.start(self._provider_task)
+                self.ready = True
+        except* ProviderError as eg:
+            error = eg.exceptions[0]  # type: ignore[assignment]
+        except* trio.TooSlowError:
+            error = ProviderError(f"no answer within {self.start_timeout:.0f} s", retryable=True)
+        except* (OSError, RuntimeError) as eg:
+            exc = eg.exceptions[0]
+            error = ProviderError(f"{type(exc).__name__}: {exc}", retryable=True)
+        if error is None:
+            error = ProviderError("the provider session ended", retryable=True)
+        self.record.provider["error"] = str(error)
+        self.record.provider["retryable"] = error.retryable
+        if not self.ready:
+            log.warning("call %s: provider %s unavailable: %s", self.uuid, self.provider.name,
+                        error)
+            self._committed = True
+            self._set_outcome("FAILED", reason=f"provider {self.provider.name} unavailable: {error}")
+            await self._hand_back()
+            return
+        self.ready = False
+        await self._fail_over(f"provider {self.provider.name} failed mid-call: {error}")
+
+    async def _provider_task(self, *, task_status: trio.TaskStatus[None]) -> None:
+        await self.provider.run(self, task_status=task_status)
+
+    # -- inbound -------------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        while True:
+            ev = await self.queue.get()
+            if isinstance(ev, CallerAudio):
+                self._on_audio(ev)
+            elif isinstance(ev, CallerDtmf):
+                self._on_dtmf(ev.digit, ev.source, ev.t)
+            elif isinstance(ev, StreamClosed):
+                self._stream_closed(ev)
+                return
+
+    def _on_audio(self, ev: CallerAudio) -> None:
+        if not self.ready or self._committed:
+            return  # the provider is not there yet (or any more): the caller hears silence
+        pcm = ev.pcm
+        if len(pcm) != FRAME_BYTES or self._pcm_rest:
+            self._pcm_rest += pcm
+            while len(self._pcm_rest) >= FRAME_BYTES:
+                self._send_frame(bytes(self._pcm_rest[:FRAME_BYTES]), ev.t)
+                del self._pcm_rest[:FRAME_BYTES]
+        else:
+            self._send_frame(pcm, ev.t)
+
+    def _send_frame(self, frame: bytes, t: float) -> None:
+        if self._first_sent_at is None:
+            # The frame's audio started 20 ms before it arrived.
+            self._first_sent_at = t - FRAME_MS / 1000
+        self.provider.send_caller_audio(frame)
+
+    # -- RelayPort: what the provider tells the call ---------------------------------------------
+
+    def _item(self, item_id: str) -> _Item:
+        item = self._items.get(item_id)
+        if item is None:
+            trigger = "speech" if self._speech_end is not None else (
+                "start" if not self.record.turns else "provider")
+            rec = TurnRecord(index=len(self.record.turns), trigger=trigger,
+                             speech_end=self._rel(self._speech_end))
+            if self._caller_texts and trigger == "speech":
+                rec.caller_text = " ".join(self._caller_texts)
+                self._caller_texts.clear()
+            self._speech_end = None
+            self.record.turns.append(rec)
+            item = self._items[item_id] = _Item(item_id, rec)
+        return item
+
+    def agent_audio(self, pcm: bytes, item_id: str, t_in: float) -> None:
+        if self._committed and not self.playout.speaking:
+            return
+        item = self._item(item_id)
+        if item.cut:
+            self._audio_dropped += len(pcm)
+            return
+        item.rest += pcm
+        n = len(item.rest) - len(item.rest) % FRAME_BYTES
+        if n:
+            self._enqueue(item, bytes(item.rest[:n]), t_in)
+            del item.rest[:n]
+
+    def agent_audio_done(self, item_id: str) -> None:
+        item = self._items.get(item_id)
+        if item is None or item.cut or not item.rest:
+            return
+        pcm = bytes(item.rest) + bytes(FRAME_BYTES - len(item.rest))
+        item.rest.clear()
+        self._enqueue(item, pcm, trio.current_time())
+
+    def _enqueue(self, item: _Item, pcm: bytes, t_in: float) -> None:
+        was_idle = not self.playout.speaking
+        try:
+            seg = self.playout.enqueue(pcm, interruptible=not self._committed)
+        except PlayoutFull:
+            self._audio_dropped += len(pcm)
+            log.warning("call %s: playout buffer full, agent audio dropped", self.uuid)
+            return
+        if len(self._proc_ms) < MAX_TIMING_SAMPLES:
+            self._proc_ms.append((trio.current_time() - t_in) * 1000)
+        if was_idle and len(self._idle_waits) < MAX_TIMING_SAMPLES:
+            self._idle_waits.append((seg, t_in))
+        item.segments.append(seg)
+        if item.turn.first_audio_ready is None:
+            item.turn.first_audio_ready = self._rel(t_in)
+
+    def caller_speech_started(self) -> tuple[str, int] | None:
+        cfg = self.assistant.barge_in
+        if not cfg.enabled or self._committed:
+            return None
+        now = trio.current_time()
+        playing = [i for i in self._items.values() if not i.cut and i.frames_played]
+        if self.playout.speaking:
+            if not self.playout.interruptible:
+                return None
+            first = next((s.started_at for i in self._items.values() if i.turn.trigger == "start"
+                          for s in i.segments if s.started_at is not None), None)
+            current = playing[-1] if playing else None
+            if (current is not None and current.turn.trigger == "start" and first is not None
+                    and now - first < cfg.greeting_protection_ms / 1000):
+                return None
+        for item in self._items.values():
+            item.cut = True  # audio of these items still in flight is dropped on arrival
+            item.rest.clear()
+        if not self.playout.speaking:
+            return None
+        dropped = self.playout.flush()
+        self.record.barge_ins += 1
+        self.record.barge_in_at.append(self._rel(now) or 0.0)
+        if not playing:
+            return None
+        item = playing[-1]
+        item.turn.interrupted = True
+        log.info("call %s barge-in at %.3f s, %d frames flushed", self.uuid, now - self._t0,
+                 dropped)
+        return item.id, item.frames_played * FRAME_MS
+
+    def caller_speech_stopped(self, audio_end_ms: int) -> None:
+        if self._first_sent_at is not None:
+            self._speech_end = self._first_sent_at + audio_end_ms / 1000
+
+    def transcript(self, role: str, text: str) -> None:
+        text = text.strip()
+        if not text:
+            return
+        if role == "agent":
+            turn = self.record.turns[-1] if self.record.turns else None
+            if turn is not None:
+                turn.agent_text = f"{turn.agent_text} {text}".strip()
+            return
+        for turn in reversed(self.record.turns):
+            if turn.trigger == "speech" and not turn.caller_text:
+                turn.caller_text = text
+                return
+        self._caller_texts.append(text)
+
+    def response_done(self, status: str, usage: dict[str, object] | None) -> None:
+        for key, value in (usage or {}).items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                self._usage[key] = self._usage.get(key, 0) + value
+
+    # -- limits and record -----------------------------------------------------------------------
+
+    async def _watchdog(self) -> None:
+        await trio.sleep(self.assistant.max_call_seconds)
+        if not self._committed:
+            self._committed = True
+            self._set_outcome("COMPLETED", reason="maximum call duration reached")
+            await self._hand_back()
+
+    def _finish_record(self) -> None:
+        super()._finish_record()
+        for item in self._items.values():
+            rec = item.turn
+            sent = [s for s in item.segments if s.started_at is not None]
+            if sent and rec.first_frame_sent is None:
+                rec.first_frame_sent = self._rel(sent[0].started_at)
+            if item.cut and sent:
+                words = rec.agent_text.split()
+                total = sum(s.total_frames for s in item.segments) or 1
+                rec.heard_text = " ".join(words[:len(words) * item.frames_played // total])
+            elif sent:
+                rec.heard_text = rec.agent_text
+            if rec.first_frame_sent is not None and rec.speech_end is not None:
+                rec.latency_ms = round((rec.first_frame_sent - rec.speech_end) * 1000, 1)
+                if rec.first_audio_ready is not None:
+                    rec.stage_ms["provider_first_audio"] = round(
+                        (rec.first_audio_ready - rec.speech_end) * 1000, 1)
+        waits = [(s.started_at - t) * 1000 for s, t in self._idle_waits if s.started_at is not None]
+        p = self.record.provider
+        p["usage"] = self._usage
+        p["audio_dropped_bytes"] = self._audio_dropped
+        p["relay"] = {"chunks": len(self._proc_ms), **_stats("queue_ms", self._proc_ms),
+                      "first_frame_n": len(waits), **_stats("first_frame_ms", waits)}
+
+
+def _stats(name: str, values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {}
+    a = np.asarray(values)
+    return {f"{name}_p50": round(float(np.percentile(a, 50)), 3),
+            f"{name}_p99": round(float(np.percentile(a, 99)), 3),
+            f"{name}_max": round(float(a.max()), 3)}
