@@ -63,6 +63,9 @@ R_520 = "520 Invalid command syntax.  Proper usage not available.\n"
 USAGE: dict[tuple[str, ...], str] = {("set", "variable"): "Sets a variable to the current channel."}
 
 Connector = Callable[[str, int], Awaitable[trio.abc.Stream]]
+AudioRunner = Callable[[trio.abc.Stream, str, EmulatedChannel], Awaitable[AudioSocketResult]]
+"""Runs the AudioSocket side of an answered call on ``stream`` (uuid and channel given) in place
+of :class:`AudioSocketSession`: the load generator (:mod:`.loadgen`) plugs in here."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +203,7 @@ class AgiSession:
         connect: Connector | None = None,
         answer_delay: float = 0.0,
         database: dict[tuple[str, str], str] | None = None,
+        audio_runner: AudioRunner | None = None,
     ) -> None:
         self._stream = stream
         self._reader = _LineReader(stream)
@@ -209,6 +213,7 @@ class AgiSession:
         self._as_config = audiosocket_config
         self._connect = connect or _tcp_connect
         self._answer_delay = answer_delay
+        self._audio_runner = audio_runner
         self._db = {} if database is None else database
         self.result = AgiResult()
 
@@ -484,6 +489,10 @@ class AgiSession:
                 AudioSocketResult(ident, closed_by="not_answered", started_at=now, ended_at=now)
             )
             return -1
+        if self._audio_runner is not None:
+            res = await self._audio_runner(stream, ident, ch)
+            self.result.audiosocket.append(res)
+            return res.result_code
         session = AudioSocketSession(
             stream,
             ident,
@@ -513,6 +522,7 @@ async def run_agi(
     audiosocket_config: AudioSocketConfig | None = None,
     connect: Connector | None = None,
     answer_delay: float = 0.0,
+    audio_runner: AudioRunner | None = None,
 ) -> AgiResult:
     """Connect to the FastAGI server at ``host:port`` and run the session to its end.
 
@@ -543,12 +553,14 @@ async def run_agi(
         audiosocket_config=audiosocket_config,
         connect=connect,
         answer_delay=answer_delay,
+        audio_runner=audio_runner,
     )
     return await session.run()
 
 
 __all__ = [
     "AGI_PORT",
+    "AudioRunner",
     "AgiResult",
     "AgiSession",
     "ChannelSpec",

@@ -26,7 +26,13 @@ from typing import Any
 import numpy as np
 import trio
 
-from fastagi_server.emulator.agi_side import AgiResult, Connector, TranscriptLine, run_agi
+from fastagi_server.emulator.agi_side import (
+    AgiResult,
+    AudioRunner,
+    Connector,
+    TranscriptLine,
+    run_agi,
+)
 from fastagi_server.emulator.audiosocket_side import (
     AudioSocketConfig,
     AudioSocketResult,
@@ -168,6 +174,7 @@ async def run_call(
     audiosocket_config: AudioSocketConfig | None = None,
     connect_audiosocket: Connector | None = None,
     answer_delay: float = 0.0,
+    audio_runner: AudioRunner | None = None,
 ) -> CallResult:
     """Run one call against the FastAGI server at ``agi_host:agi_port`` until the AGI ends.
 
@@ -188,7 +195,7 @@ async def run_call(
             agi = await run_agi(
                 agi_host, agi_port, channel, caller=player,
                 audiosocket_config=audiosocket_config, connect=connect_audiosocket,
-                answer_delay=answer_delay,
+                answer_delay=answer_delay, audio_runner=audio_runner,
             )  # fmt: skip
             nursery.cancel_scope.cancel()
     finally:

@@ -287,7 +287,10 @@ class OpenAIRealtimeSession:
                 item, played_ms = cut
                 self._truncate(item, played_ms)
         elif kind == "input_audio_buffer.speech_stopped":
-            port.caller_speech_stopped(int(event.get("audio_end_ms") or 0))
+            # audio_end_ms includes the server VAD's silence_duration_ms (documented): the
+            # caller stopped talking that much earlier.
+            silence = self.cfg.silence_ms if self.cfg.turn_detection == "server_vad" else 0
+            port.caller_speech_stopped(max(0, int(event.get("audio_end_ms") or 0) - silence))
         elif kind in ("response.output_audio.done", "response.audio.done"):
             port.agent_audio_done(str(event.get("item_id", "")))
         elif kind in ("response.output_audio_transcript.done", "response.audio_transcript.done"):

@@ -22,7 +22,7 @@ from ..config.schema import AssistantConfig
 from ..protocol.audiosocket import AudioFormat, AudioSocketDecoder, Message
 from ..protocol.control import CallContext, Dtmf, Ended, Hangup, TransferResult
 from .inbound import DropOldestQueue, StreamClosed
-from .playout import Playout
+from .playout import LATENESS_BINS_MS, Playout
 from .records import CallRecord, ToolAction, wall_clock
 
 log = logging.getLogger("agi_voice.call")
@@ -224,5 +224,7 @@ class MediaSession:
         st = self.playout.stats
         r.playout = {"frames": st.frames_sent, "audio_frames": st.audio_frames_sent,
                      "late_frames": st.late_frames, "max_lateness_ms": round(st.max_lateness * 1000, 3),
+                     "lateness_hist": dict(zip((str(b) for b in LATENESS_BINS_MS),
+                                               st.lateness_hist, strict=True)),
                      "flushes": st.flushes, "frames_flushed": st.frames_flushed}
         r.caller_frames_dropped = self.queue.dropped

@@ -19,6 +19,7 @@ payload (slin, or G.711 when the dialplan used ``Dial(AudioSocket/...,c(ulaw))``
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections import deque
@@ -70,6 +71,10 @@ class Segment:
         return " ".join(words[:n])
 
 
+LATENESS_BINS_MS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0, float("inf"))
+"""Upper bounds (ms) of the wake-up lateness histogram in :class:`PlayoutStats`."""
+
+
 @dataclass
 class PlayoutStats:
     frames_sent: int = 0
@@ -78,6 +83,8 @@ class PlayoutStats:
     late_frames: int = 0
     """Stalls of more than one frame period (the grid was re-clamped, frames skipped)."""
     max_lateness: float = 0.0
+    lateness_hist: list[int] = field(default_factory=lambda: [0] * len(LATENESS_BINS_MS))
+    """Frames per wake-up lateness bin (see LATENESS_BINS_MS): the pacing seen from inside."""
     flushes: int = 0
     frames_flushed: int = 0
 
@@ -197,7 +204,10 @@ class Playout:
         while True:
             await trio.sleep_until(deadline)
             now = trio.current_time()
-            self.stats.max_lateness = max(self.stats.max_lateness, now - deadline)
+            late = now - deadline
+            if late > self.stats.max_lateness:
+                self.stats.max_lateness = late
+            self.stats.lateness_hist[bisect.bisect_left(LATENESS_BINS_MS, late * 1000)] += 1
             if self._hand_back and not self.speaking:
                 await self._send(encode_hangup())
                 self.hand_back_sent.set()

@@ -1,0 +1,216 @@
+"""The product and the mock provider as separate processes, for the relay benchmarks.
+
+:class:`Product` starts the two planes exactly as ``agi-voice serve`` does (``python -m
+fastagi_server.cli sidecar`` and ``... fastagi``, each its own process) on a generated config
+with free loopback ports, pins every thread of both to the server CPU, and waits until both
+listen. :class:`MockProvider` starts the mock OpenAI Realtime server
+(``python -m tests.mocks.openai_realtime``) in its own process on the generator's CPU.
+
+Nothing here measures; it only starts, pins and stops. Readings of ``/proc`` (CPU, RSS, file
+descriptors) are helpers at the bottom.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from foundation_load import pin_process
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_CPU = {0}
+GENERATOR_CPU = {1}
+MOCK_KEY = "bench-key"
+MOCK_KEY_ENV = "AGI_VOICE_BENCH_OPENAI_KEY"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+def bench_config(*, agi: int, audiosocket: int, control: int, records: Path,
+                 mock_port: int | None, max_calls: int = 2000, sts_audio: str = "ulaw") -> str:
+    """The config under test: an echo assistant and, with a mock, a speech-to-speech one."""
+    sts = ""
+    if mock_port is not None:
+        sts = f"""
+  sts:
+    provider: openai_realtime
+    realtime:
+      url: ws://127.0.0.1:{mock_port}/v1/realtime
+      api_key_env: {MOCK_KEY_ENV}
+      audio: {sts_audio}
+      greeting: "Hello, thanks for calling."
+      silence_ms: 400
+    barge_in: {{enabled: true, greeting_protection_ms: 0}}
+"""
+    return f"""
+fastagi:
+  listen: {{host: 127.0.0.1, port: {agi}}}
+  offer_timeout: 0.9
+sidecar:
+  audiosocket: {{host: 127.0.0.1, port: {audiosocket}}}
+  control: {{host: 127.0.0.1, port: {control}}}
+  max_calls: {max_calls}
+  records_path: {records}
+routing: {{default: echo}}
+assistants:
+  echo:
+    provider: echo
+    echo: {{chunk_ms: 100}}
+{sts}"""
+
+
+_PROFILED_SIDECAR = """
+import sys, trio, pyinstrument
+from media_sidecar.app import run_sidecar
+from media_sidecar.config.loader import load_config
+cfg = load_config(sys.argv[1])
+prof = pyinstrument.Profiler(interval=0.0005)
+prof.start()
+try:
+    trio.run(run_sidecar, cfg)
+except BaseException:  # KeyboardInterrupt, possibly inside an exception group
+    pass
+prof.stop()
+open(sys.argv[2], "w").write(prof.output_text(show_all=False))
+"""
+
+
+class Product:
+    """The two planes of agi-voice, each in its own process, pinned to the server CPU."""
+
+    def __init__(self, workdir: Path, *, mock_port: int | None = None,
+                 sts_audio: str = "ulaw", pin: bool = True, profile: Path | None = None) -> None:
+        self.workdir = workdir
+        self.profile = profile
+        """With a path, the sidecar runs under pyinstrument and writes its profile there."""
+        self.agi_port = free_port()
+        self.as_port = free_port()
+        self.control_port = free_port()
+        self.records = workdir / "records.jsonl"
+        self.config = workdir / "bench.yaml"
+        self.config.write_text(bench_config(
+            agi=self.agi_port, audiosocket=self.as_port, control=self.control_port,
+            records=self.records, mock_port=mock_port, sts_audio=sts_audio))
+        self.pin = pin
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def __enter__(self) -> Product:
+        env = dict(os.environ, PYTHONPATH=str(ROOT), **{MOCK_KEY_ENV: MOCK_KEY})
+        for role in ("sidecar", "fastagi"):
+            log = open(self.workdir / f"{role}.log", "wb")  # noqa: SIM115 - closed with the process
+            argv = [sys.executable, "-m", "fastagi_server.cli", role, "--config", str(self.config)]
+            if self.profile is not None and role == "sidecar":
+                argv = [sys.executable, "-c", _PROFILED_SIDECAR, str(self.config), str(self.profile)]
+            self.procs[role] = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=ROOT)
+        wait_listening(self.as_port, 60, self.procs["sidecar"])
+        wait_listening(self.control_port, 10, self.procs["sidecar"])
+        wait_listening(self.agi_port, 30, self.procs["fastagi"])
+        time.sleep(0.5)  # the control link connects (the FastAGI side retries every 0.2 s)
+        self.repin()
+        return self
+
+    def repin(self) -> None:
+        if self.pin:
+            for p in self.procs.values():
+                pin_process(p.pid, SERVER_CPU)
+
+    @property
+    def sidecar_pid(self) -> int:
+        return self.procs["sidecar"].pid
+
+    @property
+    def fastagi_pid(self) -> int:
+        return self.procs["fastagi"].pid
+
+    def read_records(self) -> list[dict]:
+        if not self.records.exists():
+            return []
+        return [json.loads(line) for line in self.records.read_text().splitlines() if line]
+
+    def __exit__(self, *exc: object) -> None:
+        for p in self.procs.values():
+            p.send_signal(signal.SIGINT)  # KeyboardInterrupt: a clean exit (and profile)
+        for p in self.procs.values():
+            try:
+                p.wait(120 if self.profile is not None else 10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+class MockProvider:
+    """The mock OpenAI Realtime server in its own process (on the generator's CPU)."""
+
+    def __init__(self, workdir: Path, *, reply_ms: int = 2000, send_rate: float = 4.0,
+                 pin: bool = True) -> None:
+        self.workdir = workdir
+        self.args = ["--reply-ms", str(reply_ms), "--send-rate", str(send_rate)]
+        self.pin = pin
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> MockProvider:
+        ready = self.workdir / "mock.ready"
+        ready.unlink(missing_ok=True)
+        log = open(self.workdir / "mock.log", "wb")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.mocks.openai_realtime", "--port", "0", "--ready",
+             str(ready), "--api-key", MOCK_KEY, *self.args],
+            stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        deadline = time.monotonic() + 30
+        while not ready.exists() or not ready.read_text().strip():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the mock provider did not start; see mock.log")
+            time.sleep(0.05)
+        self.port = int(json.loads(ready.read_text())["port"])
+        if self.pin:
+            pin_process(self.proc.pid, GENERATOR_CPU)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# -- /proc readings --------------------------------------------------------------------------------
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))

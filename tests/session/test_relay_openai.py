@@ -1,0 +1,115 @@
+"""OpenAI Realtime calls through the real AudioSocket server and our client, in virtual time.
+
+Asterisk is the emulator; the provider is the protocol-faithful mock (tests/mocks), connected
+to the product's client over an in-memory stream so the autojump clock drives both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import numpy as np
+import pytest
+import trio
+import trio.testing
+import trio_websocket
+
+from fastagi_server.emulator.caller import CallerScript
+from media_sidecar.config.loader import parse_config
+from media_sidecar.providers.openai_realtime import OpenAIRealtimeSession
+from tests.fakes import tone
+from tests.mocks.openai_realtime import MockRealtimeServer, RealtimeScript
+from tests.session.harness import run_session
+
+FRAME = 0.02
+YAML = """
+routing: {default: sts}
+assistants:
+  sts:
+    provider: openai_realtime
+    realtime: {greeting: "Hello there.", audio: AUDIO, silence_ms: 400}
+    barge_in: {greeting_protection_ms: 0}
+"""
+
+
+def memory_provider(mock: MockRealtimeServer, key: str = "test-key"):
+    """A provider factory whose WebSocket runs over an in-memory stream to ``mock``."""
+
+    @asynccontextmanager
+    async def connect(url: str, headers: list[tuple[bytes, bytes]]
+                      ) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+        client, server = trio.testing.memory_stream_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(mock.serve_stream, server)
+            resource = url.split("//", 1)[1].split("/", 1)[1]
+            ws = await trio_websocket.wrap_client_stream(
+                nursery, client, "api.openai.com", "/" + resource,  # type: ignore[arg-type]
+                extra_headers=headers)
+            try:
+                yield ws
+            finally:
+                await ws.aclose()
+                nursery.cancel_scope.cancel()
+
+    def factory(assistant, context):
+        return OpenAIRealtimeSession(assistant.realtime, env={"OPENAI_API_KEY": key},
+                                     connect=connect)
+
+    return factory
+
+
+def loud_times(out) -> list[float]:
+    return [f.t for f in out.asterisk.audio_frames()
+            if np.abs(np.frombuffer(f.payload, dtype="<i2")).max(initial=0) > 300]
+
+
+@pytest.mark.parametrize("audio", ["ulaw", "pcm"])
+async def test_greeting_then_an_answer_with_transcripts(autojump_clock, audio):
+    mock = MockRealtimeServer(script=RealtimeScript(reply_ms=1000, transcripts=["what time is it"],
+                                                    replies=["Hello there.", "It is noon."]))
+    cfg = parse_config(YAML.replace("AUDIO", audio), "sts.yaml")
+    script = CallerScript().speak(tone(500, 1.0), at=2.0).hangup(at=6.0)
+    out = await run_session(script, cfg=cfg, provider_factory=memory_provider(mock))
+
+    assert out.ended.status == "CALLER_HANGUP"
+    log = mock.sessions[0]
+    fmt = {"ulaw": {"type": "audio/pcmu"}, "pcm": {"type": "audio/pcm", "rate": 24000}}[audio]
+    assert log.session["audio"]["output"]["format"] == fmt
+    assert log.model == "gpt-realtime"
+    # greeting (1 s) then the answer (1 s) reached Asterisk as audio, on the 20 ms grid
+    loud = loud_times(out)
+    assert 90 <= len(loud) <= 102
+    gaps = np.diff([f.t for f in out.asterisk.frames_received])
+    assert np.allclose(gaps, FRAME, atol=1e-6)
+    turns = out.record.turns
+    assert [t.trigger for t in turns] == ["start", "speech"]
+    assert turns[0].agent_text == "Hello there."
+    assert turns[1].caller_text == "what time is it" and turns[1].agent_text == "It is noon."
+    # turn latency: caller end of speech -> first agent frame, with the provider's 400 ms VAD
+    assert turns[1].latency_ms is not None and 400 <= turns[1].latency_ms <= 400 + 60
+
+
+async def test_barge_in_flushes_and_truncates_at_the_audio_actually_played(autojump_clock):
+    mock = MockRealtimeServer(script=RealtimeScript(reply_ms=3000, vad_start_ms=60))
+    cfg = parse_config(YAML.replace("AUDIO", "ulaw"), "sts.yaml")
+    # greeting 3 s; the caller asks at 3.5 s; barges in 1 s into the answer (utterance 2)
+    script = (CallerScript().speak(tone(500, 0.8), at=3.5)
+              .barge_in(tone(600, 0.8), utterance=2, delay=1.0).hangup(at=9.0))
+    out = await run_session(script, cfg=cfg, provider_factory=memory_provider(mock))
+
+    log = mock.sessions[0]
+    (trunc,) = log.truncations
+    answer_item = trunc.item_id
+    # the frames of the answer that reached Asterisk before the flush
+    loud = loud_times(out)
+    greeting_end = 3.0 + out.asterisk.started_at
+    answer_frames = [t for t in loud if t > greeting_end + 0.1]
+    assert answer_frames, "the answer was never heard"
+    barge = out.record.barge_in_at[0] + out.asterisk.started_at
+    played_ms = len([t for t in answer_frames if t <= barge + 1e-9]) * 20
+    assert abs(trunc.audio_end_ms - played_ms) <= 20
+    assert trunc.audio_end_ms < log.assistant_audio_ms[answer_item]
+    # nothing of the cut answer after the flush frame
+    assert not [t for t in answer_frames if t > barge + FRAME + 1e-9 and t < barge + 0.5]
+    assert out.record.turns[1].interrupted
