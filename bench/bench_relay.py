@@ -290,9 +290,10 @@ async def latency(workdir: Path, calls: int) -> dict[str, Any]:
             for i in range(calls):
                 ask = voice_like(1.2, 900 + i)
                 cut = voice_like(1.0, 950 + i)
-                # utterance 0 is the greeting, 1 the answer to the question: barge into it
-                script = (CallerScript().speak(ask, at=1.5).barge_in(cut, utterance=1, delay=1.0)
-                          .hangup(at=12.0))
+                # the greeting (utterance 1) lasts 4 s; the caller asks after it and barges
+                # into the answer (utterance 2) one second in
+                script = (CallerScript().speak(ask, at=5.0).barge_in(cut, utterance=2, delay=1.0)
+                          .hangup(at=14.0))
                 nursery.start_soon(place, product.agi_port, f"lat{i}", "sts", script, 40.0, placed)
                 await trio.sleep(0.3)
         await trio.sleep(0.5)
@@ -315,13 +316,13 @@ async def latency(workdir: Path, calls: int) -> dict[str, Any]:
         turn_latency += [t["latency_ms"] for t in rec["turns"] if t.get("latency_ms") is not None]
         s = p.session
         loud = [f.t for f in s.audio_frames() if _loud(f.payload)]
-        barge = [st for st in p.result.caller_log if st.what.startswith("speak")] if p.result else []
-        if len(barge) >= 2 and rec.get("barge_in_at"):
-            onset = s.started_at + barge[1].t
-            decision = s.started_at + rec["barge_in_at"][0]
-            last = max((t for t in loud if t <= onset + 2.0), default=None)
+        speaks = [st for st in p.result.caller_log if st.what.startswith("speak")] if p.result else []
+        if len(speaks) >= 2 and rec.get("barge_in_at"):
+            onset = s.started_at + speaks[-1].t
+            decision = s.started_at + rec["barge_in_at"][-1]
+            last = end_of_run([t for t in loud if t >= onset - FRAME])
             if last is not None:
-                reaction.append((last - onset) * 1000)
+                reaction.append(max(0.0, last - onset) * 1000)
                 after_decision.append((last - decision) * 1000)
     return {
         "calls": calls, "failed_calls": len(failures), "failures": failures,
@@ -333,6 +334,18 @@ async def latency(workdir: Path, calls: int) -> dict[str, Any]:
         "barge_in_decision_to_last_frame_ms": summary(after_decision, 1),
         "turn_latency_ms": summary(turn_latency, 1),
     }
+
+
+def end_of_run(times: list[float], gap: float = 0.03) -> float | None:
+    """The last time of the first run of frames no more than ``gap`` apart."""
+    if not times:
+        return None
+    last = times[0]
+    for t in times[1:]:
+        if t - last > gap:
+            break
+        last = t
+    return last
 
 
 def _loud(payload: bytes) -> bool:
@@ -387,7 +400,7 @@ async def memory(workdir: Path, total: int, concurrency: int, seconds: float) ->
 PLANS = {
     "quick": {"capacity_ns": [10, 50, 100], "capacity_s": 12.0, "latency_calls": 4,
               "memory_calls": 200, "memory_conc": 20, "memory_s": 1.5},
-    "full": {"capacity_ns": [10, 50, 100, 200, 300, 400, 600], "capacity_s": 30.0,
+    "full": {"capacity_ns": [10, 25, 50, 75, 100, 150, 200, 300, 400], "capacity_s": 30.0,
              "latency_calls": 12, "memory_calls": 1000, "memory_conc": 25, "memory_s": 1.5},
 }
 
