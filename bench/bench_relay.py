@@ -19,13 +19,13 @@ Nothing is asserted: figures are reported (bench/BENCHMARKS.md explains them).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,10 @@ import numpy as np  # noqa: E402
 import trio  # noqa: E402
 from foundation_load import (  # noqa: E402
     CpuSampler,
+    Placed,
     pct,
     pin_process,
+    place_call,
     summary,
 )
 from relay_product import (  # noqa: E402
@@ -52,10 +54,7 @@ from relay_product import (  # noqa: E402
 )
 
 from fastagi_server.emulator.agi_side import AudioRunner  # noqa: E402
-from fastagi_server.emulator.audiosocket_side import AudioSocketResult  # noqa: E402
-from fastagi_server.emulator.call import CallResult, run_call  # noqa: E402
 from fastagi_server.emulator.caller import CallerScript  # noqa: E402
-from fastagi_server.emulator.channel import ChannelSpec  # noqa: E402
 from fastagi_server.emulator.loadgen import LoadEngine, LoadResult  # noqa: E402
 
 FRAME = 0.02
@@ -93,43 +92,16 @@ def sts_script(seconds: float, seed: int, *, talk: float = 1.5, gap: float = 3.5
 
 
 # -- placing calls ---------------------------------------------------------------------------------
-@dataclass
-class Placed:
-    name: str
-    assistant: str
-    result: CallResult | None = None
-    error: str = ""
-    started: float = 0.0
-    ended: float = 0.0
-
-    @property
-    def session(self) -> AudioSocketResult | None:
-        if self.result is None:
-            return None
-        runs = [s for s in self.result.audiosocket if s.closed_by != "not_answered"]
-        return runs[0] if runs else None
-
-
-async def place(agi_port: int, name: str, assistant: str, script: CallerScript | None,
-                limit: float, out: list[Placed], runner: AudioRunner | None = None) -> None:
-    placed = Placed(name, assistant, started=time.monotonic())
-    out.append(placed)
-    spec = ChannelSpec(channel=f"PJSIP/{name}-00000001", uniqueid=f"{name}.1", script="agent",
-                       dnid="7000", variables={"AI_ASSISTANT": assistant})
-    try:
-        with trio.fail_after(limit):
-            placed.result = await run_call("127.0.0.1", agi_port, spec, script,
-                                           audio_runner=runner)
-    except trio.TooSlowError:
-        placed.error = f"did not end within {limit:.0f} s"
-    except Exception as exc:  # a generator-side fault is a failed call, not a crashed bench
-        placed.error = f"{type(exc).__name__}: {exc}"
-    placed.ended = time.monotonic()
+def place(agi_port: int, name: str, assistant: str, script: CallerScript | None, limit: float,
+          out: list[Placed], runner: AudioRunner | None = None) -> Callable[[], Awaitable[None]]:
+    """One call for a nursery: foundation_load.place_call with this module's arguments."""
+    return functools.partial(place_call, agi_port, name, script, assistant=assistant,
+                             seconds=limit, out=out, runner=runner)
 
 
 def _call_name(record: dict[str, Any]) -> str:
-    """The generator's call name from the record's channel ``PJSIP/<name>-00000001``."""
-    return record.get("channel", "").partition("/")[2].rpartition("-")[0]
+    """The generator's call name from the record's channel ``Local/<name>@bench-...``."""
+    return record.get("channel", "").partition("/")[2].partition("@")[0]
 
 
 def call_failed(p: Placed, record: dict[str, Any] | None) -> str:
@@ -186,8 +158,8 @@ async def capacity_step(product: Product, engine: LoadEngine, assistant: str, n:
         async with trio.open_nursery() as calls:
             for i in range(n):
                 runner = engine.runner(signals[i % len(signals)], seconds)
-                calls.start_soon(place, product.agi_port, f"{assistant}{n}-{i}", assistant,
-                                 None, seconds + 30, placed, runner)
+                calls.start_soon(place(product.agi_port, f"{assistant}{n}-{i}", assistant,
+                                       None, seconds + 30, placed, runner))
                 await trio.sleep(stagger / n)
         nursery.cancel_scope.cancel()
     await trio.sleep(0.5)  # records are written after each call
@@ -294,7 +266,7 @@ async def latency(workdir: Path, calls: int) -> dict[str, Any]:
                 # into the answer (utterance 2) one second in
                 script = (CallerScript().speak(ask, at=5.0).barge_in(cut, utterance=2, delay=1.0)
                           .hangup(at=14.0))
-                nursery.start_soon(place, product.agi_port, f"lat{i}", "sts", script, 40.0, placed)
+                nursery.start_soon(place(product.agi_port, f"lat{i}", "sts", script, 40.0, placed))
                 await trio.sleep(0.3)
         await trio.sleep(0.5)
         records = {_call_name(r): r for r in product.read_records()}
@@ -371,7 +343,7 @@ async def memory(workdir: Path, total: int, concurrency: int, seconds: float) ->
             nonlocal done
             async with sem:
                 await place(product.agi_port, f"mem{i}", "echo", echo_script(seconds, i),
-                            seconds + 30, placed)
+                            seconds + 30, placed)()
             done += 1
             if done % max(1, total // 20) == 0:
                 curve.append({"calls": done, "rss_mib": round(rss_kib(pid) / 1024, 2),

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import trio
 
+from fastagi_server.emulator.agi_side import AudioRunner
 from fastagi_server.emulator.audiosocket_side import AudioSocketResult, agent_samples
 from fastagi_server.emulator.call import CallResult, run_call
 from fastagi_server.emulator.caller import AgentQuiet, CallerScript
@@ -215,13 +216,17 @@ def question_script(
 async def place_call(
     agi_port: int,
     name: str,
-    script: CallerScript,
+    script: CallerScript | None,
     *,
     assistant: str,
     seconds: float,
     out: list[Placed],
+    runner: AudioRunner | None = None,
 ) -> None:
-    """Run one emulated call; append a :class:`Placed` (errors are recorded, never raised)."""
+    """Run one emulated call; append a :class:`Placed` (errors are recorded, never raised).
+
+    ``script`` may be None when ``runner`` (the load engine's AudioSocket side) plays the
+    caller."""
     placed = Placed(name=name, started=time.monotonic())
     out.append(placed)
     spec = ChannelSpec(
@@ -233,7 +238,8 @@ async def place_call(
     )
     try:
         with trio.fail_after(seconds):
-            placed.result = await run_call("127.0.0.1", agi_port, spec, script)
+            placed.result = await run_call("127.0.0.1", agi_port, spec, script,
+                                           audio_runner=runner)
     except trio.TooSlowError:
         placed.error = f"did not end within {seconds:.0f} s"
     except Exception as exc:  # a generator-side fault is a failed call, not a crashed bench

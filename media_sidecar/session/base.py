@@ -19,9 +19,10 @@ from collections.abc import Sequence
 import trio
 
 from ..config.schema import AssistantConfig
+from ..constants import FRAME_BYTES
 from ..protocol.audiosocket import AudioFormat, AudioSocketDecoder, Message
 from ..protocol.control import CallContext, Dtmf, Ended, Hangup, TransferResult
-from .inbound import DropOldestQueue, StreamClosed
+from .inbound import CallerAudio, CallerDtmf, DropOldestQueue, StreamClosed
 from .playout import LATENESS_BINS_MS, Playout
 from .records import CallRecord, ToolAction, wall_clock
 
@@ -66,6 +67,7 @@ class MediaSession:
         """Set once the session commits to ending the call (transfer, hang-up)."""
         self._closed = trio.Event()
         self._transfer_pending = ""
+        self._pcm_rest = bytearray()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -118,6 +120,36 @@ class MediaSession:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._set_outcome("CALLER_HANGUP", reason="AudioSocket connection closed")
         self._end()
+
+    # -- inbound -------------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """Consume the reader's events until the caller leg closes (start it in ``_start``)."""
+        while True:
+            ev = await self.queue.get()
+            if isinstance(ev, CallerAudio):
+                self._on_audio(ev)
+            elif isinstance(ev, CallerDtmf):
+                self._on_dtmf(ev.digit, ev.source, ev.t)
+            elif isinstance(ev, StreamClosed):
+                self._stream_closed(ev)
+                return
+
+    def _on_audio(self, ev: CallerAudio) -> None:
+        # Asterisk sends one message per channel voice frame: usually 20 ms, but 30 ms ptime
+        # and short frames (276 bytes at the end of a played file) happen. Sessions get 20 ms.
+        if len(ev.pcm) == FRAME_BYTES and not self._pcm_rest:
+            self._on_frame(ev.pcm, ev.t)
+            return
+        self._pcm_rest += ev.pcm
+        while len(self._pcm_rest) >= FRAME_BYTES:
+            frame = bytes(self._pcm_rest[:FRAME_BYTES])
+            del self._pcm_rest[:FRAME_BYTES]
+            self._on_frame(frame, ev.t)
+
+    def _on_frame(self, frame: bytes, t: float) -> None:
+        """One 20 ms slin 8 kHz caller frame that arrived at trio time ``t``."""
+        raise NotImplementedError
 
     def deliver_control(self, msg: object) -> None:
         """A control-plane message for this call (AMI DTMF or Hangup)."""

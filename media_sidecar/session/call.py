@@ -31,13 +31,13 @@ from ..brain.base import (
     UserText,
 )
 from ..config.schema import AssistantConfig, VadConfig
-from ..constants import FRAME_BYTES, FRAME_SECONDS
+from ..constants import FRAME_SECONDS
 from ..dsp.vad import SpeechEnded, SpeechStarted, TurnDetector, VoiceDetector
 from ..protocol.audiosocket import AudioFormat, AudioSocketDecoder
 from ..protocol.control import CallContext
 from ..speech.base import SpeechToText
 from .base import ControlPort, MediaSession
-from .inbound import CallerAudio, CallerDtmf, StreamClosed
+from .inbound import CallerAudio
 from .playout import Segment
 from .records import ToolAction, TurnRecord
 from .speaker import Speaker
@@ -94,7 +94,6 @@ class CallSession(MediaSession):
         self._all_turns: list[_Turn] = []
         self._speaking: _Turn | None = None
         """The turn whose audio is (or was last) in the playout."""
-        self._pcm_rest = bytearray()
 
     def _start(self, nursery: trio.Nursery) -> None:
         self._quiet_since = self._t0
@@ -103,26 +102,6 @@ class CallSession(MediaSession):
         self._start_turn(Start(), "start")
 
     # -- inbound -----------------------------------------------------------------------------
-
-    async def _listen(self) -> None:
-        while True:
-            ev = await self.queue.get()
-            if isinstance(ev, CallerAudio):
-                self._on_audio(ev)
-            elif isinstance(ev, CallerDtmf):
-                self._on_dtmf(ev.digit, ev.source, ev.t)
-            elif isinstance(ev, StreamClosed):
-                self._stream_closed(ev)
-                return
-
-    def _on_audio(self, ev: CallerAudio) -> None:
-        # Asterisk sends one message per channel voice frame: usually 20 ms, but 30 ms ptime
-        # and short frames (276 bytes at the end of a played file) happen. VAD needs 20 ms.
-        self._pcm_rest += ev.pcm
-        while len(self._pcm_rest) >= FRAME_BYTES:
-            frame = bytes(self._pcm_rest[:FRAME_BYTES])
-            del self._pcm_rest[:FRAME_BYTES]
-            self._on_frame(frame, ev.t)
 
     def _on_frame(self, frame: bytes, t: float) -> None:
         ev = CallerAudio(frame, t)

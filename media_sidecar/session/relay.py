@@ -33,7 +33,6 @@ from ..protocol.audiosocket import AudioFormat, AudioSocketDecoder
 from ..protocol.control import CallContext
 from ..providers.base import ProviderError, SpeechToSpeech
 from .base import ControlPort, MediaSession
-from .inbound import CallerAudio, CallerDtmf, StreamClosed
 from .playout import PlayoutFull, Segment
 from .records import TurnRecord
 
@@ -70,7 +69,6 @@ class RelaySession(MediaSession):
         self.start_timeout = start_timeout
         self.ready = False
         self._items: dict[str, _Item] = {}
-        self._pcm_rest = bytearray()
         self._first_sent_at: float | None = None
         """trio time the first caller frame went to the provider (its input-audio clock's 0)."""
         self._speech_end: float | None = None
@@ -121,30 +119,9 @@ class RelaySession(MediaSession):
 
     # -- inbound -------------------------------------------------------------------------------
 
-    async def _listen(self) -> None:
-        while True:
-            ev = await self.queue.get()
-            if isinstance(ev, CallerAudio):
-                self._on_audio(ev)
-            elif isinstance(ev, CallerDtmf):
-                self._on_dtmf(ev.digit, ev.source, ev.t)
-            elif isinstance(ev, StreamClosed):
-                self._stream_closed(ev)
-                return
-
-    def _on_audio(self, ev: CallerAudio) -> None:
+    def _on_frame(self, frame: bytes, t: float) -> None:
         if not self.ready or self._committed:
             return  # the provider is not there yet (or any more): the caller hears silence
-        pcm = ev.pcm
-        if len(pcm) != FRAME_BYTES or self._pcm_rest:
-            self._pcm_rest += pcm
-            while len(self._pcm_rest) >= FRAME_BYTES:
-                self._send_frame(bytes(self._pcm_rest[:FRAME_BYTES]), ev.t)
-                del self._pcm_rest[:FRAME_BYTES]
-        else:
-            self._send_frame(pcm, ev.t)
-
-    def _send_frame(self, frame: bytes, t: float) -> None:
         if self._first_sent_at is None:
             # The frame's audio started 20 ms before it arrived.
             self._first_sent_at = t - FRAME_MS / 1000
