@@ -23,7 +23,7 @@ from .server.registry import CallRegistry
 from .session.call import CallServices
 from .session.records import RecordWriter
 from .session.speaker import Speaker
-from .speech.base import SpeechEngineError
+from .speech.base import SpeechEngineError, TextToSpeech
 
 log = logging.getLogger("agi_voice.sidecar")
 
@@ -70,13 +70,37 @@ def load_local_services(cfg: Config) -> tuple[CallServices | None, dict[str, str
     return services, unavailable
 
 
+def load_prompts(cfg: Config, services: CallServices | None) -> dict[str, bytes]:
+    """The apologies of the model-driven assistants, with the local TTS when there is one."""
+    from .speech import make_tts
+    from .speech.prompts import render_apologies
+
+    engines: dict[object, TextToSpeech | None] = {}
+
+    def tts_for(a: AssistantConfig) -> TextToSpeech | None:
+        if services is not None:
+            return services.speaker_factory(a).tts
+        if a.tts not in engines:
+            try:
+                engines[a.tts] = make_tts(a.tts)
+            except SpeechEngineError as exc:
+                log.info("no local TTS for apologies: %s", exc)
+                engines[a.tts] = None
+        return engines[a.tts]
+
+    return render_apologies(cfg, tts_for)
+
+
 async def run_sidecar(cfg: Config, services: CallServices | None = None,
                       unavailable: dict[str, str] | None = None, *,
                       provider_factory: ProviderFactory = make_provider,
+                      prompts: dict[str, bytes] | None = None,
                       task_status: trio.TaskStatus[SidecarPorts] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve until cancelled. Engines are loaded here unless ``services`` is given."""
+    """Serve until cancelled. Engines and prompts are loaded here unless given."""
     if services is None:
         services, unavailable = await trio.to_thread.run_sync(load_local_services, cfg)
+    if prompts is None:
+        prompts = await trio.to_thread.run_sync(load_prompts, cfg, services)
     registry = CallRegistry(cfg, unavailable or {})
     if services is None:
         # Nothing can take a call, but the control link still answers so every offer is refused
@@ -86,7 +110,7 @@ async def run_sidecar(cfg: Config, services: CallServices | None = None,
     hub = ControlHub(registry)
     records = RecordWriter(cfg.sidecar.records_path)
     server = AudioSocketServer(cfg, registry, services, hub, records, on_ended=hub.send,
-                               provider_factory=provider_factory)
+                               provider_factory=provider_factory, prompts=prompts)
     sc = cfg.sidecar
     async with trio.open_nursery() as nursery:
         control_port = await nursery.start(serve_control, hub, sc.control.host, sc.control.port)

@@ -9,6 +9,7 @@ from the environment; a literal secret in the file is refused.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import types
@@ -165,8 +166,30 @@ class _Builder:
         dtmf = tuple(self._dtmf(str(k), v, f"{path}.brain.dtmf.{k}") for k, v in dtmf_raw.items())
         brain_cfg = self.build(s.RulesBrainConfig, brain, f"{path}.brain")
         brain_cfg = dataclasses.replace(brain_cfg, dtmf=dtmf)
+        tools = dict(self.mapping(raw.pop("tools", None), f"{path}.tools"))
+        hooks_raw = tools.pop("webhooks", None) or []
+        if not isinstance(hooks_raw, list):
+            raise self.err(f"{path}.tools.webhooks", "expected a list of webhook tools")
+        webhooks = tuple(self._webhook(h, f"{path}.tools.webhooks[{i}]")
+                         for i, h in enumerate(hooks_raw))
+        tools_cfg = dataclasses.replace(self.build(s.ToolsConfig, tools, f"{path}.tools"),
+                                        webhooks=webhooks)
         cfg = self.build(s.AssistantConfig, {"name": name, **raw}, path)
-        return dataclasses.replace(cfg, destinations=destinations, brain=brain_cfg)
+        return dataclasses.replace(cfg, destinations=destinations, brain=brain_cfg,
+                                   tools=tools_cfg)
+
+    def _webhook(self, raw: Any, path: str) -> s.WebhookTool:
+        body = dict(self.mapping(raw, path))
+        params = body.pop("parameters", None)
+        if params is None:
+            params = {"type": "object", "properties": {}}
+        if not isinstance(params, dict) or params.get("type", "object") != "object":
+            raise self.err(f"{path}.parameters",
+                           "expected a JSON schema mapping of type object")
+        pairs = {k: self.pairs(body.pop(k), f"{path}.{k}")
+                 for k in ("headers", "headers_env") if k in body}
+        hook = self.build(s.WebhookTool, body, path)
+        return dataclasses.replace(hook, parameters=json.dumps(params, sort_keys=True), **pairs)
 
     def _dtmf(self, digit: str, raw: Any, path: str) -> s.DtmfMapping:
         body = self.mapping(raw, path)
@@ -265,7 +288,11 @@ class _Builder:
 
 
 _DTMF_KEYS = set("0123456789*#ABCD")
-_PROVIDERS = {"local", "echo", "openai_realtime"}
+_PROVIDERS = {"local", "echo", "openai_realtime", "deepgram_agent"}
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_RESERVED_TOOLS = {"transfer_call", "hangup_call"}
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_DEEPGRAM_RATES = {8000, 16000, 24000, 48000}
 _AUDIO_FORMATS = {"slin", "slin16", "ulaw", "alaw"}
 
 
@@ -330,3 +357,58 @@ def _validate(cfg: s.Config, source: str) -> None:
         if a.fallback_destination and a.fallback_destination not in dest_names:
             raise ConfigError(source, f"{p}.fallback_destination",
                               f"unknown destination {a.fallback_destination!r}")
+        _validate_model_assistant(a, names, source, p)
+
+
+def _validate_model_assistant(a: s.AssistantConfig, names: list[str], source: str,
+                              p: str) -> None:
+    """The settings of model-driven assistants: templates, tools, fallback, provider fields."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from ..brain.prompt import TemplateError, check_template
+
+    for key in ("instructions", "greeting"):
+        try:
+            check_template(getattr(a, key))
+        except TemplateError as exc:
+            raise ConfigError(source, f"{p}.{key}", str(exc)) from None
+    if a.timezone:
+        try:
+            ZoneInfo(a.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(source, f"{p}.timezone",
+                              f"unknown time zone {a.timezone!r} (e.g. Europe/London)") from None
+    if a.fallback_assistant:
+        if a.fallback_assistant not in names or a.fallback_assistant == a.name:
+            raise ConfigError(source, f"{p}.fallback_assistant",
+                              f"expected another assistant (have {names})")
+    if a.start_timeout <= 0:
+        raise ConfigError(source, f"{p}.start_timeout", "expected seconds above 0")
+    if a.apology_file and not os.path.isfile(a.apology_file):
+        raise ConfigError(source, f"{p}.apology_file", f"no such file: {a.apology_file}")
+    d = a.dtmf_input
+    if d.terminator and d.terminator not in _DTMF_KEYS:
+        raise ConfigError(source, f"{p}.dtmf_input.terminator",
+                          "expected a DTMF key (0-9, *, #, A-D) or empty")
+    if not 100 <= d.inter_digit_ms <= 10_000 or not 1 <= d.max_digits <= 64:
+        raise ConfigError(source, f"{p}.dtmf_input",
+                          "expected inter_digit_ms 100..10000 and max_digits 1..64")
+    seen: set[str] = set()
+    for i, hook in enumerate(a.tools.webhooks):
+        hp = f"{p}.tools.webhooks[{i}]"
+        if not _TOOL_NAME.fullmatch(hook.name) or hook.name in _RESERVED_TOOLS:
+            raise ConfigError(source, f"{hp}.name", "expected letters, digits, _ or - (at most "
+                              "64), not transfer_call or hangup_call")
+        if hook.name in seen:
+            raise ConfigError(source, f"{hp}.name", f"duplicate tool name {hook.name!r}")
+        seen.add(hook.name)
+        if not re.match(r"https?://[^/\s]+", hook.url):
+            raise ConfigError(source, f"{hp}.url", "expected an http:// or https:// URL")
+        if not 0 < hook.timeout <= 30:
+            raise ConfigError(source, f"{hp}.timeout", "expected seconds above 0, at most 30")
+        for name, _ in hook.headers + hook.headers_env:
+            if not _HEADER_NAME.fullmatch(name):
+                raise ConfigError(source, f"{hp}.headers", f"not a header name: {name!r}")
+    if a.deepgram.sample_rate not in _DEEPGRAM_RATES:
+        raise ConfigError(source, f"{p}.deepgram.sample_rate",
+                          f"expected one of {sorted(_DEEPGRAM_RATES)}")

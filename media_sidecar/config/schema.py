@@ -190,19 +190,17 @@ class TtsConfig:
 
 @dataclass(frozen=True, slots=True)
 class RealtimeConfig:
-    """A speech-to-speech provider session (``provider: openai_realtime``).
+    """A speech-to-speech session with OpenAI Realtime (``provider: openai_realtime``).
 
     The API key is read from the environment variable named by ``api_key_env`` when a call
-    connects; it is never part of the file or of this object.
+    connects; it is never part of the file or of this object. Instructions and greeting are the
+    assistant's (:attr:`AssistantConfig.instructions`, :attr:`AssistantConfig.greeting`).
     """
 
     url: str = "wss://api.openai.com/v1/realtime"
     """WebSocket endpoint; ``?model=`` is added. Azure OpenAI or a proxy: put its URL here."""
     model: str = "gpt-realtime"
     voice: str = "marin"
-    instructions: str = "You are a friendly, concise phone assistant. Keep answers short."
-    greeting: str = ""
-    """When set, the assistant speaks first: it is asked to say this at the start of the call."""
     api_key_env: str = "OPENAI_API_KEY"
     auth: Literal["bearer", "api-key"] = "bearer"
     """``bearer`` sends ``Authorization: Bearer``; ``api-key`` sends Azure's ``api-key`` header."""
@@ -210,12 +208,44 @@ class RealtimeConfig:
     """``auto`` and ``ulaw``: G.711 mu-law 8 kHz both ways (no resampling); ``pcm``: PCM16 at
     24 kHz through the stateful resampler. The format the provider confirms always wins."""
     turn_detection: Literal["server_vad", "semantic_vad", "none"] = "server_vad"
+    """``none``: the provider's turn detection is off and agi-voice takes turns with its own
+    VAD (the assistant's ``vad`` settings): barge-in, commit and response requests are local."""
     vad_threshold: float = 0.5
     prefix_padding_ms: int = 300
     silence_ms: int = 500
     transcription_model: str = "gpt-4o-mini-transcribe"
     """Model that transcribes the caller for the call record; empty turns it off."""
     connect_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeepgramAgentConfig:
+    """A Deepgram Voice Agent V1 session (``provider: deepgram_agent``).
+
+    Deepgram runs listen (STT), think (an LLM it calls) and speak (TTS) itself; the key is read
+    from the environment variable named by ``api_key_env``.
+    """
+
+    url: str = "wss://agent.deepgram.com/v1/agent/converse"
+    api_key_env: str = "DEEPGRAM_API_KEY"
+    audio: Literal["auto", "mulaw", "linear16"] = "auto"
+    """``auto``/``mulaw``: 8 kHz mu-law both ways (no conversion); ``linear16``: PCM16 at
+    ``sample_rate`` through the stateful resampler."""
+    sample_rate: int = 16000
+    """Rate of ``linear16`` audio (8000, 16000, 24000 or 48000)."""
+    listen_model: str = "nova-3"
+    keyterms: tuple[str, ...] = ()
+    think_provider: str = "open_ai"
+    """Deepgram's name for the LLM provider: open_ai, anthropic, google, groq, ..."""
+    think_model: str = "gpt-4o-mini"
+    temperature: float = 0.7
+    think_url: str = ""
+    """A custom OpenAI-compatible LLM endpoint Deepgram calls (``think.endpoint.url``)."""
+    speak_model: str = "aura-2-thalia-en"
+    keepalive_seconds: float = 8.0
+    """KeepAlive is sent after this long without caller audio (Deepgram closes idle sockets)."""
+    connect_timeout: float = 5.0
+    tags: tuple[str, ...] = ("agi-voice",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,11 +258,53 @@ class EchoConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookTool:
+    """An HTTP tool the model may call: the arguments and the call context are POSTed as JSON
+    to ``url`` and the response body is returned to the model."""
+
+    name: str
+    url: str
+    description: str = ""
+    parameters: str = ""
+    """JSON schema of the arguments, as JSON text (written as a YAML mapping in the file)."""
+    method: Literal["POST", "GET"] = "POST"
+    timeout: float = 5.0
+    headers: tuple[tuple[str, str], ...] = ()
+    """Literal, non-secret headers."""
+    headers_env: tuple[tuple[str, str], ...] = ()
+    """Header name -> environment variable holding its value (secrets: read per call)."""
+    max_result_bytes: int = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class ToolsConfig:
+    """The functions a model-driven assistant may call."""
+
+    transfer: bool = True
+    """Offer ``transfer_call`` (only to the assistant's destinations) when it has any."""
+    hangup: bool = True
+    """Offer ``hangup_call`` (the call ends after the farewell is heard)."""
+    webhooks: tuple[WebhookTool, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfInputConfig:
+    """How keypad digits reach a model-driven assistant: as a user message."""
+
+    to_model: bool = True
+    inter_digit_ms: int = 1500
+    """Digits pressed within this gap are sent together."""
+    terminator: str = "#"
+    """A key that sends the digits at once (it is included); empty for none."""
+    max_digits: int = 20
+
+
+@dataclass(frozen=True, slots=True)
 class AssistantConfig:
     name: str
     provider: str = "local"
-    """``local`` (offline STT, rule brain, TTS), ``openai_realtime`` (speech to speech) or
-    ``echo``."""
+    """``local`` (offline STT, rule brain, TTS), ``openai_realtime`` or ``deepgram_agent``
+    (speech to speech), or ``echo``."""
     language: str = "en"
     audio_format: str = "slin"
     """The call's AudioSocket payload codec: slin (AudioSocket() app), or ulaw/alaw/slin16 when
@@ -243,7 +315,28 @@ class AssistantConfig:
     barge_in: BargeInConfig = BargeInConfig()
     brain: RulesBrainConfig = RulesBrainConfig()
     realtime: RealtimeConfig = RealtimeConfig()
+    deepgram: DeepgramAgentConfig = DeepgramAgentConfig()
     echo: EchoConfig = EchoConfig()
+    instructions: str = "You are a friendly, concise phone assistant. Keep answers short."
+    """The model's instructions (system prompt), a template filled with the call context:
+    {caller_id}, {caller_name}, {dnid}, {assistant}, {date}, {time}, {weekday},
+    {time_of_day}, {var.NAME} (the AI_VAR_NAME channel variable); {{ and }} for braces."""
+    greeting: str = ""
+    """Said first by a model-driven assistant (same template); empty: the caller speaks first."""
+    timezone: str = ""
+    """IANA zone for {date}/{time}/{time_of_day}; empty: the server's local time."""
+    tools: ToolsConfig = ToolsConfig()
+    dtmf_input: DtmfInputConfig = DtmfInputConfig()
+    fallback_assistant: str = ""
+    """Another assistant that takes the call when this one's provider cannot start (e.g. the
+    offline local assistant); empty: the call is handed back at once with AI_STATUS=FAILED."""
+    apology: str = "I'm sorry, I'm having technical difficulties."
+    """Said (with the local TTS, rendered at start-up) when the provider fails mid-call,
+    before the fallback destination or the hand-back; empty: no apology."""
+    apology_file: str = ""
+    """A recording to play instead: WAV (8 kHz mono 16-bit) or raw slin 8 kHz."""
+    start_timeout: float = 4.0
+    """Seconds the provider may take to be ready before the fallback is used."""
     destinations: tuple[tuple[str, Destination], ...] = ()
     fallback_destination: str = ""
     """Where a failing call goes (a destinations key); empty ends the call with AI_STATUS."""

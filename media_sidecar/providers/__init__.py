@@ -6,9 +6,9 @@ from collections.abc import Mapping
 
 from ..config.schema import AssistantConfig
 from ..protocol.control import CallContext
-from .base import ProviderError, RelayPort, SpeechToSpeech
+from .base import ProviderError, ProviderSetup, RelayPort, SpeechToSpeech, make_setup
 
-RELAY_PROVIDERS = frozenset({"echo", "openai_realtime"})
+RELAY_PROVIDERS = frozenset({"echo", "openai_realtime", "deepgram_agent"})
 """Providers served by :class:`~media_sidecar.session.relay.RelaySession`."""
 
 
@@ -19,11 +19,17 @@ def make_provider(assistant: AssistantConfig, context: CallContext,
         from .echo import EchoSession
 
         return EchoSession(assistant.echo)
+    setup = make_setup(assistant, context)
     if assistant.provider == "openai_realtime":
         from .openai_realtime import OpenAIRealtimeSession
 
-        return OpenAIRealtimeSession(assistant.realtime, env=env)
+        return OpenAIRealtimeSession(assistant.realtime, setup, env=env)
+    if assistant.provider == "deepgram_agent":
+        from .deepgram_agent import DeepgramAgentSession
+
+        return DeepgramAgentSession(assistant.deepgram, setup, env=env)
     raise ValueError(f"{assistant.provider!r} is not a speech-to-speech provider")
 
 
-__all__ = ["RELAY_PROVIDERS", "ProviderError", "RelayPort", "SpeechToSpeech", "make_provider"]
+__all__ = ["RELAY_PROVIDERS", "ProviderError", "ProviderSetup", "RelayPort", "SpeechToSpeech",
+           "make_provider", "make_setup"]

@@ -14,9 +14,42 @@ call's graceful end.
 
 from __future__ import annotations
 
-from typing import Protocol
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 import trio
+
+from ..brain.prompt import fill, template_values
+from ..config.schema import AssistantConfig
+from ..protocol.control import CallContext
+from ..tools.spec import ToolReply, ToolSpec, build_specs
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSetup:
+    """What every provider session is told about its call, in provider-neutral terms."""
+
+    instructions: str
+    greeting: str = ""
+    tools: list[ToolSpec] = field(default_factory=list)
+    language: str = "en"
+
+
+def make_setup(assistant: AssistantConfig, context: CallContext,
+               now: dt.datetime | None = None) -> ProviderSetup:
+    """The assistant's instructions and greeting filled with the call context, and its tools."""
+    if now is None:
+        zone = ZoneInfo(assistant.timezone) if assistant.timezone else None
+        now = dt.datetime.now(zone)
+    values = template_values(
+        caller_id=context.callerid, caller_name=context.calleridname, dnid=context.dnid,
+        extension=context.extension, assistant=assistant.name,
+        language=context.language or assistant.language, variables=context.variables, now=now)
+    return ProviderSetup(instructions=fill(assistant.instructions, values),
+                         greeting=fill(assistant.greeting, values),
+                         tools=build_specs(assistant), language=assistant.language)
 
 
 class ProviderError(Exception):
@@ -56,6 +89,10 @@ class RelayPort(Protocol):
     def response_done(self, status: str, usage: dict[str, object] | None) -> None:
         """A provider response ended (completed, cancelled, failed, incomplete)."""
 
+    async def call_tool(self, name: str, arguments: str | dict[str, Any] | None) -> ToolReply:
+        """Run the model's function call; the reply's ``output`` goes back to the model, and
+        the model is asked to go on speaking only when ``respond`` is true."""
+
 
 class SpeechToSpeech(Protocol):
     """One call's session with a speech-to-speech provider."""
@@ -67,5 +104,26 @@ class SpeechToSpeech(Protocol):
         """Connect, configure, report ``started`` once the call may begin, then serve until
         cancelled. Raises ProviderError when the provider fails (before or after started)."""
 
+    local_turns: bool
+    """True when the provider's own turn detection is off: the call's VAD decides when the
+    caller starts (:meth:`interrupt`) and ends (:meth:`commit_turn`) a turn, and only the
+    caller's speech is sent."""
+    speaks_after_tool: bool
+    """True when the provider speaks again on its own after every tool result (Deepgram)."""
+
     def send_caller_audio(self, pcm: bytes) -> None:
         """One 20 ms slin 8 kHz caller frame (never blocks; the session queues or drops)."""
+
+    def send_user_text(self, text: str) -> None:
+        """A user message in text (keypad digits); the provider answers it."""
+
+    def interrupt(self, cut: tuple[str, int] | None) -> None:
+        """The call cut the agent off itself (local VAD, a keypress): stop the response and,
+        if given, shorten item ``cut[0]`` to the ``cut[1]`` ms the caller heard."""
+
+    def commit_turn(self) -> None:
+        """Local turn taking: the caller finished speaking; ask for the answer."""
+
+    def closing(self) -> None:
+        """The call is ending (farewell, transfer announcement): the caller may no longer
+        interrupt, and nothing they say starts a new response."""

@@ -21,6 +21,8 @@ _ids = itertools.count(1)
 
 class EchoSession:
     name = "echo"
+    local_turns = False
+    speaks_after_tool = False
 
     def __init__(self, cfg: EchoConfig) -> None:
         self._chunk_bytes = max(1, cfg.chunk_ms // FRAME_MS) * FRAME_BYTES
@@ -42,3 +44,16 @@ class EchoSession:
             chunk = bytes(self._buf)
             self._buf.clear()
             self._port.agent_audio(chunk, self._item, trio.current_time())
+
+    def send_user_text(self, text: str) -> None:
+        pass  # the echo assistant has no model: digits are only recorded by the call
+
+    def interrupt(self, cut: tuple[str, int] | None) -> None:
+        self._buf.clear()
+        self._item = f"echo_{next(_ids)}"
+
+    def commit_turn(self) -> None:
+        pass
+
+    def closing(self) -> None:
+        pass

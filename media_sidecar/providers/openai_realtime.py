@@ -12,6 +12,14 @@ Audio: mu-law 8 kHz both ways when possible (a table lookup, no resampling); oth
 flushes the playout and this client sends ``conversation.item.truncate`` with the milliseconds
 the caller actually heard, so the model's memory matches the call.
 
+Tools: the assistant's tools are declared in ``session.tools``; a finished function call
+(``response.function_call_arguments.done``) runs through the call's tool dispatcher, its result
+goes back as a ``function_call_output`` item, and ``response.create`` is sent once the response
+that made the call is done (the model never continues on its own after a tool). Keypad digits
+arrive as a user ``input_text`` message. With ``turn_detection: none`` the call's own VAD takes
+turns: the client sends only the caller's speech, then ``input_audio_buffer.commit`` and
+``response.create``, and cancels and truncates the response itself on barge-in.
+
 The API key is read from the environment at connect time and sent only in the handshake
 header; it is never logged.
 """
@@ -23,8 +31,7 @@ import json
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -35,28 +42,16 @@ import trio_websocket
 from ..config.schema import RealtimeConfig
 from ..dsp import g711
 from ..dsp.resample import Resampler
-from .base import ProviderError, RelayPort
+from .base import ProviderError, ProviderSetup, RelayPort
+from .ws import Connector, open_provider_ws, tcp_connector
 
 log = logging.getLogger("agi_voice.openai_realtime")
-
-Connector = Callable[[str, list[tuple[bytes, bytes]]],
-                     AbstractAsyncContextManager[trio_websocket.WebSocketConnection]]
 
 PCM_RATE = 24000
 MAX_PENDING_MS = 1000
 """Caller audio buffered while the socket is slow; older audio is dropped beyond this."""
-_PERMANENT_HTTP = {400, 401, 403, 404}
 
 _FORMATS: dict[str, dict[str, Any]] = {"ulaw": {"type": "audio/pcmu"}, "pcm": {"type": "audio/pcm", "rate": PCM_RATE}}
-
-
-def default_connector(timeout: float) -> Connector:
-    def connect(url: str, headers: list[tuple[bytes, bytes]]
-                ) -> AbstractAsyncContextManager[trio_websocket.WebSocketConnection]:
-        return trio_websocket.open_websocket_url(
-            url, extra_headers=headers, connect_timeout=timeout, disconnect_timeout=1.0,
-            max_message_size=16 * 1024 * 1024)
-    return connect
 
 
 def realtime_url(cfg: RealtimeConfig) -> str:
@@ -111,12 +106,19 @@ class _Codec:
 class OpenAIRealtimeSession:
     name = "openai_realtime"
 
-    def __init__(self, cfg: RealtimeConfig, *, instructions: str | None = None,
+    speaks_after_tool = False
+
+    def __init__(self, cfg: RealtimeConfig, setup: ProviderSetup, *,
                  env: Mapping[str, str] | None = None, connect: Connector | None = None) -> None:
         self.cfg = cfg
-        self.instructions = cfg.instructions if instructions is None else instructions
+        self.setup = setup
+        self.local_turns = cfg.turn_detection == "none"
         self._env = os.environ if env is None else env
-        self._connect = connect or default_connector(cfg.connect_timeout)
+        self._connect = connect or tcp_connector(cfg.connect_timeout)
+        self._nursery: trio.Nursery | None = None
+        self._active_response = False
+        self._want_response = False
+        self._tools_running = 0
         self._port: RelayPort | None = None
         self._in: _Codec | None = None
         self._out: _Codec | None = None
@@ -153,26 +155,47 @@ class OpenAIRealtimeSession:
                                 retryable=False)
         header = (b"api-key", key.encode()) if self.cfg.auth == "api-key" else (
             b"Authorization", b"Bearer " + key.encode())
-        async with self._open(realtime_url(self.cfg), [header]) as ws:
+        async with open_provider_ws(self._connect, realtime_url(self.cfg), [header],
+                                    "OpenAI Realtime") as ws:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 nursery.start_soon(self._sender, ws)
                 await self._receiver(ws, task_status)
                 nursery.cancel_scope.cancel()
 
-    @asynccontextmanager
-    async def _open(self, url: str, headers: list[tuple[bytes, bytes]]
-                    ) -> AsyncIterator[trio_websocket.WebSocketConnection]:
-        try:
-            async with self._connect(url, headers) as ws:
-                yield ws
-        except trio_websocket.ConnectionRejected as exc:
-            status = exc.status_code or 0
-            detail = _error_message(exc.body) or f"HTTP {status}"
-            raise ProviderError(f"handshake refused: HTTP {status}: {detail}",
-                                retryable=status not in _PERMANENT_HTTP) from None
-        except (trio_websocket.HandshakeError, OSError) as exc:
-            raise ProviderError(f"cannot connect: {type(exc).__name__}: {exc}",
-                                retryable=True) from None
+    def send_user_text(self, text: str) -> None:
+        self._send_json({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": text}]}})
+        self._request_response()
+
+    def interrupt(self, cut: tuple[str, int] | None) -> None:
+        if self._active_response:
+            self._send_json({"type": "response.cancel"})
+        if cut is not None:
+            self._truncate(*cut)
+
+    def commit_turn(self) -> None:
+        self._send_json({"type": "input_audio_buffer.commit"})
+        self._request_response()
+
+    def closing(self) -> None:
+        turn = self._turn_detection()
+        if turn is not None:
+            turn.update(create_response=False, interrupt_response=False)
+            self._send_json({"type": "session.update", "session": {
+                "type": "realtime", "audio": {"input": {"turn_detection": turn}}}})
+
+    def _request_response(self) -> None:
+        self._want_response = True
+        self._maybe_respond()
+
+    def _maybe_respond(self) -> None:
+        """``response.create`` once nothing is in progress (one response at a time)."""
+        if self._want_response and not self._active_response and not self._tools_running:
+            self._want_response = False
+            self._active_response = True  # until its response.done
+            self._send_json({"type": "response.create"})
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -195,27 +218,34 @@ class OpenAIRealtimeSession:
         except trio_websocket.ConnectionClosed:
             return  # the receiver reports the closed connection
 
+    def _turn_detection(self) -> dict[str, Any] | None:
+        cfg = self.cfg
+        if cfg.turn_detection == "none":
+            return None
+        if cfg.turn_detection == "semantic_vad":
+            return {"type": "semantic_vad", "create_response": True, "interrupt_response": True}
+        return {"type": "server_vad", "threshold": cfg.vad_threshold,
+                "prefix_padding_ms": cfg.prefix_padding_ms,
+                "silence_duration_ms": cfg.silence_ms,
+                "create_response": True, "interrupt_response": True}
+
     def _session_update(self) -> dict[str, Any]:
         cfg = self.cfg
         fmt = _FORMATS["pcm" if cfg.audio == "pcm" else "ulaw"]
-        turn: dict[str, Any] | None
-        if cfg.turn_detection == "none":
-            turn = None
-        elif cfg.turn_detection == "semantic_vad":
-            turn = {"type": "semantic_vad", "create_response": True, "interrupt_response": True}
-        else:
-            turn = {"type": "server_vad", "threshold": cfg.vad_threshold,
-                    "prefix_padding_ms": cfg.prefix_padding_ms,
-                    "silence_duration_ms": cfg.silence_ms,
-                    "create_response": True, "interrupt_response": True}
-        audio_in: dict[str, Any] = {"format": fmt, "turn_detection": turn}
+        audio_in: dict[str, Any] = {"format": fmt, "turn_detection": self._turn_detection()}
         if cfg.transcription_model:
-            audio_in["transcription"] = {"model": cfg.transcription_model}
-        return {"type": "session.update", "session": {
+            audio_in["transcription"] = {"model": cfg.transcription_model,
+                                         "language": self.setup.language}
+        session: dict[str, Any] = {
             "type": "realtime", "output_modalities": ["audio"],
-            "instructions": self.instructions,
+            "instructions": self.setup.instructions,
             "audio": {"input": audio_in, "output": {"format": fmt, "voice": cfg.voice}},
-        }}
+        }
+        if self.setup.tools:
+            session["tools"] = [{"type": "function", "name": t.name, "description": t.description,
+                                 "parameters": t.parameters} for t in self.setup.tools]
+            session["tool_choice"] = "auto"
+        return {"type": "session.update", "session": session}
 
     # -- receiving -----------------------------------------------------------------------------
 
@@ -257,10 +287,11 @@ class OpenAIRealtimeSession:
                         "converting accordingly", self._in.name, self._out.name, wanted)
         if not self._started:
             self._started = True
-            if self.cfg.greeting:
+            if self.setup.greeting:
+                self._active_response = True
                 self._send_json({"type": "response.create", "response": {
                     "instructions": "Greet the caller by saying exactly this, and nothing "
-                                    f"else: {self.cfg.greeting}"}})
+                                    f"else: {self.setup.greeting}"}})
             task_status.started()
 
     def _on_audio(self, event: Mapping[str, Any], t_in: float) -> None:
@@ -297,14 +328,36 @@ class OpenAIRealtimeSession:
             port.transcript("agent", str(event.get("transcript") or ""))
         elif kind == "conversation.item.input_audio_transcription.completed":
             port.transcript("caller", str(event.get("transcript") or ""))
+        elif kind == "response.created":
+            self._active_response = True
+        elif kind == "response.function_call_arguments.done":
+            assert self._nursery is not None
+            self._tools_running += 1
+            self._nursery.start_soon(self._run_tool, str(event.get("call_id", "")),
+                                     str(event.get("name", "")), event.get("arguments"))
         elif kind == "response.done":
             resp = event.get("response") or {}
             status = str(resp.get("status", ""))
             if status == "failed":
                 log.warning("openai realtime response failed: %s", resp.get("status_details"))
+            self._active_response = False
             port.response_done(status, resp.get("usage"))
+            self._maybe_respond()
         elif kind == "error":
             self._on_error(event.get("error") or {})
+
+    async def _run_tool(self, call_id: str, name: str, arguments: object) -> None:
+        assert self._port is not None
+        try:
+            args = arguments if isinstance(arguments, (str, dict)) else None
+            reply = await self._port.call_tool(name, args)
+            self._send_json({"type": "conversation.item.create", "item": {
+                "type": "function_call_output", "call_id": call_id, "output": reply.output}})
+            if reply.respond:
+                self._want_response = True
+        finally:
+            self._tools_running -= 1
+            self._maybe_respond()
 
     def _truncate(self, item: str, played_ms: int) -> None:
         if self._out is None or item not in self._received:
@@ -318,17 +371,11 @@ class OpenAIRealtimeSession:
         code = str(error.get("code") or "")
         log.warning("openai realtime error %s: %s", code or error.get("type"),
                     error.get("message"))
+        if code == "conversation_already_has_active_response":
+            # Our response.create raced one the server started (the caller spoke): that one
+            # answers the same conversation, our request is dropped.
+            self._active_response = True
         if code in ("session_expired", "invalid_api_key", "insufficient_quota"):
             raise ProviderError(f"provider error {code}: {error.get('message')}",
                                 retryable=code == "session_expired")
-
-
-def _error_message(body: bytes | None) -> str:
-    if not body:
-        return ""
-    try:
-        err = json.loads(body)["error"]
-        return str(err.get("message") or err.get("code") or "")
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return body[:200].decode("utf-8", "replace")
 

@@ -3,8 +3,10 @@
 Per connection: TCP_NODELAY; the first message must be a UUID within ``uuid_timeout``; the UUID
 must have been offered by the control plane (else the connection is closed without a byte);
 then one session in its own nursery (:class:`CallSession` for the local assistant,
-:class:`RelaySession` for speech-to-speech providers). Whatever happens inside a call, the handler
-returns normally, so the server and every other call keep running.
+:class:`RelaySession` for speech-to-speech providers). A relayed call whose provider cannot
+start is handed, on the same connection, to the assistant's ``fallback_assistant``. Whatever
+happens inside a call, the handler returns normally, so the server and every other call keep
+running.
 """
 
 from __future__ import annotations
@@ -12,14 +14,14 @@ from __future__ import annotations
 import functools
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
 
 from ..config.schema import AssistantConfig, Config
 from ..protocol.audiosocket import AudioFormat, AudioSocketDecoder, AudioSocketError, UuidMessage
-from ..protocol.control import CallContext, Ended
+from ..protocol.control import CallContext, Ended, Offer
 from ..providers import RELAY_PROVIDERS, SpeechToSpeech, make_provider
 from ..session.base import MediaSession
 from ..session.call import CallServices, CallSession, ControlPort
@@ -35,8 +37,10 @@ class AudioSocketServer:
                  control: ControlPort, records: RecordWriter,
                  on_ended: Callable[[Ended], object] | None = None,
                  provider_factory: Callable[[AssistantConfig, CallContext], SpeechToSpeech]
-                 = make_provider) -> None:
+                 = make_provider, prompts: Mapping[str, bytes] | None = None) -> None:
         self.cfg = cfg
+        self.prompts = dict(prompts or {})
+        """Per assistant: its apology, slin 8 kHz, rendered at start-up."""
         self.provider_factory = provider_factory
         self.registry = registry
         self.services = services
@@ -99,32 +103,66 @@ class AudioSocketServer:
         assistant = self.cfg.assistant(offer.assistant)
         if assistant is None:
             return  # the registry refused such offers already
-        common: dict[str, Any] = dict(
-            uuid=uuid, assistant=assistant, context=offer.context,
-            fmt=AudioFormat.parse(assistant.audio_format), control=self.control,
-            caller_queue_frames=sc.caller_queue_frames, decoder=decoder,
-            playout_seconds=sc.playout.queue_seconds, lead_frames=sc.playout.lead_frames)
-        session: MediaSession
-        if assistant.provider in RELAY_PROVIDERS:
-            session = RelaySession(provider=self.provider_factory(assistant, offer.context),
-                                   **common)
-        elif self.services is not None:
-            session = CallSession(services=self.services, **common)
-        else:
+        session = self._session(uuid, assistant, offer, decoder)
+        if session is None:
             return  # the registry refused such offers already: no engines
-        self.registry.attach(uuid, session)
         self.calls_started += 1
         log.info("call %s started (assistant %s, caller %s)", uuid, assistant.name,
                  offer.context.callerid or "unknown")
-        try:
-            ended = await session.run(stream, rest)
-        finally:
-            self.registry.detach(uuid)
+        ended = await self._run(uuid, session, stream, rest)
+        if isinstance(session, RelaySession) and session.fallback_requested:
+            session, ended = await self._fall_back(uuid, session, offer, decoder, stream, ended)
         log.info("call %s ended: %s %s", uuid, ended.status, ended.reason)
         with trio.CancelScope(shield=True):
             if self.on_ended is not None:
                 await self.on_ended(ended)  # type: ignore[misc]
             await trio.to_thread.run_sync(self.records.write, session.record)
+
+    async def _fall_back(self, uuid: str, failed: RelaySession, offer: Offer,
+                         decoder: AudioSocketDecoder, stream: trio.abc.Stream,
+                         ended: Ended) -> tuple[MediaSession, Ended]:
+        """The provider could not start: the fallback assistant takes the silent call."""
+        fallback = self.cfg.assistant(failed.assistant.fallback_assistant)
+        session = None
+        if fallback is not None and fallback.name not in self.registry.unavailable:
+            session = self._session(uuid, fallback, offer, decoder)
+        if fallback is None or session is None:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+            return failed, ended
+        log.warning("call %s: provider %s unavailable, assistant %s takes the call",
+                    uuid, failed.provider.name, fallback.name)
+        session.record.fallback_from = {
+            "assistant": failed.assistant.name, "provider": failed.provider.name,
+            "error": failed.record.provider.get("error", "")}
+        return session, await self._run(uuid, session, stream, [])
+
+    def _session(self, uuid: str, assistant: AssistantConfig, offer: Offer,
+                 decoder: AudioSocketDecoder) -> MediaSession | None:
+        sc = self.cfg.sidecar
+        common: dict[str, Any] = dict(
+            uuid=uuid, assistant=assistant, context=offer.context,
+            fmt=AudioFormat.parse(assistant.audio_format), control=self.control,
+            caller_queue_frames=sc.caller_queue_frames, decoder=decoder,
+            playout_seconds=sc.playout.queue_seconds, lead_frames=sc.playout.lead_frames,
+            apology=self.prompts.get(assistant.name, b""))
+        if assistant.provider in RELAY_PROVIDERS:
+            extra: dict[str, Any] = {}
+            if self.services is not None:
+                extra["vad_factory"] = self.services.vad_factory
+            return RelaySession(provider=self.provider_factory(assistant, offer.context),
+                                **common, **extra)
+        if self.services is not None:
+            return CallSession(services=self.services, **common)
+        return None
+
+    async def _run(self, uuid: str, session: MediaSession, stream: trio.abc.Stream,
+                   rest: list[Any]) -> Ended:
+        self.registry.attach(uuid, session)
+        try:
+            return await session.run(stream, rest)
+        finally:
+            self.registry.detach(uuid)
 
 
 async def serve_audiosocket(server: AudioSocketServer, host: str, port: int,

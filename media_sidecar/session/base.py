@@ -14,7 +14,9 @@ handed back to the dialplan when AMI cannot do it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import trio
 
@@ -22,8 +24,10 @@ from ..config.schema import AssistantConfig
 from ..constants import FRAME_BYTES
 from ..protocol.audiosocket import AudioFormat, AudioSocketDecoder, Message
 from ..protocol.control import CallContext, Dtmf, Ended, Hangup, TransferResult
+from ..tools.spec import HANGUP, TRANSFER, ToolCallError, ToolReply, build_specs, parse_arguments
+from ..tools.webhook import call_webhook
 from .inbound import CallerAudio, CallerDtmf, DropOldestQueue, StreamClosed
-from .playout import LATENESS_BINS_MS, Playout
+from .playout import LATENESS_BINS_MS, Playout, PlayoutFull
 from .records import CallRecord, ToolAction, wall_clock
 
 log = logging.getLogger("agi_voice.call")
@@ -32,6 +36,10 @@ REDIRECT_CLOSE_TIMEOUT = 5.0
 """After an AMI Redirect Asterisk closes the AudioSocket; if it does not, hand back anyway."""
 TRANSFER_ANSWER_TIMEOUT = 3.0
 """How long the control plane may take to answer a transfer request."""
+DTMF_DEDUPE_SECONDS = 0.5
+"""The same digit from AMI and from AudioSocket within this long is one keypress."""
+MAX_RECORDED_RESULT = 500
+"""Characters of a tool's result kept in the call record."""
 
 
 class ControlPort:
@@ -46,7 +54,8 @@ class MediaSession:
     def __init__(self, *, uuid: str, assistant: AssistantConfig, context: CallContext,
                  fmt: AudioFormat, control: ControlPort | None = None,
                  caller_queue_frames: int = 50, decoder: AudioSocketDecoder | None = None,
-                 playout_seconds: float = 60.0, lead_frames: int = 0) -> None:
+                 playout_seconds: float = 60.0, lead_frames: int = 0, apology: bytes = b"",
+                 env: Mapping[str, str] | None = None) -> None:
         self.uuid = uuid
         self.assistant = assistant
         self.context = context
@@ -68,6 +77,13 @@ class MediaSession:
         self._closed = trio.Event()
         self._transfer_pending = ""
         self._pcm_rest = bytearray()
+        self._last_dtmf: tuple[str, str, float] | None = None
+        self.apology = apology
+        """slin 8 kHz said before a mid-call fail-over (rendered once per process)."""
+        self.env = os.environ if env is None else env
+        self.keep_stream = False
+        """Set by a session that hands its still-open AudioSocket to a fallback session."""
+        self._tools = {t.name: t for t in build_specs(assistant)}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -88,8 +104,9 @@ class MediaSession:
             log.exception("call %s failed", self.uuid)
             self._set_outcome("FAILED", reason=f"internal error: {type(exc).__name__}: {exc}")
         finally:
-            with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(stream)
+            if not self.keep_stream:
+                with trio.CancelScope(shield=True):
+                    await trio.aclose_forcefully(stream)
         if self.outcome is None:
             self._set_outcome("FAILED", reason="session ended without a verdict")
         assert self.outcome is not None
@@ -161,7 +178,15 @@ class MediaSession:
             self._end()
 
     def _on_dtmf(self, digit: str, source: str, t: float) -> None:
+        last = self._last_dtmf
+        self._last_dtmf = (digit, source, t)
+        if last and last[0] == digit and last[1] != source and t - last[2] < DTMF_DEDUPE_SECONDS:
+            return  # the same keypress reported by AMI and by AudioSocket
         self.record.dtmf.append(digit)
+        self._on_digit(digit, t)
+
+    def _on_digit(self, digit: str, t: float) -> None:
+        """One keypress (deduplicated across AMI and AudioSocket)."""
 
     def _stream_closed(self, ev: StreamClosed) -> None:
         """The caller leg's AudioSocket ended: set the verdict and end the call."""
@@ -234,11 +259,68 @@ class MediaSession:
         self._committed = True
         self.playout.flush()
         log.warning("call %s: %s", self.uuid, reason)
+        if self.apology and not self._closed.is_set():
+            try:
+                self.playout.enqueue(self.apology, text="(apology)", interruptible=False)
+                self.record.actions.append(ToolAction(self._rel(trio.current_time()) or 0.0,
+                                                      "apology", result="played"))
+            except PlayoutFull:
+                pass
         fallback = self.assistant.fallback_destination
         if fallback and await self._transfer(fallback, reason=reason):
             return
         self._set_outcome("FAILED", reason=reason)
         await self._hand_back()
+
+    # -- tools -------------------------------------------------------------------------------
+
+    def call_info(self) -> dict[str, Any]:
+        """The call context a webhook receives (no secrets: what the dialplan offered)."""
+        c = self.context
+        return {"uuid": self.uuid, "assistant": self.assistant.name, "caller_id": c.callerid,
+                "caller_name": c.calleridname, "dnid": c.dnid, "extension": c.extension,
+                "channel": c.channel, "uniqueid": c.uniqueid, "linkedid": c.linkedid,
+                "language": c.language or self.assistant.language,
+                "variables": dict(c.variables)}
+
+    async def call_tool(self, name: str, arguments: str | dict[str, Any] | None) -> ToolReply:
+        """Run one function call of the model; every call (refused ones too) is recorded with
+        its arguments and result. Never raises: problems become an error for the model."""
+        t0 = trio.current_time()
+        action = ToolAction(self._rel(t0) or 0.0, "tool", tool=name)
+        self.record.actions.append(action)
+        spec = self._tools.get(name)
+        try:
+            if spec is None:
+                raise ToolCallError(f"there is no tool named {name!r}")
+            args = parse_arguments(arguments, spec.parameters)
+            action.arguments = args
+            if self._committed:
+                reply = ToolReply(ToolReply.error("the call is already ending").output, False)
+            elif name == TRANSFER:
+                reply = await self._tool_transfer(str(args["destination"]),
+                                                  str(args.get("reason", "")))
+            elif name == HANGUP:
+                reply = await self._tool_hangup(str(args.get("reason", "")))
+            else:
+                hook = next(h for h in self.assistant.tools.webhooks if h.name == name)
+                reply = await call_webhook(hook, args, self.call_info(), env=self.env)
+        except ToolCallError as exc:
+            if isinstance(arguments, dict):
+                action.arguments = dict(arguments)
+            elif arguments:
+                action.arguments = {"raw": str(arguments)[:MAX_RECORDED_RESULT]}
+            reply = ToolReply.error(str(exc))
+        action.result = reply.output[:MAX_RECORDED_RESULT]
+        action.duration_ms = round((trio.current_time() - t0) * 1000, 1)
+        log.info("call %s tool %s -> %s", self.uuid, name, action.result[:120])
+        return reply
+
+    async def _tool_transfer(self, destination: str, reason: str) -> ToolReply:
+        raise NotImplementedError
+
+    async def _tool_hangup(self, reason: str) -> ToolReply:
+        raise NotImplementedError
 
     # -- record ------------------------------------------------------------------------------
 

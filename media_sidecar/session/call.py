@@ -33,7 +33,6 @@ from ..brain.base import (
 from ..config.schema import AssistantConfig, VadConfig
 from ..constants import FRAME_SECONDS
 from ..dsp.vad import SpeechEnded, SpeechStarted, TurnDetector, VoiceDetector
-from ..protocol.audiosocket import AudioFormat, AudioSocketDecoder
 from ..protocol.control import CallContext
 from ..speech.base import SpeechToText
 from .base import ControlPort, MediaSession
@@ -43,9 +42,6 @@ from .records import ToolAction, TurnRecord
 from .speaker import Speaker
 
 log = logging.getLogger("agi_voice.call")
-
-DTMF_DEDUPE_SECONDS = 0.5
-"""The same digit from AMI and from an AudioSocket frame within this window is one key press."""
 __all__ = ["CallServices", "CallSession", "ControlPort"]
 
 
@@ -72,14 +68,10 @@ class _Turn:
 class CallSession(MediaSession):
     """A call served by the local assistant: offline STT -> brain -> TTS."""
 
-    def __init__(self, *, uuid: str, assistant: AssistantConfig, context: CallContext,
-                 fmt: AudioFormat, services: CallServices, control: ControlPort | None = None,
-                 caller_queue_frames: int = 50, decoder: AudioSocketDecoder | None = None,
-                 playout_seconds: float = 60.0, lead_frames: int = 0) -> None:
-        super().__init__(uuid=uuid, assistant=assistant, context=context, fmt=fmt,
-                         control=control, caller_queue_frames=caller_queue_frames,
-                         decoder=decoder, playout_seconds=playout_seconds,
-                         lead_frames=lead_frames)
+    def __init__(self, *, services: CallServices, **kw: Any) -> None:
+        """``kw``: :class:`MediaSession`'s arguments."""
+        super().__init__(**kw)
+        assistant, context = self.assistant, self.context
         self.services = services
         self.brain = services.brain_factory(assistant, context)
         self.speaker = services.speaker_factory(assistant)
@@ -89,7 +81,6 @@ class CallSession(MediaSession):
         self._turn: _Turn | None = None
         self._quiet_since = 0.0
         self._no_input_count = 0
-        self._last_dtmf: tuple[str, str, float] | None = None
         self._barged_this_utterance = False
         self._all_turns: list[_Turn] = []
         self._speaking: _Turn | None = None
@@ -149,12 +140,7 @@ class CallSession(MediaSession):
             self._turn.scope.cancel()  # the caller said more while the agent was thinking
         self._start_turn(None, "speech", audio=e.audio, speech_end=e.t_end)
 
-    def _on_dtmf(self, digit: str, source: str, t: float) -> None:
-        last = self._last_dtmf
-        self._last_dtmf = (digit, source, t)
-        if last and last[0] == digit and last[1] != source and t - last[2] < DTMF_DEDUPE_SECONDS:
-            return
-        self.record.dtmf.append(digit)
+    def _on_digit(self, digit: str, t: float) -> None:
         if self._committed:
             return
         self._no_input_count = 0

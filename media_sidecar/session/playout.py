@@ -174,6 +174,14 @@ class Playout:
         self._check_idle()
         return dropped
 
+    def protect(self) -> None:
+        """Make everything queued or playing now non-interruptible (the call is ending and
+        the farewell or transfer announcement must be heard whole)."""
+        if self._current is not None:
+            self._current.interruptible = False
+        for seg in self._queue:
+            seg.interruptible = False
+
     def hand_back(self) -> None:
         """Send ``00 00 00`` after what is queued now has played, then stop."""
         self._hand_back = True

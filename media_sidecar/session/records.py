@@ -47,9 +47,13 @@ class TurnRecord:
 class ToolAction:
     t: float
     kind: str
+    """transfer, hangup, apology, or tool (a model's function call, any tool)."""
     destination: str = ""
     reason: str = ""
     result: str = ""
+    tool: str = ""
+    arguments: dict[str, Any] = field(default_factory=dict)
+    duration_ms: float | None = None
 
 
 @dataclass
@@ -78,6 +82,8 @@ class CallRecord:
     caller_frames_dropped: int = 0
     provider: dict[str, Any] = field(default_factory=dict)
     """Speech-to-speech calls: provider name, usage it reported, relay timings, its error."""
+    fallback_from: dict[str, Any] = field(default_factory=dict)
+    """When another assistant took over at the start: the first one, its provider, the error."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))

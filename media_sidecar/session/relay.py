@@ -9,9 +9,21 @@ frame, drops whatever audio of the cut items is still in flight, and tells the p
 many milliseconds of the item the caller actually heard (the playout's frame count, not the
 bytes received), which OpenAI needs for ``conversation.item.truncate``.
 
-A provider that fails before the call could start ends the call at once with ``FAILED`` (the
-dialplan's fallback takes the caller); one that fails mid-call sends the caller to the
-assistant's fallback destination, or ends the call with ``FAILED``.
+Tools: the model's function calls run through :meth:`MediaSession.call_tool`. A transfer or
+a hang-up makes the call *leave*: from then on the caller cannot interrupt (the provider is told
+too), the announcement or farewell is awaited (the one already spoken, or the one the model
+says after the tool result) and played to its last frame, and only then is the AMI Redirect
+requested or the call handed back. Keypad digits are collected (inter-digit gap, terminator)
+and sent to the model as a user message; the first one cuts the agent off like speech.
+
+Turn taking is the provider's, unless its turn detection is off (``local_turns``): then the
+assistant's VAD decides, only the caller's speech (with a short pre-roll) is sent, barge-in
+flushes and cancels locally, and the end of speech commits the turn.
+
+A provider that fails before the call could start hands the still-silent call to the
+assistant's ``fallback_assistant`` (the server runs it on the same AudioSocket), or ends it at
+once with ``FAILED`` (the dialplan's fallback takes the caller). One that fails mid-call gets
+the caller an apology, then the fallback destination, or the hand-back with ``FAILED``.
 
 Relay overhead is measured here: for each chunk, provider message in (``t_in``, before any
 decoding) to the chunk queued in the playout, and, when the playout was idle, to its first frame
@@ -20,35 +32,52 @@ sent. Both are summarised in the call record's ``provider.relay``.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import trio
 
-from ..config.schema import AssistantConfig
+from ..config.schema import AssistantConfig, VadConfig
 from ..constants import FRAME_BYTES, FRAME_MS
+from ..dsp.vad import SpeechEnded, SpeechStarted, TurnDetector, VoiceDetector
 from ..protocol.audiosocket import AudioFormat, AudioSocketDecoder
 from ..protocol.control import CallContext
 from ..providers.base import ProviderError, SpeechToSpeech
+from ..tools.spec import ToolReply
 from .base import ControlPort, MediaSession
 from .playout import PlayoutFull, Segment
-from .records import TurnRecord
+from .records import ToolAction, TurnRecord
 
 log = logging.getLogger("agi_voice.relay")
 
 MAX_TIMING_SAMPLES = 5000
 """Relay timing samples kept per call (enough for a 100 s reply in 20 ms chunks)."""
+ANNOUNCE_TIMEOUT = 6.0
+"""How long a leaving call waits for the model to start and finish its farewell or transfer
+announcement when none was spoken before the tool call."""
+MORE_SPEECH_TIMEOUT = 2.5
+"""How long it waits for a provider that speaks after every tool result (Deepgram) when an
+announcement was already spoken."""
+DRAIN_TIMEOUT = 15.0
+"""Most time a leaving call waits for audio still arriving from the provider."""
+PRE_ROLL_FRAMES = 15
+"""Local turn taking: caller audio sent from before the detected speech start (300 ms)."""
 
 
 @dataclass(eq=False)
 class _Item:
     id: str
     turn: TurnRecord
+    seq: int
     rest: bytearray = field(default_factory=bytearray)
     segments: list[Segment] = field(default_factory=list)
     cut: bool = False
+    done: bool = False
 
     @property
     def frames_played(self) -> int:
@@ -60,14 +89,36 @@ class RelaySession(MediaSession):
                  fmt: AudioFormat, provider: SpeechToSpeech, control: ControlPort | None = None,
                  caller_queue_frames: int = 50, decoder: AudioSocketDecoder | None = None,
                  playout_seconds: float = 60.0, lead_frames: int = 0,
-                 start_timeout: float = 8.0) -> None:
+                 start_timeout: float | None = None, apology: bytes = b"",
+                 vad_factory: Callable[[VadConfig], VoiceDetector] = VoiceDetector,
+                 env: Any = None) -> None:
         super().__init__(uuid=uuid, assistant=assistant, context=context, fmt=fmt,
                          control=control, caller_queue_frames=caller_queue_frames,
                          decoder=decoder, playout_seconds=playout_seconds,
-                         lead_frames=lead_frames)
+                         lead_frames=lead_frames, apology=apology, env=env)
         self.provider = provider
-        self.start_timeout = start_timeout
+        self.start_timeout = assistant.start_timeout if start_timeout is None else start_timeout
         self.ready = False
+        self.fallback_requested = False
+        """The provider could not start and the assistant has a fallback assistant: the server
+        runs it on this call's AudioSocket."""
+        self._leaving = ""
+        """transfer or hangup once the model decided the call ends (no more barge-in)."""
+        self._changed = trio.Event()
+        self._item_seq = 0
+        self._spoke_since_caller = False
+        self._pending_trigger = ""
+        self._pending_caller_text = ""
+        self._digits: list[str] = []
+        self._digit_deadline = 0.0
+        self._digit_timer = False
+        self._vad: VoiceDetector | None = None
+        self._turns: TurnDetector | None = None
+        self._pre_roll: deque[bytes] = deque(maxlen=PRE_ROLL_FRAMES)
+        self._cut_this_utterance = False
+        if provider.local_turns:
+            self._vad = vad_factory(assistant.vad)
+            self._turns = TurnDetector(assistant.vad)
         self._items: dict[str, _Item] = {}
         self._first_sent_at: float | None = None
         """trio time the first caller frame went to the provider (its input-audio clock's 0)."""
@@ -109,9 +160,16 @@ class RelaySession(MediaSession):
                         error)
             self._committed = True
             self._set_outcome("FAILED", reason=f"provider {self.provider.name} unavailable: {error}")
+            if self.assistant.fallback_assistant and not self._closed.is_set():
+                # Nothing was played yet: the fallback assistant takes the same AudioSocket.
+                self.fallback_requested = self.keep_stream = True
+                self._end()
+                return
             await self._hand_back()
             return
         self.ready = False
+        if self._leaving or self._committed:
+            return  # the call is already ending; the leave task finishes it with what it has
         await self._fail_over(f"provider {self.provider.name} failed mid-call: {error}")
 
     async def _provider_task(self, *, task_status: trio.TaskStatus[None]) -> None:
@@ -122,26 +180,98 @@ class RelaySession(MediaSession):
     def _on_frame(self, frame: bytes, t: float) -> None:
         if not self.ready or self._committed:
             return  # the provider is not there yet (or any more): the caller hears silence
+        if self._turns is not None:
+            self._local_turn(frame, t)
+            return
         if self._first_sent_at is None:
             # The frame's audio started 20 ms before it arrived.
             self._first_sent_at = t - FRAME_MS / 1000
         self.provider.send_caller_audio(frame)
+
+    def _local_turn(self, frame: bytes, t: float) -> None:
+        """Turn taking by our VAD: send only the caller's speech, cut the agent off, commit."""
+        assert self._vad is not None and self._turns is not None
+        speech = self._vad.is_speech(frame)
+        was_speaking = self._turns.in_speech
+        events = self._turns.push(speech, frame, t)
+        for e in events:
+            if isinstance(e, SpeechStarted):
+                self._cut_this_utterance = False
+                for f in self._pre_roll:
+                    self.provider.send_caller_audio(f)
+                self._pre_roll.clear()
+            elif isinstance(e, SpeechEnded):
+                self.provider.send_caller_audio(frame)
+                self._speech_end = e.t_end
+                if not self._leaving:
+                    self._spoke_since_caller = False
+                    self.provider.commit_turn()
+        if self._turns.in_speech:
+            if was_speaking:
+                self.provider.send_caller_audio(frame)
+            if (speech and not self._cut_this_utterance
+                    and self._turns.speech_ms >= self.assistant.barge_in.min_speech_ms):
+                self._cut_this_utterance = True
+                self.provider.interrupt(self.caller_speech_started())
+        elif not any(isinstance(e, SpeechEnded) for e in events):
+            self._pre_roll.append(frame)
+
+    def _on_digit(self, digit: str, t: float) -> None:
+        cfg = self.assistant.dtmf_input
+        if not cfg.to_model or not self.ready or self._committed or self._leaving:
+            return
+        if not self._digits:  # a keypress cuts the agent off like speech
+            self.provider.interrupt(self.caller_speech_started())
+        self._digits.append(digit)
+        if digit == cfg.terminator or len(self._digits) >= cfg.max_digits:
+            self._send_digits()
+            return
+        self._digit_deadline = t + cfg.inter_digit_ms / 1000
+        if not self._digit_timer:
+            self._digit_timer = True
+            self._nursery.start_soon(self._digit_gap)
+
+    async def _digit_gap(self) -> None:
+        try:
+            deadline = 0.0
+            while deadline != self._digit_deadline:  # a later digit moves the deadline
+                deadline = self._digit_deadline
+                await trio.sleep_until(deadline)
+            self._send_digits()
+        finally:
+            self._digit_timer = False
+
+    def _send_digits(self) -> None:
+        if not self._digits or self._leaving or self._committed:
+            self._digits.clear()
+            return
+        keys = " ".join(self._digits)
+        self._digits.clear()
+        self._pending_trigger = "dtmf"
+        self._pending_caller_text = f"[keypad {keys}]"
+        self._spoke_since_caller = False
+        self.provider.send_user_text(f"(The caller pressed these keypad keys: {keys})")
 
     # -- RelayPort: what the provider tells the call ---------------------------------------------
 
     def _item(self, item_id: str) -> _Item:
         item = self._items.get(item_id)
         if item is None:
-            trigger = "speech" if self._speech_end is not None else (
-                "start" if not self.record.turns else "provider")
+            trigger = self._pending_trigger or (
+                "speech" if self._speech_end is not None else (
+                    "start" if not self.record.turns else "provider"))
             rec = TurnRecord(index=len(self.record.turns), trigger=trigger,
                              speech_end=self._rel(self._speech_end))
             if self._caller_texts and trigger == "speech":
                 rec.caller_text = " ".join(self._caller_texts)
                 self._caller_texts.clear()
+            elif trigger == "dtmf":
+                rec.caller_text = self._pending_caller_text
             self._speech_end = None
+            self._pending_trigger = self._pending_caller_text = ""
             self.record.turns.append(rec)
-            item = self._items[item_id] = _Item(item_id, rec)
+            self._item_seq += 1
+            item = self._items[item_id] = _Item(item_id, rec, self._item_seq)
         return item
 
     def agent_audio(self, pcm: bytes, item_id: str, t_in: float) -> None:
@@ -151,6 +281,7 @@ class RelaySession(MediaSession):
         if item.cut:
             self._audio_dropped += len(pcm)
             return
+        self._spoke_since_caller = True
         item.rest += pcm
         n = len(item.rest) - len(item.rest) % FRAME_BYTES
         if n:
@@ -159,7 +290,11 @@ class RelaySession(MediaSession):
 
     def agent_audio_done(self, item_id: str) -> None:
         item = self._items.get(item_id)
-        if item is None or item.cut or not item.rest:
+        if item is None or item.done:
+            return
+        item.done = True
+        self._notify()
+        if item.cut or not item.rest:
             return
         pcm = bytes(item.rest) + bytes(FRAME_BYTES - len(item.rest))
         item.rest.clear()
@@ -168,7 +303,7 @@ class RelaySession(MediaSession):
     def _enqueue(self, item: _Item, pcm: bytes, t_in: float) -> None:
         was_idle = not self.playout.speaking
         try:
-            seg = self.playout.enqueue(pcm, interruptible=not self._committed)
+            seg = self.playout.enqueue(pcm, interruptible=not (self._committed or self._leaving))
         except PlayoutFull:
             self._audio_dropped += len(pcm)
             log.warning("call %s: playout buffer full, agent audio dropped", self.uuid)
@@ -180,11 +315,13 @@ class RelaySession(MediaSession):
         item.segments.append(seg)
         if item.turn.first_audio_ready is None:
             item.turn.first_audio_ready = self._rel(t_in)
+            self._notify()
 
     def caller_speech_started(self) -> tuple[str, int] | None:
         cfg = self.assistant.barge_in
-        if not cfg.enabled or self._committed:
+        if not cfg.enabled or self._committed or self._leaving:
             return None
+        self._spoke_since_caller = False
         now = trio.current_time()
         playing = [i for i in self._items.values() if not i.cut and i.frames_played]
         if self.playout.speaking:
@@ -199,6 +336,7 @@ class RelaySession(MediaSession):
         for item in self._items.values():
             item.cut = True  # audio of these items still in flight is dropped on arrival
             item.rest.clear()
+        self._notify()
         if not self.playout.speaking:
             return None
         dropped = self.playout.flush()
@@ -235,6 +373,82 @@ class RelaySession(MediaSession):
         for key, value in (usage or {}).items():
             if isinstance(value, int) and not isinstance(value, bool):
                 self._usage[key] = self._usage.get(key, 0) + value
+
+    # -- leaving: transfer and hang-up by the model -------------------------------------------
+
+    async def _tool_transfer(self, destination: str, reason: str) -> ToolReply:
+        if self._leaving:
+            return ToolReply(ToolReply.error("the call is already ending").output, False)
+        if self.assistant.destination(destination) is None:  # the schema's enum said so too
+            allowed = [k for k, _ in self.assistant.destinations]
+            self.record.actions.append(ToolAction(self._rel(trio.current_time()) or 0.0,
+                                                  "transfer", destination,
+                                                  result="refused: destination not allowed"))
+            return ToolReply.error(f"transfer to {destination!r} is not allowed; "
+                                   f"the allowed destinations are {allowed}")
+        announced = self._begin_leaving("transfer")
+
+        async def act() -> None:
+            self._committed = True
+            await self._transfer(destination, reason or "transfer requested by the assistant")
+
+        self._nursery.start_soon(self._leave, announced, act)
+        return ToolReply(json.dumps({"ok": True, "status": "transferring",
+                                     "destination": destination}), respond=not announced)
+
+    async def _tool_hangup(self, reason: str) -> ToolReply:
+        if self._leaving:
+            return ToolReply(ToolReply.error("the call is already ending").output, False)
+        announced = self._begin_leaving("hangup")
+
+        async def act() -> None:
+            self._committed = True
+            t = self._rel(trio.current_time()) or 0.0
+            self.record.actions.append(ToolAction(t, "hangup", reason=reason, result="ok"))
+            self._set_outcome("COMPLETED", reason=reason or "the assistant ended the call")
+            await self._hand_back()
+
+        self._nursery.start_soon(self._leave, announced, act)
+        note = ("The call ends when your goodbye has been heard." if announced else
+                "Say a short goodbye now; the call ends when it has been heard.")
+        return ToolReply(json.dumps({"ok": True, "status": "ending", "note": note}),
+                         respond=not announced)
+
+    def _begin_leaving(self, kind: str) -> bool:
+        """Stop barge-in and tell the provider; returns whether the model already spoke since
+        the caller last did (its announcement or farewell)."""
+        self._leaving = kind
+        self._digits.clear()
+        self.playout.protect()
+        self.provider.closing()
+        return self._spoke_since_caller
+
+    async def _leave(self, announced: bool, act: Callable[[], Awaitable[None]]) -> None:
+        mark = self._item_seq
+        if not announced or self.provider.speaks_after_tool:
+            # The announcement or farewell comes after the tool result: wait for it to arrive
+            # completely (a provider that says nothing only costs the timeout).
+            await self._wait_until(
+                lambda: any(i.seq > mark and (i.done or i.cut) for i in self._items.values()),
+                ANNOUNCE_TIMEOUT if not announced else MORE_SPEECH_TIMEOUT)
+        await self._wait_until(
+            lambda: all(i.done or i.cut or not (i.segments or i.rest)
+                        for i in self._items.values()), DRAIN_TIMEOUT)
+        self.playout.protect()
+        await self.playout.wait_idle()
+        await act()
+
+    async def _wait_until(self, ready: Callable[[], bool], within: float) -> bool:
+        with trio.move_on_after(within):
+            while not ready():
+                await self._changed.wait()
+            return True
+        return False
+
+    def _notify(self) -> None:
+        """Wake whoever waits for the items to change (a new item, one done or cut)."""
+        self._changed.set()
+        self._changed = trio.Event()
 
     # -- limits and record -----------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import trio_websocket
 
 from fastagi_server.emulator.caller import CallerScript
 from media_sidecar.config.loader import parse_config
+from media_sidecar.providers import make_setup
 from media_sidecar.providers.openai_realtime import OpenAIRealtimeSession
 from tests.fakes import tone
 from tests.mocks.openai_realtime import MockRealtimeServer, RealtimeScript
@@ -28,7 +29,8 @@ routing: {default: sts}
 assistants:
   sts:
     provider: openai_realtime
-    realtime: {greeting: "Hello there.", audio: AUDIO, silence_ms: 400}
+    greeting: "Hello there."
+    realtime: {audio: AUDIO, silence_ms: 400}
     barge_in: {greeting_protection_ms: 0}
 """
 
@@ -53,8 +55,8 @@ def memory_provider(mock: MockRealtimeServer, key: str = "test-key"):
                 nursery.cancel_scope.cancel()
 
     def factory(assistant, context):
-        return OpenAIRealtimeSession(assistant.realtime, env={"OPENAI_API_KEY": key},
-                                     connect=connect)
+        return OpenAIRealtimeSession(assistant.realtime, make_setup(assistant, context),
+                                     env={"OPENAI_API_KEY": key}, connect=connect)
 
     return factory
 

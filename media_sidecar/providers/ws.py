@@ -1,0 +1,113 @@
+"""WebSocket client connections for providers, with the socket always closed.
+
+trio-websocket 0.12's ``open_websocket_url`` leaves its TCP socket open after a refused
+handshake or an abnormal close (a ResourceWarning per failed call until the garbage collector
+runs). Here the TCP (or TLS) stream is opened by us, handed to ``wrap_client_stream``, and
+closed in ``finally`` whatever happens. Handshake failures become :class:`ProviderError`,
+permanent for 400/401/403/404 (a bad key or model), retryable otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from urllib.parse import urlsplit
+
+import trio
+import trio_websocket
+
+from .base import ProviderError
+
+Connector = Callable[[str, list[tuple[bytes, bytes]]],
+                     AbstractAsyncContextManager[trio_websocket.WebSocketConnection]]
+"""Opens a WebSocket to a URL with extra handshake headers (tests pass in-memory ones)."""
+
+PERMANENT_HTTP = frozenset({400, 401, 403, 404})
+MAX_MESSAGE = 16 * 1024 * 1024
+
+
+def tcp_connector(connect_timeout: float) -> Connector:
+    """The production connector: ws:// or wss:// over a stream this module owns."""
+
+    @asynccontextmanager
+    async def connect(url: str, headers: list[tuple[bytes, bytes]]
+                      ) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+        parts = urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise ProviderError(f"not a ws:// or wss:// URL: {parts.scheme}://{parts.hostname}",
+                                retryable=False)
+        tls = parts.scheme == "wss"
+        port = parts.port or (443 if tls else 80)
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        host = parts.hostname if parts.port is None else f"{parts.hostname}:{port}"
+        stream: trio.abc.Stream
+        with trio.fail_after(connect_timeout):
+            if tls:
+                stream = await trio.open_ssl_over_tcp_stream(
+                    parts.hostname, port, ssl_context=ssl.create_default_context(),
+                    https_compatible=True)
+            else:
+                stream = await trio.open_tcp_stream(parts.hostname, port)
+        try:
+            async with trio.open_nursery() as nursery:
+                with trio.fail_after(connect_timeout):
+                    ws = await trio_websocket.wrap_client_stream(
+                        nursery, stream, host, resource,  # type: ignore[arg-type]
+                        extra_headers=headers, max_message_size=MAX_MESSAGE)
+                try:
+                    yield ws
+                finally:
+                    with trio.move_on_after(1.0) as scope:
+                        scope.shield = True
+                        await ws.aclose()
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as eg:
+            # the nursery wraps what the body raised; callers expect the exception itself
+            if len(eg.exceptions) == 1:
+                raise eg.exceptions[0] from None
+            raise
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    return connect
+
+
+@asynccontextmanager
+async def open_provider_ws(connect: Connector, url: str, headers: list[tuple[bytes, bytes]],
+                           what: str) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+    """``connect(url, headers)`` with every connection failure turned into ProviderError."""
+    try:
+        async with connect(url, headers) as ws:
+            yield ws
+    except trio_websocket.ConnectionRejected as exc:
+        status = exc.status_code or 0
+        detail = error_message(exc.body) or f"HTTP {status}"
+        raise ProviderError(f"{what} refused the connection: HTTP {status}: {detail}",
+                            retryable=status not in PERMANENT_HTTP) from None
+    except trio.TooSlowError:
+        raise ProviderError(f"{what} did not answer the connection in time",
+                            retryable=True) from None
+    except (trio_websocket.HandshakeError, OSError) as exc:
+        raise ProviderError(f"cannot connect to {what}: {type(exc).__name__}: {exc}",
+                            retryable=True) from None
+
+
+def error_message(body: bytes | None) -> str:
+    """The readable part of an HTTP error body (OpenAI ``error.message``, Deepgram
+    ``err_msg``), at most 200 characters; never the request's headers."""
+    if not body:
+        return ""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body[:200].decode("utf-8", "replace")
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict):
+            return str(err.get("message") or err.get("code") or "")[:200]
+        for key in ("err_msg", "message", "description", "err_code"):
+            if data.get(key):
+                return str(data[key])[:200]
+    return body[:200].decode("utf-8", "replace")
