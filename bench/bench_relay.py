@@ -7,7 +7,7 @@ in its own process, pinned to CPU 0 (:mod:`relay_product`). This process, pinned
 Asterisk: the product's emulator places calls over loopback (FastAGI env block and replies,
 then AudioSocket frames every 20 ms), records every frame the sidecar sends with its arrival
 time, and reads the sidecar's CPU time, RSS and open descriptors from ``/proc``. The mock
-OpenAI Realtime server (``tests/mocks/openai_realtime.py``) runs in a third process on CPU 1.
+OpenAI Realtime server (``tests/mocks/openai_realtime/``) runs in a third process on CPU 1.
 
 Assistants: ``echo`` (the caller's audio relayed back in 100 ms chunks: the relay path with
 no provider) and ``sts`` (OpenAI Realtime GA protocol against the mock, mu-law 8 kHz both

@@ -35,13 +35,11 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import numpy as np
 import trio
 import trio_websocket
 
 from ..config.schema import RealtimeConfig
-from ..dsp import g711
-from ..dsp.resample import Resampler
+from .audio import AudioCodec
 from .base import ProviderError, ProviderSetup, RelayPort
 from .ws import Connector, open_provider_ws, tcp_connector
 
@@ -60,47 +58,16 @@ def realtime_url(cfg: RealtimeConfig) -> str:
     return urlunsplit(parts._replace(query=query + urlencode({"model": cfg.model})))
 
 
-class _Codec:
-    """One direction's conversion between slin 8 kHz and a provider audio format."""
-
-    def __init__(self, fmt: object) -> None:
-        if not isinstance(fmt, Mapping):
-            raise ProviderError(f"audio format is not an object: {fmt!r}", retryable=False)
-        kind = fmt.get("type")
-        rate = fmt.get("rate", PCM_RATE)
-        if kind == "audio/pcmu":
-            self.name, self.bytes_per_ms = "ulaw", 8
-        elif kind == "audio/pcma":
-            self.name, self.bytes_per_ms = "alaw", 8
-        elif kind == "audio/pcm" and rate == PCM_RATE:
-            self.name, self.bytes_per_ms = "pcm", PCM_RATE * 2 // 1000
-        else:
-            raise ProviderError(f"unsupported audio format {dict(fmt)}", retryable=False)
-        self._up = Resampler(8000, PCM_RATE) if self.name == "pcm" else None
-        self._down = Resampler(PCM_RATE, 8000) if self.name == "pcm" else None
-
-    def encode(self, slin8: bytes) -> bytes:
-        pcm = np.frombuffer(slin8, dtype="<i2")
-        if self.name == "ulaw":
-            return g711.ulaw_encode(pcm)
-        if self.name == "alaw":
-            return g711.alaw_encode(pcm)
-        assert self._up is not None
-        return self._up.process(pcm).astype("<i2").tobytes()
-
-    def decode(self, data: bytes) -> bytes:
-        if self.name == "ulaw":
-            return g711.ulaw_decode(data).astype("<i2").tobytes()
-        if self.name == "alaw":
-            return g711.alaw_decode(data).astype("<i2").tobytes()
-        assert self._down is not None
-        if len(data) % 2:
-            data = data[:-1]
-        return self._down.process(np.frombuffer(data, dtype="<i2")).astype("<i2").tobytes()
-
-    def reset_down(self) -> None:
-        if self._down is not None:
-            self._down.reset()
+def _codec(fmt: object) -> AudioCodec:
+    """The codec for an OpenAI audio format object (``{"type": "audio/pcmu"}``, ...)."""
+    if not isinstance(fmt, Mapping):
+        raise ProviderError(f"audio format is not an object: {fmt!r}", retryable=False)
+    kind = {"audio/pcmu": "ulaw", "audio/pcma": "alaw", "audio/pcm": "pcm"}.get(
+        str(fmt.get("type")))
+    rate = fmt.get("rate", PCM_RATE) if kind == "pcm" else 8000
+    if kind is None or (kind == "pcm" and rate != PCM_RATE):
+        raise ProviderError(f"unsupported audio format {dict(fmt)}", retryable=False)
+    return AudioCodec(kind, int(rate))
 
 
 class OpenAIRealtimeSession:
@@ -120,8 +87,8 @@ class OpenAIRealtimeSession:
         self._want_response = False
         self._tools_running = 0
         self._port: RelayPort | None = None
-        self._in: _Codec | None = None
-        self._out: _Codec | None = None
+        self._in: AudioCodec | None = None
+        self._out: AudioCodec | None = None
         self._pending = bytearray()
         self._control: deque[str] = deque()
         self._wake = trio.Event()
@@ -280,7 +247,7 @@ class OpenAIRealtimeSession:
         audio = session.get("audio") or {}
         fmt_in = (audio.get("input") or {}).get("format") or _FORMATS["pcm"]
         fmt_out = (audio.get("output") or {}).get("format") or _FORMATS["pcm"]
-        self._in, self._out = _Codec(fmt_in), _Codec(fmt_out)
+        self._in, self._out = _codec(fmt_in), _codec(fmt_out)
         wanted = "pcm" if self.cfg.audio == "pcm" else "ulaw"
         if (self._in.name, self._out.name) != (wanted, wanted):
             log.warning("openai realtime confirmed audio %s in / %s out (asked for %s); "

@@ -1,4 +1,5 @@
-"""The mock OpenAI Realtime (GA) server against a raw trio-websocket client.
+"""The mock OpenAI Realtime (GA) server against a raw trio-websocket client
+(tests/mocks/openai_realtime/client.py).
 
 Memory streams under the autojump clock for the conversation flows (exact virtual timings), real
 loopback TCP for the handshake rejection, the abrupt disconnect and the process entry point.
@@ -8,32 +9,27 @@ and 1.9 (function call).
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import trio
-import trio.testing
 import trio_websocket
 
-from media_sidecar.dsp.g711 import ulaw_decode, ulaw_encode
-from tests.mocks.openai_realtime import MockRealtimeServer, RealtimeScript, SessionLog
+from media_sidecar.dsp.g711 import ulaw_decode
+from tests.mocks.openai_realtime import MockRealtimeServer, RealtimeScript
+from tests.mocks.openai_realtime.client import PCMU, URL, memory_session, tcp_client, tcp_server
 
 ROOT = Path(__file__).resolve().parents[2]
-URL = "/v1/realtime?model=gpt-realtime"
-AUTH = [(b"Authorization", b"Bearer test-key")]
-PCMU = {"type": "audio/pcmu"}
-LOUD_20MS = ulaw_encode((8000 * np.sin(2 * np.pi * 1000 * np.arange(160) / 8000)).astype("<i2"))
-QUIET_20MS = ulaw_encode(np.zeros(160, dtype="<i2"))
+STRING_ARG = {"type": "object", "properties": {"extension": {"type": "string"}}}
+TRANSFER = {"type": "function", "name": "transfer_call", "parameters": STRING_ARG}
+HOURS = {"type": "function", "name": "lookup_hours", "parameters": {"type": "object"}}
 
 RESPONSE_AUDIO = [
     "response.created",
@@ -58,136 +54,6 @@ FUNCTION_CALL = [
     "response.output_item.done",
     "conversation.item.done",
 ]
-
-
-class Client:
-    """A raw client: every server event is kept with its arrival time (runtime clock)."""
-
-    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
-        self.ws = ws
-        self.events: list[dict[str, Any]] = []
-        self.times: list[float] = []
-        self.closed: trio_websocket.CloseReason | None = None
-        self._changed = trio.Event()
-
-    async def reader(self) -> None:
-        try:
-            while True:
-                message = await self.ws.get_message()
-                self.events.append(json.loads(message))
-                self.times.append(trio.current_time())
-                self._changed.set()
-                self._changed = trio.Event()
-        except trio_websocket.ConnectionClosed as exc:
-            self.closed = exc.reason
-            self._changed.set()
-
-    async def send(self, **event: Any) -> None:
-        await self.ws.send_message(json.dumps(event))
-
-    async def wait(self, type_name: str, n: int = 1) -> dict[str, Any]:
-        """The n-th event of this type, once it has arrived."""
-        while True:
-            found = [e for e in self.events if e["type"] == type_name]
-            if len(found) >= n:
-                return found[n - 1]
-            assert self.closed is None, f"closed while waiting for {type_name}: {self.types()}"
-            await self._changed.wait()
-
-    async def wait_closed(self) -> trio_websocket.CloseReason:
-        while self.closed is None:
-            await self._changed.wait()
-        return self.closed
-
-    def types(self, start: int = 0) -> list[str]:
-        """Event types from index ``start``; a run of interleaved ``*.delta`` events is listed once
-        per type, in order of first appearance."""
-        out: list[str] = []
-        run: set[str] = set()
-        for e in self.events[start:]:
-            t = e["type"]
-            if not t.endswith(".delta"):
-                run = set()
-            elif t in run:
-                continue
-            else:
-                run.add(t)
-            out.append(t)
-        return out
-
-    def index(self, type_name: str, n: int = 1) -> int:
-        return [i for i, e in enumerate(self.events) if e["type"] == type_name][n - 1]
-
-    def audio(self, response_id: str) -> list[bytes]:
-        return [
-            base64.b64decode(e["delta"])
-            for e in self.events
-            if e["type"] == "response.output_audio.delta" and e["response_id"] == response_id
-        ]
-
-    async def speak(self, loud_ms: int, quiet_ms: int) -> None:
-        """Append 20 ms mu-law frames in real (runtime) time: ``loud_ms`` of tone, then silence."""
-        for frame in [LOUD_20MS] * (loud_ms // 20) + [QUIET_20MS] * (quiet_ms // 20):
-            await self.send(
-                type="input_audio_buffer.append", audio=base64.b64encode(frame).decode()
-            )
-            await trio.sleep(0.02)
-
-    async def update(self, **audio_input: Any) -> dict[str, Any]:
-        """session.update to mu-law both ways (plus the given input fields); the session.updated."""
-        n = len([e for e in self.events if e["type"] == "session.updated"]) + 1
-        audio = {"input": {"format": PCMU, **audio_input}, "output": {"format": PCMU}}
-        await self.send(type="session.update", session={"type": "realtime", "audio": audio})
-        return await self.wait("session.updated", n)
-
-
-@asynccontextmanager
-async def memory_session(
-    server: MockRealtimeServer, headers: list[tuple[bytes, bytes]] = AUTH
-) -> AsyncIterator[tuple[Client, SessionLog]]:
-    """A client connected to ``server`` over an in-memory stream pair."""
-    client_stream, server_stream = trio.testing.memory_stream_pair()
-    n = len(server.sessions) + 1
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(server.serve_stream, server_stream)
-        ws = await trio_websocket.wrap_client_stream(
-            nursery,
-            client_stream,  # type: ignore[arg-type]
-            "localhost",
-            URL,
-            extra_headers=headers,
-        )
-        client = Client(ws)
-        nursery.start_soon(client.reader)
-        log = await server.wait_for_session(n)
-        await client.wait("session.created")
-        yield client, log
-        await ws.aclose()
-        nursery.cancel_scope.cancel()
-
-
-@asynccontextmanager
-async def tcp_client(
-    port: int, headers: list[tuple[bytes, bytes]] = AUTH
-) -> AsyncIterator[trio_websocket.WebSocketConnection]:
-    """A client over real TCP. The test owns the socket: trio-websocket's open_websocket does
-    not close it after an abnormal closure (it would leak into a ResourceWarning)."""
-    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
-        async with trio.open_nursery() as nursery:
-            ws = await trio_websocket.wrap_client_stream(
-                nursery, stream, "localhost", URL, extra_headers=headers
-            )
-            yield ws
-            await ws.aclose()
-            nursery.cancel_scope.cancel()
-
-
-@asynccontextmanager
-async def tcp_server(server: MockRealtimeServer) -> AsyncIterator[int]:
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(server.serve)
-        yield port
-        nursery.cancel_scope.cancel()
 
 
 # -- handshake ------------------------------------------------------------------------------------
@@ -477,7 +343,7 @@ async def test_function_call_then_output_then_response_create(
         after_tool_reply="Transferring you now.",
     )
     async with memory_session(MockRealtimeServer(script=script)) as (client, log):
-        await client.update()
+        await client.update(tools=[TRANSFER])
         await client.speak(400, 500)
         done = (await client.wait("response.done"))["response"]
         start = client.index("response.created")
@@ -541,6 +407,211 @@ async def test_function_call_then_output_then_response_create(
         await client.send(type="conversation.item.create", item=text_item)
         await log.wait_for("conversation.item.create", 2)
         assert log.user_texts == ["DTMF 5"]
+
+
+# -- text turns, tools, response instructions ----------------------------------------------------
+def said(response: dict[str, Any]) -> list[str]:
+    """The transcripts of a response's assistant messages."""
+    return [
+        part["transcript"]
+        for item in response["output"]
+        if item["type"] == "message"
+        for part in item["content"]
+    ]
+
+
+async def test_user_text_then_response_create_is_planned_like_a_spoken_turn(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    script = RealtimeScript(
+        replies=["You pressed five."],
+        function_calls={"DTMF 0": ("transfer_call", {"extension": "0"})},
+        reply_ms=200,
+    )
+    async with memory_session(MockRealtimeServer(script=script)) as (client, log):
+        await client.update(tools=[TRANSFER], turn_detection=None)
+        await client.say("DTMF 5")
+        added = await client.wait("conversation.item.added")
+        assert added["item"]["content"] == [{"type": "input_text", "text": "DTMF 5"}]
+        assert "response.created" not in client.types()  # a text item alone starts nothing
+        assert said(await client.respond()) == ["You pressed five."]
+        await client.say("DTMF 0")
+        call = (await client.respond())["output"][0]
+        assert (call["type"], call["name"], call["arguments"]) == (
+            "function_call",
+            "transfer_call",
+            '{"extension":"0"}',
+        )
+        assert log.user_texts == ["DTMF 5", "DTMF 0"] and log.user_transcripts == []
+        assert said(await client.respond()) == ["reply 2"]  # the text was answered once only
+        assert log.problems == []
+
+
+async def test_response_instructions_are_recorded_per_response(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with memory_session(MockRealtimeServer(script=RealtimeScript(reply_ms=200))) as (
+        client,
+        log,
+    ):
+        await client.update()
+        greeting = "Greet the caller by saying exactly this: Hello there."
+        await client.respond(instructions=greeting)
+        await client.speak(400, 500)  # a VAD turn: its response has no instructions
+        await client.wait("response.done", 2)
+        await client.respond(metadata={"purpose": "x"})
+        assert log.response_instructions == [greeting, None, None] and log.responses == 3
+
+
+async def test_a_scripted_call_to_an_undeclared_tool_is_a_problem_and_a_plain_reply(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    script = RealtimeScript(
+        transcripts=["transfer me please"],
+        replies=["I cannot do that."],
+        function_calls={"transfer": ("transfer_call", {"extension": "200"})},
+        reply_ms=200,
+    )
+    async with memory_session(MockRealtimeServer(script=script)) as (client, log):
+        assert log.tools == []
+        await client.update(tools=[HOURS])
+        assert log.tools == [HOURS]
+        await client.speak(400, 500)
+        done = (await client.wait("response.done"))["response"]
+        assert said(done) == ["I cannot do that."] and log.function_calls == []
+        assert "response.function_call_arguments.done" not in client.types()
+        (problem,) = log.problems
+        assert "'transfer_call'" in problem and "lookup_hours" in problem
+        # tools given with the response override the session's; tool_choice "none" forbids calls
+        await client.say("transfer now")
+        assert (await client.respond(tools=[TRANSFER]))["output"][0]["name"] == "transfer_call"
+        await client.update(tools=[TRANSFER, HOURS])
+        assert log.tools == [TRANSFER, HOURS]
+        await client.say("transfer again")
+        assert said(await client.respond(tool_choice="none")) == ["reply 2"]
+        assert len(log.problems) == 2 and "tool_choice" in log.problems[1]
+        assert [c["name"] for c in log.function_calls] == ["transfer_call"]
+
+
+async def test_after_tool_replies_per_tool_and_function_outputs_are_recorded(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    script = RealtimeScript(
+        function_calls={
+            "hours": ("lookup_hours", {}),
+            "transfer": ("transfer_call", {"extension": "200"}),
+        },
+        after_tool_replies={"lookup_hours": "We open at nine."},
+        after_tool_reply="Transferring you now.",
+        reply_ms=200,
+    )
+    async with memory_session(MockRealtimeServer(script=script)) as (client, log):
+        await client.update(tools=[TRANSFER, HOURS], turn_detection=None)
+        replies = []
+        for text in ("what are your hours", "transfer me"):
+            await client.say(text)
+            call = (await client.respond())["output"][0]
+            await client.tool_output(call["call_id"], '{"ok":true}')
+            replies += said(await client.respond())
+        assert replies == ["We open at nine.", "Transferring you now."]  # per tool, fallback
+        await client.tool_output("call_nope", '"late"')  # an output for no call: tolerated
+        assert said(await client.respond()) == ["Transferring you now."]
+        assert log.problems == ["function_call_output for unknown call_id 'call_nope'"]
+        calls = [c["call_id"] for c in log.function_calls]
+        assert [(o["call_id"], o["output"]) for o in log.function_outputs] == [
+            (calls[0], '{"ok":true}'),
+            (calls[1], '{"ok":true}'),
+            ("call_nope", '"late"'),
+        ]
+        assert all(o["type"] == "function_call_output" for o in log.function_outputs)
+
+
+# -- turn detection changed mid-session and client-managed turns ----------------------------------
+async def test_turn_detection_updated_mid_session_applies_to_the_following_audio(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    script = RealtimeScript(reply_ms=3000, send_rate=1.0)
+    async with memory_session(MockRealtimeServer(script=script)) as (client, log):
+        # interrupt_response false: the caller talks over the reply and it plays to the end
+        await client.update(turn_detection={"type": "server_vad", "interrupt_response": False})
+        await client.speak(400, 500)
+        first = await client.wait("response.created")
+        await client.speak(0, 300)
+        await client.speak(400, 0)
+        await client.wait("input_audio_buffer.speech_started", 2)
+        done = (await client.wait("response.done"))["response"]
+        assert client.index("input_audio_buffer.speech_started", 2) < client.index("response.done")
+        assert done["id"] == first["response"]["id"] and done["status"] == "completed"
+        assert log.assistant_audio_ms[done["output"][0]["id"]] == 3000.0
+        await client.speak(0, 500)  # that speech is a turn of its own, answered after
+        assert (await client.wait("response.done", 2))["response"]["status"] == "completed"
+        # create_response false: the turn is committed, no response
+        await client.update(turn_detection={"type": "server_vad", "create_response": False})
+        await client.speak(400, 500)
+        await client.wait("input_audio_buffer.committed", 3)
+        await client.speak(0, 1000)
+        assert log.responses == 2
+        # turn_detection null: no VAD events at all
+        await client.update(turn_detection=None)
+        await client.speak(400, 600)
+        assert client.types().count("input_audio_buffer.speech_started") == 3
+        # back to server_vad (interrupt_response defaults to true): barge-in cancels again
+        await client.update(turn_detection={"type": "server_vad"})
+        await client.send(type="response.create")
+        await client.wait("response.output_audio.delta", 30 + 30 + 2)  # 2 deltas of this one
+        await client.speak(200, 0)
+        cancelled = (await client.wait("response.done", 3))["response"]
+        assert cancelled["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
+        assert log.responses == 3
+
+
+async def test_client_managed_turns_commit_transcribe_respond_and_cancel(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    script = RealtimeScript(
+        transcripts=["please transfer me to sales", "what time is it"],
+        replies=["It is noon."],
+        function_calls={"transfer": ("transfer_call", {"extension": "200"})},
+        reply_ms=2000,
+        send_rate=1.0,
+    )
+    async with memory_session(MockRealtimeServer(script=script)) as (client, log):
+        await client.update(
+            tools=[TRANSFER],
+            turn_detection=None,
+            transcription={"model": "gpt-4o-mini-transcribe"},
+        )
+        await client.speak(300, 200)
+        mark = len(client.events)
+        await client.send(type="input_audio_buffer.commit")
+        completed = await client.wait("conversation.item.input_audio_transcription.completed")
+        assert client.types(mark) == [
+            "input_audio_buffer.committed",
+            "conversation.item.added",
+            "conversation.item.done",
+            "conversation.item.input_audio_transcription.delta",
+            "conversation.item.input_audio_transcription.completed",
+        ]
+        committed = await client.wait("input_audio_buffer.committed")
+        assert completed["item_id"] == committed["item_id"]
+        assert completed["transcript"] == "please transfer me to sales"
+        call = (await client.respond())["output"][0]
+        assert call["name"] == "transfer_call"  # planned from the committed turn's transcript
+        # the next turn: a reply, cancelled by the client halfway
+        await client.speak(300, 200)
+        await client.send(type="input_audio_buffer.commit")
+        await client.wait("conversation.item.input_audio_transcription.completed", 2)
+        await client.send(type="response.create")
+        created = (await client.wait("response.created", 2))["response"]
+        await client.wait("response.output_audio.delta", 10)
+        await client.send(type="response.cancel", response_id=created["id"])
+        done = (await client.wait("response.done", 2))["response"]
+        assert (done["id"], done["status"]) == (created["id"], "cancelled")
+        assert done["status_details"] == {"type": "cancelled", "reason": "client_cancelled"}
+        assert done["output"][0]["status"] == "incomplete"
+        assert "It is noon.".startswith(said(done)[0])
+        assert log.user_transcripts == ["please transfer me to sales", "what time is it"]
+        assert "input_audio_buffer.speech_started" not in client.types()
 
 
 # -- scripted faults ------------------------------------------------------------------------------

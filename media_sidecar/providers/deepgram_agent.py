@@ -1,0 +1,295 @@
+"""Deepgram Voice Agent API V1 over WebSocket, as one call's speech-to-speech provider.
+
+Wire facts (``shared/reference/providers.md`` section 2): control messages are JSON text
+frames, audio is raw binary frames both ways in the formats ``Settings`` names. The server
+speaks first (``Welcome``); the client sends ``Settings`` and no audio before
+``SettingsApplied``. Deepgram runs listen, think and speak itself; we relay audio, act on
+``UserStartedSpeaking`` (barge-in: flush at the next frame; there is no truncate message),
+answer client-side ``FunctionCallRequest``s with ``FunctionCallResponse`` (Deepgram speaks again
+on its own afterwards) and send keypad digits as ``InjectUserMessage``.
+
+Deepgram has no item ids: agent audio is numbered here, a new item after every
+``AgentAudioDone``, barge-in or local interruption, so the relay can drop the rest of a cut turn.
+``SettingsApplied`` echoes no format, so the requested one is used (mu-law 8 kHz: no
+conversion at all). Deepgram reports no end-of-speech time; the caller's last loud frame before
+the user's ``ConversationText`` stands in for it (energy, on the audio sent), which is what the
+per-turn latency in the call record is measured from.
+
+``KeepAlive`` (a text frame) goes out when no caller audio was sent for ``keepalive_seconds``:
+while the call is ending the caller's audio is not sent at all, so nothing they say can cut the
+farewell short. ``Error`` ends the session (documented as such).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import trio
+import trio_websocket
+
+from ..config.schema import DeepgramAgentConfig
+from .audio import AudioCodec
+from .base import ProviderError, ProviderSetup, RelayPort
+from .ws import Connector, open_provider_ws, tcp_connector
+
+log = logging.getLogger("agi_voice.deepgram_agent")
+
+MAX_PENDING_MS = 1000
+LOUD_RMS = 300.0
+"""Caller frames louder than this (about -40 dBFS) count as speech for the end-of-speech time."""
+_PERMANENT_CODES = frozenset({"INVALID_SETTINGS", "UNPARSABLE_CLIENT_MESSAGE"})
+_ids = itertools.count(1)
+
+
+class DeepgramAgentSession:
+    name = "deepgram_agent"
+    local_turns = False
+    speaks_after_tool = True
+
+    def __init__(self, cfg: DeepgramAgentConfig, setup: ProviderSetup, *,
+                 env: Mapping[str, str] | None = None, connect: Connector | None = None) -> None:
+        self.cfg = cfg
+        self.setup = setup
+        self._env = os.environ if env is None else env
+        self._connect = connect or tcp_connector(cfg.connect_timeout)
+        kind = "pcm" if cfg.audio == "linear16" else "ulaw"
+        self._codec = AudioCodec(kind, cfg.sample_rate if kind == "pcm" else 8000)
+        self._port: RelayPort | None = None
+        self._nursery: trio.Nursery | None = None
+        self._ready = False
+        self._muted = False
+        self._pending = bytearray()
+        self._control: deque[str] = deque()
+        self._wake = trio.Event()
+        self._last_audio_sent = 0.0
+        self._item = self._new_item()
+        self._item_has_audio = False
+        self._agent_text: list[str] = []
+        self._sent_ms = 0
+        self._last_loud_ms: int | None = None
+        self.keepalives = 0
+        self.frames_dropped = 0
+        self.latencies: list[dict[str, float]] = []
+
+    @staticmethod
+    def _new_item() -> str:
+        return f"dg_{next(_ids)}"
+
+    # -- SpeechToSpeech ------------------------------------------------------------------------
+
+    def send_caller_audio(self, pcm: bytes) -> None:
+        if not self._ready or self._muted:
+            return
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
+        self._sent_ms += len(samples) // 8
+        if samples.size and float(np.sqrt(np.mean(samples * samples))) > LOUD_RMS:
+            self._last_loud_ms = self._sent_ms
+        data = self._codec.encode(pcm)
+        limit = self._codec.bytes_per_ms * MAX_PENDING_MS
+        if len(self._pending) + len(data) > limit:
+            del self._pending[:len(self._pending) + len(data) - limit]
+            self.frames_dropped += 1
+        self._pending += data
+        self._wake.set()
+
+    def send_user_text(self, text: str) -> None:
+        self._send_json({"type": "InjectUserMessage", "content": text})
+
+    def interrupt(self, cut: tuple[str, int] | None) -> None:
+        # Deepgram has no cancel or truncate: the rest of the turn's audio is dropped by the
+        # relay (the item is cut) and new audio starts a new item.
+        self._next_item()
+
+    def commit_turn(self) -> None:
+        pass  # Deepgram always takes turns itself
+
+    def closing(self) -> None:
+        self._muted = True
+        self._pending.clear()
+
+    async def run(self, port: RelayPort, *,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._port = port
+        key = self._env.get(self.cfg.api_key_env, "")
+        if not key:
+            raise ProviderError(f"the environment variable {self.cfg.api_key_env} is not set",
+                                retryable=False)
+        header = (b"Authorization", b"Token " + key.encode())
+        async with open_provider_ws(self._connect, self.cfg.url, [header],
+                                    "Deepgram Voice Agent") as ws:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._sender, ws)
+                nursery.start_soon(self._keepalive)
+                await self._receiver(ws, task_status)
+                nursery.cancel_scope.cancel()
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def _send_json(self, message: dict[str, Any]) -> None:
+        self._control.append(json.dumps(message, separators=(",", ":")))
+        self._wake.set()
+
+    async def _sender(self, ws: trio_websocket.WebSocketConnection) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                while self._control:
+                    await ws.send_message(self._control.popleft())
+                if self._pending:
+                    data = bytes(self._pending)
+                    self._pending.clear()
+                    self._last_audio_sent = trio.current_time()
+                    await ws.send_message(data)
+        except trio_websocket.ConnectionClosed:
+            return  # the receiver reports the closed connection
+
+    async def _keepalive(self) -> None:
+        self._last_audio_sent = trio.current_time()
+        period = self.cfg.keepalive_seconds
+        while True:
+            await trio.sleep_until(self._last_audio_sent + period)
+            if trio.current_time() - self._last_audio_sent >= period:
+                self._send_json({"type": "KeepAlive"})
+                self.keepalives += 1
+                self._last_audio_sent = trio.current_time()
+
+    def settings(self) -> dict[str, Any]:
+        """The ``Settings`` message for this call (V1 shape, providers.md 2.2)."""
+        cfg, setup = self.cfg, self.setup
+        enc = {"ulaw": "mulaw", "pcm": "linear16"}[self._codec.name]
+        rate = self._codec.rate
+        listen: dict[str, Any] = {"type": "deepgram", "version": "v1", "model": cfg.listen_model,
+                                  "language": setup.language}
+        if cfg.keyterms:
+            listen["keyterms"] = list(cfg.keyterms)
+        think: dict[str, Any] = {
+            "provider": {"type": cfg.think_provider, "model": cfg.think_model,
+                         "temperature": cfg.temperature},
+            "prompt": setup.instructions,
+        }
+        if cfg.think_url:
+            think["endpoint"] = {"url": cfg.think_url, "headers": {}}
+        if setup.tools:
+            think["functions"] = [{"name": t.name, "description": t.description,
+                                   "parameters": t.parameters} for t in setup.tools]
+        agent: dict[str, Any] = {
+            "listen": {"provider": listen},
+            "think": think,
+            "speak": {"provider": {"type": "deepgram", "model": cfg.speak_model}},
+        }
+        if setup.greeting:
+            agent["greeting"] = setup.greeting
+        return {
+            "type": "Settings", "tags": list(cfg.tags), "experimental": False,
+            "flags": {"history": True},
+            "audio": {"input": {"encoding": enc, "sample_rate": rate},
+                      "output": {"encoding": enc, "sample_rate": rate, "container": "none"}},
+            "agent": agent,
+        }
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    async def _receiver(self, ws: trio_websocket.WebSocketConnection,
+                        task_status: trio.TaskStatus[None]) -> None:
+        while True:
+            try:
+                raw = await ws.get_message()
+            except trio_websocket.ConnectionClosed as exc:
+                reason = exc.reason
+                code = reason.code if reason is not None else 1006
+                raise ProviderError(f"connection closed (code {code})",
+                                    retryable=code != 1008) from None
+            t_in = trio.current_time()
+            if isinstance(raw, bytes):
+                self._on_audio(raw, t_in)
+                continue
+            try:
+                msg = json.loads(raw)
+                kind = msg["type"]
+            except (ValueError, KeyError, TypeError):
+                log.warning("deepgram agent: ignored a malformed message (%d bytes)", len(raw))
+                continue
+            if kind == "Welcome":
+                self._send_json(self.settings())
+            elif kind == "SettingsApplied":
+                if not self._ready:
+                    self._ready = True
+                    task_status.started()
+            else:
+                self._on_message(kind, msg)
+
+    def _on_audio(self, data: bytes, t_in: float) -> None:
+        port = self._port
+        if port is None or not self._ready:
+            return
+        if not self._item_has_audio:
+            self._item_has_audio = True
+            self._codec.reset_down()
+        port.agent_audio(self._codec.decode(data), self._item, t_in)
+        self._flush_agent_text()
+
+    def _flush_agent_text(self) -> None:
+        if self._agent_text and self._port is not None:
+            self._port.transcript("agent", " ".join(self._agent_text))
+            self._agent_text.clear()
+
+    def _next_item(self) -> None:
+        self._item = self._new_item()
+        self._item_has_audio = False
+
+    def _on_message(self, kind: str, msg: Mapping[str, Any]) -> None:
+        port = self._port
+        assert port is not None
+        if kind == "UserStartedSpeaking":
+            port.caller_speech_started()
+            self._last_loud_ms = None
+            self._next_item()
+        elif kind == "ConversationText":
+            text = str(msg.get("content") or "")
+            if msg.get("role") == "user":
+                if self._last_loud_ms is not None:
+                    port.caller_speech_stopped(self._last_loud_ms)
+                port.transcript("caller", text)
+            elif self._item_has_audio:
+                port.transcript("agent", text)
+            else:
+                self._agent_text.append(text)  # said by the next audio: recorded with it
+        elif kind == "AgentAudioDone":
+            if self._item_has_audio:
+                self._flush_agent_text()
+                port.agent_audio_done(self._item)
+            port.response_done("completed", None)
+            self._next_item()
+        elif kind == "AgentStartedSpeaking":
+            self.latencies.append({k: float(msg[k]) for k in
+                                   ("total_latency", "tts_latency", "ttt_latency")
+                                   if isinstance(msg.get(k), (int, float))})
+        elif kind == "FunctionCallRequest":
+            for f in msg.get("functions") or ():
+                if isinstance(f, Mapping) and f.get("client_side", True):
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._run_tool, str(f.get("id", "")),
+                                             str(f.get("name", "")), f.get("arguments"))
+        elif kind == "Error":
+            code = str(msg.get("code") or "")
+            raise ProviderError(f"provider error {code}: {msg.get('description', '')}",
+                                retryable=code not in _PERMANENT_CODES)
+        elif kind in ("Warning", "InjectionRefused"):
+            log.warning("deepgram agent %s: %s", kind,
+                        msg.get("description") or msg.get("message") or msg.get("code"))
+
+    async def _run_tool(self, call_id: str, name: str, arguments: object) -> None:
+        assert self._port is not None
+        args = arguments if isinstance(arguments, (str, dict)) else None
+        reply = await self._port.call_tool(name, args)
+        self._send_json({"type": "FunctionCallResponse", "id": call_id, "name": name,
+                         "content": reply.output})
