@@ -79,8 +79,17 @@ async def open_provider_ws(connect: Connector, url: str, headers: list[tuple[byt
                            what: str) -> AsyncIterator[trio_websocket.WebSocketConnection]:
     """``connect(url, headers)`` with every connection failure turned into ProviderError."""
     try:
-        async with connect(url, headers) as ws:
-            yield ws
+        try:
+            async with connect(url, headers) as ws:
+                yield ws
+        except BaseExceptionGroup as eg:
+            # a connector's nursery wraps what failed; one failure is handled as itself
+            if len(eg.exceptions) != 1:
+                raise
+            leaf: BaseException = eg
+            while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+                leaf = leaf.exceptions[0]
+            raise leaf from None
     except trio_websocket.ConnectionRejected as exc:
         status = exc.status_code or 0
         detail = error_message(exc.body) or f"HTTP {status}"

@@ -24,7 +24,15 @@ from ..config.schema import AssistantConfig
 from ..constants import FRAME_BYTES
 from ..protocol.audiosocket import AudioFormat, AudioSocketDecoder, Message
 from ..protocol.control import CallContext, Dtmf, Ended, Hangup, TransferResult
-from ..tools.spec import HANGUP, TRANSFER, ToolCallError, ToolReply, build_specs, parse_arguments
+from ..tools.spec import (
+    HANGUP,
+    TRANSFER,
+    ToolCallError,
+    ToolReply,
+    build_specs,
+    check_arguments,
+    decode_arguments,
+)
 from ..tools.webhook import call_webhook
 from .inbound import CallerAudio, CallerDtmf, DropOldestQueue, StreamClosed
 from .playout import LATENESS_BINS_MS, Playout, PlayoutFull
@@ -293,8 +301,9 @@ class MediaSession:
         try:
             if spec is None:
                 raise ToolCallError(f"there is no tool named {name!r}")
-            args = parse_arguments(arguments, spec.parameters)
+            args = decode_arguments(arguments)
             action.arguments = args
+            check_arguments(args, spec.parameters)
             if self._committed:
                 reply = ToolReply(ToolReply.error("the call is already ending").output, False)
             elif name == TRANSFER:
@@ -306,9 +315,7 @@ class MediaSession:
                 hook = next(h for h in self.assistant.tools.webhooks if h.name == name)
                 reply = await call_webhook(hook, args, self.call_info(), env=self.env)
         except ToolCallError as exc:
-            if isinstance(arguments, dict):
-                action.arguments = dict(arguments)
-            elif arguments:
+            if not action.arguments and arguments:
                 action.arguments = {"raw": str(arguments)[:MAX_RECORDED_RESULT]}
             reply = ToolReply.error(str(exc))
         action.result = reply.output[:MAX_RECORDED_RESULT]

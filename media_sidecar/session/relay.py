@@ -145,11 +145,11 @@ class RelaySession(MediaSession):
                     await nursery.start(self._provider_task)
                 self.ready = True
         except* ProviderError as eg:
-            error = eg.exceptions[0]  # type: ignore[assignment]
+            error = _leaf(eg)  # type: ignore[assignment]
         except* trio.TooSlowError:
             error = ProviderError(f"no answer within {self.start_timeout:.0f} s", retryable=True)
         except* (OSError, RuntimeError) as eg:
-            exc = eg.exceptions[0]
+            exc = _leaf(eg)
             error = ProviderError(f"{type(exc).__name__}: {exc}", retryable=True)
         if error is None:
             error = ProviderError("the provider session ended", retryable=True)
@@ -483,6 +483,14 @@ class RelaySession(MediaSession):
         p["audio_dropped_bytes"] = self._audio_dropped
         p["relay"] = {"chunks": len(self._proc_ms), **_stats("queue_ms", self._proc_ms),
                       "first_frame_n": len(waits), **_stats("first_frame_ms", waits)}
+
+
+def _leaf(eg: BaseExceptionGroup[Any]) -> BaseException:
+    """The first real exception in a (nested) group."""
+    exc: BaseException = eg
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _stats(name: str, values: list[float]) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from typing import Any
 
 from ..config.schema import AssistantConfig
 
-__all__ = ["ToolCallError", "ToolReply", "ToolSpec", "build_specs", "parse_arguments"]
+__all__ = ["ToolCallError", "ToolReply", "ToolSpec", "build_specs", "check_arguments",
+           "decode_arguments", "parse_arguments"]
 
 TRANSFER = "transfer_call"
 HANGUP = "hangup_call"
@@ -88,6 +89,13 @@ def parse_arguments(raw: str | dict[str, Any] | None, schema: dict[str, Any]) ->
     """The model's arguments (JSON text, or an object for providers that send one), checked
     against the top level of ``schema``: an object, required keys present, property types
     and enums. Raises ToolCallError with a message the model can act on."""
+    args = decode_arguments(raw)
+    check_arguments(args, schema)
+    return args
+
+
+def decode_arguments(raw: str | dict[str, Any] | None) -> dict[str, Any]:
+    """The arguments as an object. Raises ToolCallError if they are not JSON or not an object."""
     if raw is None or raw == "":
         args: Any = {}
     elif isinstance(raw, dict):
@@ -99,6 +107,11 @@ def parse_arguments(raw: str | dict[str, Any] | None, schema: dict[str, Any]) ->
             raise ToolCallError("arguments are not valid JSON") from None
     if not isinstance(args, dict):
         raise ToolCallError("arguments must be a JSON object")
+    return args
+
+
+def check_arguments(args: dict[str, Any], schema: dict[str, Any]) -> None:
+    """Raise ToolCallError unless ``args`` fit the top level of ``schema``."""
     props = schema.get("properties") or {}
     missing = [k for k in schema.get("required") or () if k not in args]
     if missing:
@@ -116,4 +129,4 @@ def parse_arguments(raw: str | dict[str, Any] | None, schema: dict[str, Any]) ->
         enum = prop.get("enum")
         if isinstance(enum, list) and value not in enum:
             raise ToolCallError(f"argument {key!r} must be one of {enum}")
-    return args
+

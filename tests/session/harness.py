@@ -19,7 +19,7 @@ from fastagi_server.emulator.audiosocket_side import (
     AudioSocketSession,
 )
 from fastagi_server.emulator.caller import CallerScript
-from media_sidecar.app import rules_brain
+from media_sidecar.app import load_prompts, rules_brain
 from media_sidecar.config.loader import load_config
 from media_sidecar.config.schema import Config
 from media_sidecar.protocol import control as c
@@ -84,7 +84,8 @@ class Outcome:
 
 
 def build_server(cfg: Config, *, redirect: bool = True, provider_factory=None):
-    """The production AudioSocket server with fake engines and a recording control plane."""
+    """The production AudioSocket server with fake engines and a recording control plane
+    (apologies are rendered by the fake TTS, as the sidecar renders them at start-up)."""
     registry = CallRegistry(cfg)
     tts = FakeTts()
     services = CallServices(speaker_factory=lambda a: Speaker(tts), brain_factory=rules_brain,
@@ -93,16 +94,21 @@ def build_server(cfg: Config, *, redirect: bool = True, provider_factory=None):
     records = MemoryRecords()
     server = AudioSocketServer(cfg, registry, services, control, records,
                                on_ended=control.on_ended,
-                               provider_factory=provider_factory or make_provider)
+                               provider_factory=provider_factory or make_provider,
+                               prompts=load_prompts(cfg, services))
     server.tts = tts  # type: ignore[attr-defined]
     server.memory_records = records  # type: ignore[attr-defined]
     return server, registry, control
 
 
+CONTEXT = c.CallContext(callerid="5551234", calleridname="Ada Lovelace", dnid="7000",
+                        channel="PJSIP/alice-00000001", uniqueid="1700000000.1",
+                        variables={"ACCOUNT": "A-42"})
+
+
 def offer(registry: CallRegistry, cfg: Config, call_uuid: str) -> None:
     reply = registry.offer(c.Offer(uuid=call_uuid, assistant=cfg.routing.default or
-                                   cfg.assistants[0].name,
-                                   context=c.CallContext(callerid="5551234", dnid="7000")))
+                                   cfg.assistants[0].name, context=CONTEXT))
     assert isinstance(reply, c.Accept), reply
 
 

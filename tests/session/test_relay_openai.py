@@ -6,22 +6,15 @@ to the product's client over an in-memory stream so the autojump clock drives bo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import numpy as np
 import pytest
-import trio
-import trio.testing
-import trio_websocket
 
 from fastagi_server.emulator.caller import CallerScript
 from media_sidecar.config.loader import parse_config
-from media_sidecar.providers import make_setup
-from media_sidecar.providers.openai_realtime import OpenAIRealtimeSession
 from tests.fakes import tone
 from tests.mocks.openai_realtime import MockRealtimeServer, RealtimeScript
 from tests.session.harness import run_session
+from tests.session.providers import openai_factory
 
 FRAME = 0.02
 YAML = """
@@ -36,29 +29,7 @@ assistants:
 
 
 def memory_provider(mock: MockRealtimeServer, key: str = "test-key"):
-    """A provider factory whose WebSocket runs over an in-memory stream to ``mock``."""
-
-    @asynccontextmanager
-    async def connect(url: str, headers: list[tuple[bytes, bytes]]
-                      ) -> AsyncIterator[trio_websocket.WebSocketConnection]:
-        client, server = trio.testing.memory_stream_pair()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(mock.serve_stream, server)
-            resource = url.split("//", 1)[1].split("/", 1)[1]
-            ws = await trio_websocket.wrap_client_stream(
-                nursery, client, "api.openai.com", "/" + resource,  # type: ignore[arg-type]
-                extra_headers=headers)
-            try:
-                yield ws
-            finally:
-                await ws.aclose()
-                nursery.cancel_scope.cancel()
-
-    def factory(assistant, context):
-        return OpenAIRealtimeSession(assistant.realtime, make_setup(assistant, context),
-                                     env={"OPENAI_API_KEY": key}, connect=connect)
-
-    return factory
+    return openai_factory(mock, key)
 
 
 def loud_times(out) -> list[float]:
