@@ -1,0 +1,203 @@
+"""What the mock does (:class:`AgentScript`) and what happened (:class:`SessionLog`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+__all__ = ["AgentScript", "SessionClosedError", "SessionLog", "Speech"]
+
+MEDIA = "Media"
+"""Pseudo-type under which client binary frames (asyncapi ``AgentV1Media``) are counted."""
+AUDIO = "Audio"
+"""Pseudo-type under which server binary frames (asyncapi ``AgentV1Audio``) are counted."""
+
+
+@dataclass(frozen=True)
+class AgentScript:
+    """What the mock does. Agent turns are the replies to user turns (spoken or injected),
+    numbered from 1 per session; the greeting and injected agent messages are not turns.
+    Transcripts and replies are consumed in order per session."""
+
+    vad_rms: float = 500.0
+    """RMS (16-bit scale) above which a 20 ms input frame is speech."""
+    vad_start_ms: int = 60
+    """Consecutive loud audio before ``UserStartedSpeaking``."""
+    vad_end_ms: int = 500
+    """Consecutive quiet audio that ends the user's turn."""
+    transcripts: Sequence[str] = ()
+    """User transcripts per spoken turn, then ``"utterance <n>"``."""
+    replies: Sequence[str] = ()
+    """Assistant texts per plain reply, then ``"reply <n>"``."""
+    reply_ms: int = 1500
+    """Length of the tone spoken for every agent message (greeting and injections included)."""
+    reply_pcm16: bytes | None = None
+    """Speech audio (PCM16 LE at ``reply_pcm16_rate``) instead of the tone."""
+    reply_pcm16_rate: int = 24000
+    tone_hz: float = 440.0
+    tone_amplitude: int = 8000
+    chunk_ms: int = 100
+    """Audio per binary frame sent."""
+    send_rate: float = 4.0
+    """Multiple of real time at which audio frames are sent; <= 0 sends them unpaced."""
+    first_byte_delay: float = 0.0
+    """Seconds between an agent message's ``ConversationText`` and its first audio."""
+    function_calls: Mapping[str, tuple[str, Mapping[str, Any]]] = field(default_factory=dict)
+    """Substring of the user text (case-insensitive) -> (function name, arguments): that turn
+    is a function call. The function must be declared in the Settings, else it is a plain reply
+    and a problem is recorded."""
+    speak_before_call: str | None = None
+    """If set, a function-call turn first speaks this text, then sends the request."""
+    after_tool_reply: str = "done"
+    """What the agent says once the function result is in."""
+    server_function_result: str = '{"mock":"not executed"}'
+    """``content`` of the server's FunctionCallResponse for a function with an ``endpoint``."""
+    error_after_turns: int | None = None
+    """The n-th agent turn is replaced by ``Error`` INTERNAL_SERVER_ERROR, then close."""
+    disconnect_mid_turn: int | None = None
+    """The stream is closed (no close frame) halfway through the n-th turn's first audio."""
+    reject_with_status: int | None = None
+    """Every upgrade is refused with this HTTP status (e.g. 503: provider down)."""
+    total_latency: float = 0.82
+    tts_latency: float = 0.21
+    ttt_latency: float = 0.61
+    """Figures reported by ``AgentStartedSpeaking`` (seconds); no delay is implied."""
+    idle_timeout: float | None = 10.0
+    """With neither audio nor KeepAlive for this long: ``Error`` CLIENT_MESSAGE_TIMEOUT, close.
+    None disables it."""
+
+
+@dataclass(eq=False)
+class Speech:
+    """One agent message and how much of its audio went out."""
+
+    kind: str
+    """``greeting`` | ``reply`` | ``before_call`` | ``after_tool`` | ``inject``."""
+    text: str
+    turn: int | None
+    """The agent turn it belongs to; None for the greeting and injected messages."""
+    started_at: float
+    """Runtime clock when its ConversationText was sent."""
+    total_ms: float
+    bytes_sent: int = 0
+    ms_sent: float = 0.0
+    interrupted: bool = False
+    """Cut by UserStartedSpeaking (or InjectAgentMessage ``interrupt``) before AgentAudioDone."""
+    done: bool = False
+    """AgentAudioDone was sent."""
+
+
+class SessionClosedError(Exception):
+    """A :meth:`SessionLog.wait_for` could not be satisfied: the session ended first."""
+
+
+@dataclass(eq=False)
+class SessionLog:
+    """Everything one connection did. Binary frames are counted (types ``Media`` received,
+    ``Audio`` sent), not stored."""
+
+    path: str = ""
+    request_id: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    """Headers of interest (lower-case names); the credential is redacted."""
+    auth_scheme: str | None = None
+    """``Token`` | ``Bearer`` | ``subprotocol``, once accepted."""
+    rejected_status: int | None = None
+    settings: dict[str, Any] | None = field(default=None, repr=False)
+    """The Settings message as received (once applied)."""
+    config: dict[str, Any] | None = field(default=None, repr=False)
+    """Effective settings: Settings with UpdatePrompt/Speak/Think/Listen applied."""
+    client_messages: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    server_messages: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    audio_in_frames: int = 0
+    audio_in_bytes: int = 0
+    audio_in_ms: float = 0.0
+    audio_out_frames: int = 0
+    audio_out_bytes: int = 0
+    audio_out_ms: float = 0.0
+    speeches: list[Speech] = field(default_factory=list)
+    turns: int = 0
+    """Agent turns started."""
+    user_texts: list[str] = field(default_factory=list)
+    """User turns: transcripts of spoken turns and injected user messages, in order."""
+    keepalive_times: list[float] = field(default_factory=list)
+    function_requests: list[dict[str, Any]] = field(default_factory=list)
+    """The ``functions`` items of the FunctionCallRequests sent."""
+    function_responses: list[dict[str, Any]] = field(default_factory=list)
+    """FunctionCallResponse messages received, matched or not."""
+    injected_user: list[str] = field(default_factory=list)
+    injected_agent: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    """Client deviations the mock tolerated (or the script could not follow)."""
+    close_reason: str | None = None
+    """``client`` | ``rejected`` | ``error:<CODE>`` | ``disconnect_mid_turn`` | ``send_failed``."""
+    closed: trio.Event = field(default_factory=trio.Event)
+    _counts: dict[tuple[bool, str], int] = field(default_factory=dict, repr=False)
+    _waiters: list[tuple[bool, str, int, trio.Event]] = field(default_factory=list, repr=False)
+
+    @property
+    def interrupted(self) -> list[Speech]:
+        return [s for s in self.speeches if s.interrupted]
+
+    def count(self, type_name: str, *, sent: bool = False) -> int:
+        """How many messages of this type were received (or, with ``sent``, sent)."""
+        return self._counts.get((sent, type_name), 0)
+
+    def received(self, type_name: str) -> list[dict[str, Any]]:
+        return [m for m in self.client_messages if m.get("type") == type_name]
+
+    def sent(self, type_name: str) -> list[dict[str, Any]]:
+        return [m for m in self.server_messages if m["type"] == type_name]
+
+    def sent_types(self) -> list[str]:
+        return [m["type"] for m in self.server_messages]
+
+    async def wait_for(self, type_name: str, count: int = 1) -> dict[str, Any]:
+        """Wait until the ``count``-th client message of this type has been handled; return it
+        (for binary frames, ``{"type": "Media", "count": n}``). Raises SessionClosedError if
+        the session ends first."""
+        await self._wait(False, type_name, count)
+        return self._nth(self.client_messages, type_name, count)
+
+    async def wait_for_sent(self, type_name: str, count: int = 1) -> dict[str, Any]:
+        """Wait until the ``count``-th server message of this type has been sent; return it
+        (for binary frames, ``{"type": "Audio", "count": n}``). Raises as wait_for."""
+        await self._wait(True, type_name, count)
+        return self._nth(self.server_messages, type_name, count)
+
+    async def _wait(self, sent: bool, type_name: str, count: int) -> None:
+        if self.count(type_name, sent=sent) < count:
+            if not self.closed.is_set():
+                event = trio.Event()
+                self._waiters.append((sent, type_name, count, event))
+                await event.wait()
+            if self.count(type_name, sent=sent) < count:
+                raise SessionClosedError(f"session closed before {count} x {type_name}")
+
+    @staticmethod
+    def _nth(messages: list[dict[str, Any]], type_name: str, count: int) -> dict[str, Any]:
+        matches = [m for m in messages if m.get("type") == type_name]
+        return matches[count - 1] if len(matches) >= count else {"type": type_name, "count": count}
+
+    def _bump(self, sent: bool, type_name: str) -> None:
+        key = (sent, type_name)
+        n = self._counts[key] = self._counts.get(key, 0) + 1
+        if self._waiters:
+            keep = []
+            for w in self._waiters:
+                if w[0] == sent and w[1] == type_name and w[2] <= n:
+                    w[3].set()
+                else:
+                    keep.append(w)
+            self._waiters = keep
+
+    def _close(self, reason: str) -> None:
+        if self.close_reason is None:
+            self.close_reason = reason
+        self.closed.set()
+        for w in self._waiters:
+            w[3].set()
+        self._waiters = []

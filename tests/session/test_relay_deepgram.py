@@ -1,0 +1,197 @@
+"""Deepgram Voice Agent calls: the product's client against the protocol mock over an in-memory
+WebSocket, through the real AudioSocket server and the emulator's Asterisk side, virtual time."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import trio
+
+from fastagi_server.emulator.caller import CallerScript
+from media_sidecar.config.loader import parse_config
+from media_sidecar.protocol.control import CallContext
+from media_sidecar.providers import make_setup
+from media_sidecar.providers.deepgram_agent import DeepgramAgentSession
+from media_sidecar.tools.spec import ToolReply
+from tests.fakes import dominant_freq, tone
+from tests.mocks.deepgram_agent import AgentScript, MockAgentServer
+from tests.session.harness import run_session
+from tests.session.providers import deepgram_factory, memory_connector
+
+YAML = """
+routing: {default: dg}
+assistants:
+  dg:
+    provider: deepgram_agent
+    greeting: "Hello {caller_name}."
+    instructions: "You answer calls for ACME. The caller is {caller_name}."
+    deepgram: {keyterms: [ACME]}
+    barge_in: {greeting_protection_ms: 0}
+    destinations:
+      sales: {context: from-internal, exten: "2002", description: sales team}
+      operator: {context: from-internal, exten: "0"}
+    fallback_destination: operator
+    EXTRA
+  local:
+    provider: local
+    brain: {greeting: "This is the backup assistant."}
+"""
+
+
+def config(extra: str = ""):
+    return parse_config(YAML.replace("EXTRA", extra), "dg.yaml")
+
+
+def loud_times(out) -> list[float]:
+    return [f.t for f in out.asterisk.audio_frames()
+            if np.abs(np.frombuffer(f.payload, dtype="<i2")).max(initial=0) > 300]
+
+
+async def test_greeting_then_an_answer_with_transcripts_and_latency(autojump_clock):
+    mock = MockAgentServer(script=AgentScript(reply_ms=1000, transcripts=["what time is it"],
+                                              replies=["It is noon."]))
+    script = CallerScript().speak(tone(500, 1.0), at=2.0).hangup(at=6.0)
+    out = await run_session(script, cfg=config(), provider_factory=deepgram_factory(mock))
+
+    log = mock.sessions[0]
+    s = log.settings
+    assert s["audio"] == {"input": {"encoding": "mulaw", "sample_rate": 8000},
+                          "output": {"encoding": "mulaw", "sample_rate": 8000,
+                                     "container": "none"}}
+    agent = s["agent"]
+    assert agent["greeting"] == "Hello Ada Lovelace."
+    assert agent["think"]["prompt"] == "You answer calls for ACME. The caller is Ada Lovelace."
+    assert [f["name"] for f in agent["think"]["functions"]] == ["transfer_call", "hangup_call"]
+    assert agent["listen"]["provider"]["keyterms"] == ["ACME"]
+    assert log.auth_scheme == "Token"
+    # greeting (1 s) and answer (1 s) heard as the mock's 440 Hz tone, on the 20 ms grid
+    loud = loud_times(out)
+    assert 98 <= len(loud) <= 102
+    frames = [np.frombuffer(f.payload, dtype="<i2") for f in out.asterisk.audio_frames()]
+    assert abs(dominant_freq(np.concatenate(frames), 8000) - 440) < 15
+    turns = out.record.turns
+    assert [t.trigger for t in turns] == ["start", "speech"]
+    assert turns[0].agent_text == "Hello Ada Lovelace."
+    assert (turns[1].caller_text, turns[1].agent_text) == ("what time is it", "It is noon.")
+    # caller end of speech -> first agent frame: the mock's 500 ms end-of-speech wait + a tick
+    assert turns[1].latency_ms is not None and 500 <= turns[1].latency_ms <= 560
+    assert out.ended.status == "CALLER_HANGUP"
+
+
+async def test_barge_in_flushes_within_a_frame_and_drops_the_rest(autojump_clock):
+    mock = MockAgentServer(script=AgentScript(reply_ms=3000, send_rate=1.0))
+    script = (CallerScript().speak(tone(500, 0.8), at=3.5)
+              .barge_in(tone(600, 0.8), utterance=2, delay=1.0).hangup(at=9.0))
+    out = await run_session(script, cfg=config(), provider_factory=deepgram_factory(mock))
+
+    log = mock.sessions[0]
+    assert len(log.interrupted) == 1
+    assert out.record.barge_ins == 1 and out.record.turns[1].interrupted
+    barge = out.record.barge_in_at[0] + out.asterisk.started_at
+    answer = [t for t in loud_times(out) if t > out.asterisk.started_at + 3.1]
+    assert answer, "the answer was never heard"
+    assert not [t for t in answer if barge + 0.021 < t < barge + 0.5]
+
+
+async def test_transfer_waits_for_what_the_agent_says_after_the_tool(autojump_clock):
+    mock = MockAgentServer(script=AgentScript(
+        reply_ms=1000, transcripts=["sales please"],
+        function_calls={"sales": ("transfer_call", {"destination": "sales"})},
+        after_tool_reply="Transferring you to sales now."))
+    script = CallerScript().speak(tone(500, 1.0), at=2.0).hangup(at=20.0)
+    out = await run_session(script, cfg=config(), provider_factory=deepgram_factory(mock))
+
+    assert (out.ended.status, out.ended.transfer_to) == ("TRANSFERRED", "sales")
+    (req,) = out.control.requests
+    assert req.exten == "2002"
+    (resp,) = mock.sessions[0].function_responses
+    assert json.loads(resp["content"])["status"] == "transferring"
+    assert 98 <= len(loud_times(out)) <= 102  # greeting + the whole announcement
+
+
+async def test_refused_destination_goes_back_to_the_model(autojump_clock):
+    mock = MockAgentServer(script=AgentScript(
+        reply_ms=600, transcripts=["the boss"],
+        function_calls={"boss": ("transfer_call", {"destination": "ceo"})},
+        after_tool_reply="I can't do that."))
+    script = CallerScript().speak(tone(500, 1.0), at=1.5).hangup(at=8.0)
+    out = await run_session(script, cfg=config(), provider_factory=deepgram_factory(mock))
+    assert out.control.requests == []
+    (resp,) = mock.sessions[0].function_responses
+    assert json.loads(resp["content"])["ok"] is False
+    assert out.ended.status == "CALLER_HANGUP"
+
+
+async def test_hangup_plays_the_farewell_and_mutes_the_caller(autojump_clock):
+    mock = MockAgentServer(script=AgentScript(
+        reply_ms=1000, transcripts=["bye"], function_calls={"bye": ("hangup_call", {})},
+        after_tool_reply="Goodbye, thanks for calling."))
+    script = (CallerScript().speak(tone(500, 0.8), at=1.5)
+              .barge_in(tone(600, 0.6), utterance=2, delay=0.2).hangup(at=20.0))
+    out = await run_session(script, cfg=config("deepgram: {keepalive_seconds: 0.5}"),
+                            provider_factory=deepgram_factory(mock))
+
+    assert out.ended.status == "COMPLETED"
+    assert 98 <= len(loud_times(out)) <= 102  # greeting + the whole farewell
+    log = mock.sessions[0]
+    assert not log.interrupted  # the caller's words never reached Deepgram: nothing was cut
+    assert log.keepalive_times  # audio stopped, so KeepAlive kept the socket open
+
+
+async def test_keypad_digits_are_injected_as_a_user_message(autojump_clock):
+    mock = MockAgentServer(script=AgentScript(reply_ms=500, replies=["Thanks."]))
+    script = CallerScript().dtmf("7*", at=1.5).dtmf("#", at=2.2).hangup(at=6.0)
+    out = await run_session(script, cfg=config(), provider_factory=deepgram_factory(mock))
+    assert mock.sessions[0].injected_user == ["(The caller pressed these keypad keys: 7 * #)"]
+    assert out.record.turns[-1].trigger == "dtmf"
+
+
+async def test_error_mid_call_apologises_and_transfers_to_the_fallback(autojump_clock):
+    mock = MockAgentServer(script=AgentScript(reply_ms=800, error_after_turns=1))
+    script = CallerScript().speak(tone(500, 0.8), at=1.5).hangup(at=20.0)
+    out = await run_session(script, cfg=config(), provider_factory=deepgram_factory(mock))
+    assert (out.ended.status, out.ended.transfer_to) == ("TRANSFERRED", "operator")
+    assert "INTERNAL_SERVER_ERROR" in out.record.provider["error"]
+    assert [a.kind for a in out.record.actions] == ["apology", "transfer"]
+
+
+async def test_bad_key_at_start_hands_the_call_to_the_fallback_assistant(autojump_clock):
+    mock = MockAgentServer(api_key="right")
+    out = await run_session(CallerScript().hangup(at=4.0),
+                            cfg=config("fallback_assistant: local"),
+                            provider_factory=deepgram_factory(mock, key="wrong"))
+    assert mock.rejected[0].rejected_status == 401
+    assert out.record.assistant == "local"
+    assert "401" in out.record.fallback_from["error"]
+    assert out.record.turns[0].agent_text == "This is the backup assistant."
+
+
+class _Port:
+    """The least a provider session needs, to watch its idle behaviour alone."""
+
+    def agent_audio(self, pcm, item_id, t_in): pass
+    def agent_audio_done(self, item_id): pass
+    def caller_speech_started(self): return None
+    def caller_speech_stopped(self, audio_end_ms): pass
+    def transcript(self, role, text): pass
+    def response_done(self, status, usage): pass
+
+    async def call_tool(self, name, arguments):
+        return ToolReply("{}")
+
+
+async def test_keepalive_keeps_an_idle_session_open(autojump_clock):
+    mock = MockAgentServer(script=AgentScript(idle_timeout=10.0))
+    a = config().assistant("dg")
+    provider = DeepgramAgentSession(a.deepgram, make_setup(a, CallContext()),
+                                    env={"DEEPGRAM_API_KEY": "test-key"},
+                                    connect=memory_connector(mock.serve_stream, "dg"))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(provider.run, _Port())
+        await trio.sleep(30)  # no caller audio at all for 30 s (virtual)
+        nursery.cancel_scope.cancel()
+    log = mock.sessions[0]
+    assert log.close_reason is None or "TIMEOUT" not in log.close_reason
+    gaps = np.diff(log.keepalive_times)
+    assert len(log.keepalive_times) >= 3 and np.allclose(gaps, 8.0, atol=0.05)
