@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
+import trio
 
 from ..config.schema import WebhookTool
 from .spec import ToolReply
@@ -55,15 +56,19 @@ async def call_webhook(tool: WebhookTool, arguments: dict[str, Any], call: dict[
             else:
                 body = {"tool": tool.name, "arguments": arguments, "call": call}
                 req = client.build_request("POST", tool.url, json=body, headers=headers)
-            resp = await client.send(req, stream=True)
-            try:
-                data = bytearray()
-                async for chunk in resp.aiter_bytes():
-                    data += chunk
-                    if len(data) > tool.max_result_bytes:
-                        break
-            finally:
-                await resp.aclose()
+            data = bytearray()
+            with trio.fail_after(tool.timeout * 2):  # a body that never ends
+                async with client.stream(req.method, req.url, headers=req.headers,
+                                         content=req.content) as resp:
+                    # read to the end (an early break leaves httpx's generators unclosed);
+                    # only the first max_result_bytes + 1 are kept
+                    async for chunk in resp.aiter_bytes():
+                        if len(data) <= tool.max_result_bytes:
+                            data += chunk[:tool.max_result_bytes + 1 - len(data)]
+    except trio.TooSlowError:
+        log.warning("webhook %s: the answer did not end within %.1f s", tool.name,
+                    tool.timeout * 2)
+        return ToolReply.error(f"the {tool.name} service did not answer in time")
     except httpx.TimeoutException:
         log.warning("webhook %s: no answer within %.1f s", tool.name, tool.timeout)
         return ToolReply.error(f"the {tool.name} service did not answer in time")
