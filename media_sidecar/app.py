@@ -95,6 +95,7 @@ async def run_sidecar(cfg: Config, services: CallServices | None = None,
                       unavailable: dict[str, str] | None = None, *,
                       provider_factory: ProviderFactory = make_provider,
                       prompts: dict[str, bytes] | None = None,
+                      records: RecordWriter | None = None,
                       task_status: trio.TaskStatus[SidecarPorts] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve until cancelled. Engines and prompts are loaded here unless given."""
     if services is None:
@@ -108,7 +109,7 @@ async def run_sidecar(cfg: Config, services: CallServices | None = None,
         registry.unavailable = {a.name: "no speech engines available" for a in cfg.assistants
                                 if a.provider == "local"} | (unavailable or {})
     hub = ControlHub(registry)
-    records = RecordWriter(cfg.sidecar.records_path)
+    records = records or RecordWriter(cfg.sidecar.records_path)
     server = AudioSocketServer(cfg, registry, services, hub, records, on_ended=hub.send,
                                provider_factory=provider_factory, prompts=prompts)
     sc = cfg.sidecar

@@ -26,6 +26,8 @@ Connector = Callable[[str, list[tuple[bytes, bytes]]],
 
 PERMANENT_HTTP = frozenset({400, 401, 403, 404})
 MAX_MESSAGE = 16 * 1024 * 1024
+CLOSE_TIMEOUT = 0.5
+"""How long a call's end waits for the provider to answer the WebSocket close."""
 
 
 def tcp_connector(connect_timeout: float) -> Connector:
@@ -59,7 +61,7 @@ def tcp_connector(connect_timeout: float) -> Connector:
                 try:
                     yield ws
                 finally:
-                    with trio.move_on_after(1.0) as scope:
+                    with trio.move_on_after(CLOSE_TIMEOUT) as scope:
                         scope.shield = True
                         await ws.aclose()
                     nursery.cancel_scope.cancel()

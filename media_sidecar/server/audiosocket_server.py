@@ -114,7 +114,7 @@ class AudioSocketServer:
             session, ended = await self._fall_back(uuid, session, offer, decoder, stream, ended)
         log.info("call %s ended: %s %s", uuid, ended.status, ended.reason)
         with trio.CancelScope(shield=True):
-            if self.on_ended is not None:
+            if self.on_ended is not None and not session.verdict_sent:
                 await self.on_ended(ended)  # type: ignore[misc]
             await trio.to_thread.run_sync(self.records.write, session.record)
 
@@ -145,7 +145,7 @@ class AudioSocketServer:
             fmt=AudioFormat.parse(assistant.audio_format), control=self.control,
             caller_queue_frames=sc.caller_queue_frames, decoder=decoder,
             playout_seconds=sc.playout.queue_seconds, lead_frames=sc.playout.lead_frames,
-            apology=self.prompts.get(assistant.name, b""))
+            apology=self.prompts.get(assistant.name, b""), on_verdict=self.on_ended)
         if assistant.provider in RELAY_PROVIDERS:
             extra: dict[str, Any] = {}
             if self.services is not None:

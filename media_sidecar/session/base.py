@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -63,7 +63,8 @@ class MediaSession:
                  fmt: AudioFormat, control: ControlPort | None = None,
                  caller_queue_frames: int = 50, decoder: AudioSocketDecoder | None = None,
                  playout_seconds: float = 60.0, lead_frames: int = 0, apology: bytes = b"",
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None,
+                 on_verdict: Callable[[Ended], Awaitable[object]] | None = None) -> None:
         self.uuid = uuid
         self.assistant = assistant
         self.context = context
@@ -91,6 +92,10 @@ class MediaSession:
         self.env = os.environ if env is None else env
         self.keep_stream = False
         """Set by a session that hands its still-open AudioSocket to a fallback session."""
+        self.on_verdict = on_verdict
+        self.verdict_sent = False
+        """The verdict went to the control plane before the hand-back frame (Asterisk's
+        AudioSocket returns on that frame, and the dialplan wants AI_STATUS at once)."""
         self._tools = {t.name: t for t in build_specs(assistant)}
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -252,7 +257,14 @@ class MediaSession:
         return True
 
     async def _hand_back(self) -> None:
-        """Send ``00 00 00`` after queued audio, then end the call (at once if the leg is gone)."""
+        """Send ``00 00 00`` after queued audio, then end the call (at once if the leg is gone).
+
+        The verdict is sent to the control plane first: the call's teardown (a provider's
+        WebSocket closing) must not delay AI_STATUS."""
+        if self.outcome is not None and self.on_verdict is not None and not self.verdict_sent:
+            self.verdict_sent = True
+            with trio.CancelScope(shield=True):
+                await self.on_verdict(self.outcome)
         if not self._closed.is_set():
             self.playout.hand_back()
             with trio.move_on_after(self.playout_seconds + 1.0):

@@ -42,14 +42,12 @@ from typing import Any
 import numpy as np
 import trio
 
-from ..config.schema import AssistantConfig, VadConfig
+from ..config.schema import VadConfig
 from ..constants import FRAME_BYTES, FRAME_MS
 from ..dsp.vad import SpeechEnded, SpeechStarted, TurnDetector, VoiceDetector
-from ..protocol.audiosocket import AudioFormat, AudioSocketDecoder
-from ..protocol.control import CallContext
 from ..providers.base import ProviderError, SpeechToSpeech
 from ..tools.spec import ToolReply
-from .base import ControlPort, MediaSession
+from .base import MediaSession
 from .playout import PlayoutFull, Segment
 from .records import ToolAction, TurnRecord
 
@@ -85,17 +83,12 @@ class _Item:
 
 
 class RelaySession(MediaSession):
-    def __init__(self, *, uuid: str, assistant: AssistantConfig, context: CallContext,
-                 fmt: AudioFormat, provider: SpeechToSpeech, control: ControlPort | None = None,
-                 caller_queue_frames: int = 50, decoder: AudioSocketDecoder | None = None,
-                 playout_seconds: float = 60.0, lead_frames: int = 0,
-                 start_timeout: float | None = None, apology: bytes = b"",
+    def __init__(self, *, provider: SpeechToSpeech, start_timeout: float | None = None,
                  vad_factory: Callable[[VadConfig], VoiceDetector] = VoiceDetector,
-                 env: Any = None) -> None:
-        super().__init__(uuid=uuid, assistant=assistant, context=context, fmt=fmt,
-                         control=control, caller_queue_frames=caller_queue_frames,
-                         decoder=decoder, playout_seconds=playout_seconds,
-                         lead_frames=lead_frames, apology=apology, env=env)
+                 **kw: Any) -> None:
+        """``kw``: :class:`MediaSession`'s arguments."""
+        super().__init__(**kw)
+        assistant = self.assistant
         self.provider = provider
         self.start_timeout = assistant.start_timeout if start_timeout is None else start_timeout
         self.ready = False

@@ -28,6 +28,7 @@ from fastagi_server.server import FastAgiServer
 from media_sidecar.app import SidecarPorts, rules_brain, run_sidecar
 from media_sidecar.config.schema import AmiConfig, Config, FastAgiConfig, Listen
 from media_sidecar.session.call import CallServices
+from media_sidecar.session.records import RecordWriter
 from media_sidecar.session.speaker import Speaker
 from tests.fakes import EnergyVad, FakeStt, FakeTts
 
@@ -80,6 +81,26 @@ class FastAgiThread:
             raise self.error
 
 
+class CountingRecords(RecordWriter):
+    """The production record writer (JSON lines in the file) that also lets a test wait, in a
+    worker thread, until the sidecar has written a number of records."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.written = 0
+        self._cond = threading.Condition()
+
+    def write(self, record) -> None:
+        super().write(record)
+        with self._cond:
+            self.written += 1
+            self._cond.notify_all()
+
+    def wait(self, n: int, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self.written >= n, timeout)
+
+
 class SidecarRunner:
     """The sidecar in its own cancel scope, so a test can stop and restart it on its ports."""
 
@@ -89,6 +110,7 @@ class SidecarRunner:
         self.services = services
         self.scope: trio.CancelScope | None = None
         self.ports: SidecarPorts | None = None
+        self.records = CountingRecords(cfg.sidecar.records_path)
 
     async def start(self) -> SidecarPorts:
         self.ports = await self.nursery.start(self._run)
@@ -97,7 +119,8 @@ class SidecarRunner:
     async def _run(self, task_status: trio.TaskStatus[SidecarPorts] = trio.TASK_STATUS_IGNORED):
         with trio.CancelScope() as scope:
             self.scope = scope
-            await run_sidecar(self.cfg, self.services, {}, task_status=task_status)
+            await run_sidecar(self.cfg, self.services, {}, records=self.records,
+                              task_status=task_status)
 
     async def stop(self) -> None:
         assert self.scope is not None and self.ports is not None
@@ -133,6 +156,13 @@ class Stack:
     async def settle(self) -> None:
         """Wait until the FastAGI server has finished with every AGI connection."""
         await trio.to_thread.run_sync(self.fastagi.call, self.fastagi.server.wait_idle())
+
+    async def wait_records(self, n: int, timeout: float = 10.0) -> None:
+        """Wait until the sidecar has written ``n`` call records (it writes each one after
+        the call's AudioSocket closed, which can be after the AGI side is done)."""
+        assert self.sidecar_runner is not None
+        ok = await trio.to_thread.run_sync(self.sidecar_runner.records.wait, n, timeout)
+        assert ok, f"the sidecar wrote {self.sidecar_runner.records.written} records, not {n}"
 
     def ami_actions(self, name: str) -> list[dict[str, Any]]:
         assert self.ami is not None
