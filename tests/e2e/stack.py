@@ -157,11 +157,11 @@ class Stack:
         """Wait until the FastAGI server has finished with every AGI connection."""
         await trio.to_thread.run_sync(self.fastagi.call, self.fastagi.server.wait_idle())
 
-    async def wait_records(self, n: int, timeout: float = 10.0) -> None:
+    async def wait_records(self, n: int, within: float = 10.0) -> None:
         """Wait until the sidecar has written ``n`` call records (it writes each one after
         the call's AudioSocket closed, which can be after the AGI side is done)."""
         assert self.sidecar_runner is not None
-        ok = await trio.to_thread.run_sync(self.sidecar_runner.records.wait, n, timeout)
+        ok = await trio.to_thread.run_sync(self.sidecar_runner.records.wait, n, within)
         assert ok, f"the sidecar wrote {self.sidecar_runner.records.written} records, not {n}"
 
     def ami_actions(self, name: str) -> list[dict[str, Any]]:
