@@ -1,17 +1,34 @@
 """Relay benchmarks: capacity, relay overhead, barge-in reaction, memory after many calls.
 
-    python bench/bench_relay.py [--quick] [--scenario capacity|latency|memory] [--out FILE]
+    python bench/bench_relay.py [--quick] [--scenario capacity|latency|memory]
+        [--assistants echo,sts,sts_pcm,dg,dg_pcm] [--out FILE]
 
 The product runs as ``agi-voice serve`` does: the media sidecar and the FastAGI server, each
 in its own process, pinned to CPU 0 (:mod:`relay_product`). This process, pinned to CPU 1, is
 Asterisk: the product's emulator places calls over loopback (FastAGI env block and replies,
 then AudioSocket frames every 20 ms), records every frame the sidecar sends with its arrival
-time, and reads the sidecar's CPU time, RSS and open descriptors from ``/proc``. The mock
-OpenAI Realtime server (``tests/mocks/openai_realtime/``) runs in a third process on CPU 1.
+time, and reads the sidecar's CPU time, RSS and open descriptors from ``/proc``. The
+provider's protocol mock (``tests/mocks/openai_realtime/`` or ``tests/mocks/deepgram_agent/``)
+runs in a third process on CPU 1.
 
-Assistants: ``echo`` (the caller's audio relayed back in 100 ms chunks: the relay path with
-no provider) and ``sts`` (OpenAI Realtime GA protocol against the mock, mu-law 8 kHz both
-ways; the mock answers each caller utterance with 2 s of audio sent 4x faster than real time).
+Assistants (``relay_product.bench_config``): ``echo`` (the caller's audio relayed back in
+100 ms chunks: the relay path with no provider), and four speech-to-speech ones against the
+mocks, each of which says a 2 s greeting and answers every caller utterance with 2 s of audio
+sent 4x faster than real time: ``sts`` (OpenAI Realtime GA protocol, G.711 mu-law 8 kHz both
+ways: no resampling, only the G.711 codec against the AudioSocket's slin), ``sts_pcm`` (OpenAI
+Realtime, PCM16 24 kHz: one stateful resampler per direction per call), ``dg`` (Deepgram Voice
+Agent V1, mu-law 8 kHz) and ``dg_pcm`` (Deepgram, linear16 24 kHz, resampled). End of the
+caller's speech: OpenAI's server VAD with ``silence_ms: 400``; Deepgram's mock VAD, 500 ms.
+Every assistant has ``apology: ""`` so the sidecar does not load Piper at start-up to render
+the apology of its relay assistants (that would add the TTS model to the RSS measured).
+
+Capacity: for each assistant, steps of N concurrent calls, until a step fails. A step passes
+with outbound pacing p99 deviation <= 5 ms and no failed call (``max_calls_ok``); the stricter
+figure ``max_calls_no_late`` also requires no late frame: no interval over 30 ms as the
+emulator received the frames (steady window) and no frame the sidecar's playout had to skip
+(its ``late_frames``, whole calls). Each ladder is preceded by one unmeasured warm-up call.
+Relay overhead per step comes from the call records (``provider.relay``): provider message in
+-> audio queued for playout, and -> first frame sent when the playout was idle.
 
 Nothing is asserted: figures are reported (bench/BENCHMARKS.md explains them).
 """
@@ -49,6 +66,7 @@ from relay_product import (  # noqa: E402
     GENERATOR_CPU,
     MockProvider,
     Product,
+    mock_of,
     open_fds,
     rss_kib,
 )
@@ -59,6 +77,18 @@ from fastagi_server.emulator.loadgen import LoadEngine, LoadResult  # noqa: E402
 
 FRAME = 0.02
 RATE = 8000
+
+LABELS = {
+    "echo": "Echo: the relay with no provider",
+    "sts": "OpenAI Realtime, mu-law 8 kHz",
+    "sts_pcm": "OpenAI Realtime, PCM16 24 kHz",
+    "dg": "Deepgram Voice Agent, mu-law 8 kHz",
+    "dg_pcm": "Deepgram Voice Agent, linear16 24 kHz",
+}
+"""What each bench assistant is, for the report."""
+PROVIDERS = {"openai": ("OpenAI Realtime", "sts", "sts_pcm"),
+             "deepgram": ("Deepgram Voice Agent", "dg", "dg_pcm")}
+"""Provider -> (name, its mu-law assistant, its PCM 24 kHz assistant)."""
 
 
 # -- caller audio ----------------------------------------------------------------------------------
@@ -102,6 +132,19 @@ def place(agi_port: int, name: str, assistant: str, script: CallerScript | None,
 def _call_name(record: dict[str, Any]) -> str:
     """The generator's call name from the record's channel ``Local/<name>@bench-...``."""
     return record.get("channel", "").partition("/")[2].partition("@")[0]
+
+
+async def wait_records(product: Product, names: Sequence[str], before: int = 0,
+                       within: float = 5.0) -> dict[str, dict[str, Any]]:
+    """The call records written after the first ``before`` ones, by call name, once every call
+    in ``names`` has one or after ``within`` s (the sidecar writes a record when it has
+    finished the call, which can be a little after the emulator saw the end)."""
+    deadline = trio.current_time() + within
+    while True:
+        records = {_call_name(r): r for r in product.read_records()[before:]}
+        if all(n in records for n in names) or trio.current_time() > deadline:
+            return records
+        await trio.sleep(0.1)
 
 
 def call_failed(p: Placed, record: dict[str, Any] | None) -> str:
@@ -162,8 +205,7 @@ async def capacity_step(product: Product, engine: LoadEngine, assistant: str, n:
                                        None, seconds + 30, placed, runner))
                 await trio.sleep(stagger / n)
         nursery.cancel_scope.cancel()
-    await trio.sleep(0.5)  # records are written after each call
-    records = {_call_name(r): r for r in product.read_records()[before:]}
+    records = await wait_records(product, [p.name for p in placed if p.session], before)
     sessions = [s for p in placed if isinstance(s := p.session, LoadResult)]
     # the steady window: every call up (after the last one started and settled) until the
     # first one began to hang up
@@ -184,6 +226,7 @@ async def capacity_step(product: Product, engine: LoadEngine, assistant: str, n:
     window = max(0.0, w1 - w0)
     cpu = sampler.used(w0, w1) if window > 0 else 0.0
     rss_window = [r for t, r in rss if w0 <= t <= w1]
+    relays = [r.get("provider", {}).get("relay", {}) for r in recs]
     hist = np.zeros(8, dtype=np.int64)
     for r in recs:
         hist += np.array(list(r["playout"].get("lateness_hist", {}).values()) or [0] * 8)
@@ -209,13 +252,31 @@ async def capacity_step(product: Product, engine: LoadEngine, assistant: str, n:
                                          for r in recs),
         "agent_frames_received": sum(sum(s.loud) for s in sessions),
         "generator_late_ms": summary(gen_late, 2),
+        "relay_queue_ms": relay_summary(relays, "queue_ms", 3),
+        "relay_first_frame_ms": relay_summary(relays, "first_frame_ms", 2),
         "dev_samples_ms": [round(x, 3) for x in devs[:: max(1, len(devs) // 20000)]],
     }
 
 
+def relay_summary(relays: Sequence[dict[str, Any]], name: str, digits: int) -> dict[str, Any]:
+    """One relay timing over a step's calls from their records' ``provider.relay``: the
+    median of the per-call p50s, the median and the largest of the per-call p99s."""
+    p50 = [r[f"{name}_p50"] for r in relays if f"{name}_p50" in r]
+    p99 = [r[f"{name}_p99"] for r in relays if f"{name}_p99" in r]
+    return {"calls": len(p50), "p50_median": _r(pct(p50, 50), digits),
+            "p99_median": _r(pct(p99, 50), digits), "p99_max": _r(max(p99, default=None), digits)}
+
+
 def step_ok(step: dict[str, Any]) -> bool:
+    """The issue 3 rule: outbound pacing p99 deviation <= 5 ms and no failed call."""
     p99 = step["pacing_dev_ms"].get("p99")
     return step["failed_calls"] == 0 and p99 is not None and p99 <= 5.0
+
+
+def step_no_late(step: dict[str, Any]) -> bool:
+    """:func:`step_ok` and no late frame: no interval over 30 ms as received (steady window),
+    no frame skipped by the sidecar's playout (whole calls)."""
+    return step_ok(step) and step["intervals_over_30ms"] == 0 and step["late_frames"] == 0
 
 
 def generator_bound(step: dict[str, Any]) -> bool:
@@ -224,24 +285,37 @@ def generator_bound(step: dict[str, Any]) -> bool:
 
 
 async def capacity(workdir: Path, assistant: str, ns: Sequence[int], seconds: float,
-                   stop_after_fail: bool = True) -> dict[str, Any]:
+                   warmup_s: float = 5.0, stop_after_fail: bool = True) -> dict[str, Any]:
+    """The ladder of steps for one assistant (its mock, if any, started alongside), after one
+    unmeasured warm-up call (first-call costs: imports, connection set-up paths)."""
     steps = []
-    mock = MockProvider(workdir) if assistant == "sts" else None
+    kind = mock_of(assistant)
+    mock = MockProvider(workdir, kind) if kind is not None else None
     with mock if mock is not None else _null():
-        with Product(workdir, mock_port=mock.port if mock else None) as product, \
-                LoadEngine() as engine:
+        mocks = {kind: mock.port} if kind is not None and mock is not None else None
+        with Product(workdir, mocks=mocks) as product, LoadEngine() as engine:
+            if warmup_s > 0:
+                await capacity_step(product, engine, assistant, 1, warmup_s)
             for n in ns:
                 print(f"capacity {assistant}: {n} calls x {seconds:.0f} s ...", flush=True)
                 product.repin()
                 step = await capacity_step(product, engine, assistant, n, seconds)
                 steps.append(step)
-                print(f"  cpu {step['sidecar_cpu_pct']}% p99 dev "
-                      f"{step['pacing_dev_ms'].get('p99')} ms failed {step['failed_calls']} "
-                      f"gen p99 {step['generator_late_ms'].get('p99')} ms", flush=True)
+                print(f"  cpu {step['sidecar_cpu_pct']}% ({step['cpu_ms_per_call_s']} ms per "
+                      f"call-s) p99 dev {step['pacing_dev_ms'].get('p99')} ms late "
+                      f"{step['intervals_over_30ms']}/{step['late_frames']} failed "
+                      f"{step['failed_calls']} gen p99 {step['generator_late_ms'].get('p99')} ms"
+                      f" relay queue p99 {step['relay_queue_ms']['p99_max']} ms", flush=True)
                 if stop_after_fail and not step_ok(step):
                     break
     good = [s["calls"] for s in steps if step_ok(s)]
-    return {"assistant": assistant, "steps": steps, "max_calls_ok": max(good, default=0)}
+    no_late = 0  # the largest N before the first step with a late frame (or failing)
+    for s in steps:
+        if not step_no_late(s):
+            break
+        no_late = s["calls"]
+    return {"assistant": assistant, "label": LABELS.get(assistant, assistant), "steps": steps,
+            "max_calls_ok": max(good, default=0), "max_calls_no_late": no_late}
 
 
 class _null:
@@ -253,10 +327,14 @@ class _null:
 
 
 # -- latency: relay overhead and barge-in ------------------------------------------------------------
-async def latency(workdir: Path, calls: int) -> dict[str, Any]:
+async def latency(workdir: Path, calls: int, assistant: str = "sts") -> dict[str, Any]:
     """STS calls with barge-ins: relay overhead from the records, barge-in reaction from what
     the emulator received."""
-    with MockProvider(workdir, reply_ms=4000) as mock, Product(workdir, mock_port=mock.port) as product:
+    kind = mock_of(assistant)
+    if kind is None:
+        raise ValueError(f"{assistant!r} is not a speech-to-speech bench assistant")
+    with MockProvider(workdir, kind, reply_ms=4000) as mock, \
+            Product(workdir, mocks={kind: mock.port}) as product:
         placed: list[Placed] = []
         async with trio.open_nursery() as nursery:
             for i in range(calls):
@@ -266,10 +344,10 @@ async def latency(workdir: Path, calls: int) -> dict[str, Any]:
                 # into the answer (utterance 2) one second in
                 script = (CallerScript().speak(ask, at=5.0).barge_in(cut, utterance=2, delay=1.0)
                           .hangup(at=14.0))
-                nursery.start_soon(place(product.agi_port, f"lat{i}", "sts", script, 40.0, placed))
+                nursery.start_soon(place(product.agi_port, f"lat{i}", assistant, script, 40.0,
+                                         placed))
                 await trio.sleep(0.3)
-        await trio.sleep(0.5)
-        records = {_call_name(r): r for r in product.read_records()}
+        records = await wait_records(product, [p.name for p in placed if p.session])
     queue_p50, queue_p99, first_p50, first_p99 = [], [], [], []
     reaction, after_decision, turn_latency = [], [], []
     failures = {}
@@ -297,6 +375,7 @@ async def latency(workdir: Path, calls: int) -> dict[str, Any]:
                 reaction.append(max(0.0, last - onset) * 1000)
                 after_decision.append((last - decision) * 1000)
     return {
+        "assistant": assistant, "label": LABELS[assistant],
         "calls": calls, "failed_calls": len(failures), "failures": failures,
         "relay_queue_ms": {"p50_median": _r(pct(queue_p50, 50), 3),
                            "p99_max": _r(max(queue_p99, default=None), 3)},
@@ -370,41 +449,63 @@ async def memory(workdir: Path, total: int, concurrency: int, seconds: float) ->
 
 # -- entry ---------------------------------------------------------------------------------------------
 PLANS = {
-    "quick": {"capacity_ns": [10, 50, 100], "capacity_s": 12.0, "latency_calls": 4,
+    "quick": {"capacity_assistants": ["echo", "sts", "sts_pcm", "dg", "dg_pcm"],
+              "capacity_ns": [10, 50], "sts_ns": [10, 40], "capacity_s": 10.0,
+              "warmup_s": 3.0, "latency_assistants": ["sts", "dg"], "latency_calls": 4,
               "memory_calls": 200, "memory_conc": 20, "memory_s": 1.5},
-    "full": {"capacity_ns": [10, 25, 50, 75, 100, 150, 200, 300, 400], "capacity_s": 30.0,
-             "latency_calls": 12, "memory_calls": 1000, "memory_conc": 25, "memory_s": 1.5},
+    "full": {"capacity_assistants": ["echo", "sts", "sts_pcm", "dg", "dg_pcm"],
+             "capacity_ns": [10, 25, 50, 75, 100, 150, 200, 300, 400],
+             "sts_ns": [10, 25, 50, 75, 100, 150, 200], "capacity_s": 25.0, "warmup_s": 5.0,
+             "latency_assistants": ["sts", "dg"], "latency_calls": 12,
+             "memory_calls": 1000, "memory_conc": 25, "memory_s": 1.5},
 }
+"""``capacity_ns`` is the echo ladder, ``sts_ns`` the speech-to-speech ones; a ladder stops at
+its first failing step."""
 
 
 async def run_all(plan: dict[str, Any], scenarios: Sequence[str], workdir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    took: dict[str, float] = {}
     if "capacity" in scenarios:
         out["capacity"] = {}
-        for assistant in ("echo", "sts"):
+        for assistant in plan["capacity_assistants"]:
+            t = trio.current_time()
             d = workdir / f"cap-{assistant}"
             d.mkdir(exist_ok=True)
-            out["capacity"][assistant] = await capacity(d, assistant, plan["capacity_ns"],
-                                                        plan["capacity_s"])
+            ns = plan["capacity_ns"] if assistant == "echo" else plan["sts_ns"]
+            out["capacity"][assistant] = await capacity(d, assistant, ns, plan["capacity_s"],
+                                                        plan["warmup_s"])
+            took[f"capacity-{assistant}"] = round(trio.current_time() - t, 1)
     if "latency" in scenarios:
-        d = workdir / "latency"
-        d.mkdir(exist_ok=True)
-        print("latency: STS calls with barge-in ...", flush=True)
-        out["latency"] = await latency(d, plan["latency_calls"])
+        out["latency"] = {}
+        for assistant in plan["latency_assistants"]:
+            t = trio.current_time()
+            d = workdir / f"latency-{assistant}"
+            d.mkdir(exist_ok=True)
+            print(f"latency: {LABELS[assistant]}, calls with barge-in ...", flush=True)
+            out["latency"][assistant] = await latency(d, plan["latency_calls"], assistant)
+            took[f"latency-{assistant}"] = round(trio.current_time() - t, 1)
     if "memory" in scenarios:
+        t = trio.current_time()
         d = workdir / "memory"
         d.mkdir(exist_ok=True)
         print(f"memory: {plan['memory_calls']} echo calls ...", flush=True)
         out["memory"] = await memory(d, plan["memory_calls"], plan["memory_conc"],
                                      plan["memory_s"])
+        took["memory"] = round(trio.current_time() - t, 1)
+    out["durations_s"] = took
     return out
 
 
 def run(quick: bool = False, scenarios: Sequence[str] = ("capacity", "latency", "memory"),
-        pin: bool = True) -> dict[str, Any]:
+        pin: bool = True, assistants: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the plan; ``assistants`` narrows the capacity and latency assistants."""
     if pin:
         pin_process(os.getpid(), GENERATOR_CPU)
-    plan = PLANS["quick" if quick else "full"]
+    plan = dict(PLANS["quick" if quick else "full"])
+    if assistants:
+        for key in ("capacity_assistants", "latency_assistants"):
+            plan[key] = [a for a in plan[key] if a in assistants]
     with tempfile.TemporaryDirectory(prefix="agi-voice-bench-") as tmp:
         result = trio.run(run_all, plan, scenarios, Path(tmp))
     result["plan"] = plan
@@ -415,9 +516,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--scenario", action="append", choices=["capacity", "latency", "memory"])
+    ap.add_argument("--assistants", help=f"comma list, a subset of {', '.join(LABELS)}")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    res = run(args.quick, args.scenario or ["capacity", "latency", "memory"])
+    res = run(args.quick, args.scenario or ["capacity", "latency", "memory"],
+              assistants=args.assistants.split(",") if args.assistants else None)
     text = json.dumps(res, indent=1)
     if args.out:
         args.out.write_text(text)

@@ -3,8 +3,9 @@
 :class:`Product` starts the two planes exactly as ``agi-voice serve`` does (``python -m
 fastagi_server.cli sidecar`` and ``... fastagi``, each its own process) on a generated config
 with free loopback ports, pins every thread of both to the server CPU, and waits until both
-listen. :class:`MockProvider` starts the mock OpenAI Realtime server
-(``python -m tests.mocks.openai_realtime``) in its own process on the generator's CPU.
+listen. :class:`MockProvider` starts a provider's protocol mock, OpenAI Realtime
+(``python -m tests.mocks.openai_realtime``) or Deepgram Voice Agent
+(``python -m tests.mocks.deepgram_agent``), in its own process on the generator's CPU.
 
 Nothing here measures; it only starts, pins and stops. Readings of ``/proc`` (CPU, RSS, file
 descriptors) are helpers at the bottom.
@@ -19,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from foundation_load import pin_process
@@ -27,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVER_CPU = {0}
 GENERATOR_CPU = {1}
 MOCK_KEY = "bench-key"
-MOCK_KEY_ENV = "AGI_VOICE_BENCH_OPENAI_KEY"
+MOCK_KEY_ENV = "AGI_VOICE_BENCH_PROVIDER_KEY"
 
 
 def free_port() -> int:
@@ -48,20 +50,47 @@ def wait_listening(port: int, timeout: float, proc: subprocess.Popen[bytes] | No
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
 
 
+STS_ASSISTANTS: dict[str, tuple[str, str]] = {
+    "sts": ("openai", "realtime: {{url: 'ws://127.0.0.1:{port}/v1/realtime', api_key_env: {env},"
+                      " audio: ulaw, silence_ms: 400}}"),
+    "sts_pcm": ("openai", "realtime: {{url: 'ws://127.0.0.1:{port}/v1/realtime', api_key_env: {env},"
+                          " audio: pcm, silence_ms: 400}}"),
+    "dg": ("deepgram", "deepgram: {{url: 'ws://127.0.0.1:{port}/v1/agent/converse', api_key_env:"
+                       " {env}, audio: mulaw}}"),
+    "dg_pcm": ("deepgram", "deepgram: {{url: 'ws://127.0.0.1:{port}/v1/agent/converse',"
+                           " api_key_env: {env}, audio: linear16, sample_rate: 24000}}"),
+}
+"""Speech-to-speech assistants of the bench config: name -> (mock, provider block). ``sts``:
+OpenAI Realtime, G.711 mu-law 8 kHz both ways (passthrough); ``sts_pcm``: OpenAI Realtime,
+PCM16 24 kHz (resampled both ways); ``dg``: Deepgram Voice Agent, mu-law 8 kHz; ``dg_pcm``:
+Deepgram Voice Agent, linear16 24 kHz (resampled both ways)."""
+
+PROVIDER_OF = {"openai": "openai_realtime", "deepgram": "deepgram_agent"}
+MOCK_MODULE = {"openai": "tests.mocks.openai_realtime", "deepgram": "tests.mocks.deepgram_agent"}
+
+
+def mock_of(assistant: str) -> str | None:
+    """The mock an assistant of the bench config talks to (None for echo)."""
+    return STS_ASSISTANTS[assistant][0] if assistant in STS_ASSISTANTS else None
+
+
 def bench_config(*, agi: int, audiosocket: int, control: int, records: Path,
-                 mock_port: int | None, max_calls: int = 2000, sts_audio: str = "ulaw") -> str:
-    """The config under test: an echo assistant and, with a mock, a speech-to-speech one."""
+                 mocks: Mapping[str, int] | None = None, max_calls: int = 2000) -> str:
+    """The config under test: the echo assistant and, for each running mock (``openai`` or
+    ``deepgram`` -> its port), its speech-to-speech assistants (:data:`STS_ASSISTANTS`).
+
+    Every assistant has ``apology: ""``: a relay assistant's apology is otherwise rendered with
+    the local TTS when the sidecar starts, which would load Piper into the process measured."""
+    mocks = mocks or {}
     sts = ""
-    if mock_port is not None:
-        sts = f"""
-  sts:
-    provider: openai_realtime
-    realtime:
-      url: ws://127.0.0.1:{mock_port}/v1/realtime
-      api_key_env: {MOCK_KEY_ENV}
-      audio: {sts_audio}
-      greeting: "Hello, thanks for calling."
-      silence_ms: 400
+    for name, (mock, block) in STS_ASSISTANTS.items():
+        if mock in mocks:
+            sts += f"""
+  {name}:
+    provider: {PROVIDER_OF[mock]}
+    greeting: "Hello, thanks for calling."
+    apology: ""
+    {block.format(port=mocks[mock], env=MOCK_KEY_ENV)}
     barge_in: {{enabled: true, greeting_protection_ms: 0}}
 """
     return f"""
@@ -77,6 +106,7 @@ routing: {{default: echo}}
 assistants:
   echo:
     provider: echo
+    apology: ""
     echo: {{chunk_ms: 100}}
 {sts}"""
 
@@ -100,8 +130,8 @@ open(sys.argv[2], "w").write(prof.output_text(show_all=False))
 class Product:
     """The two planes of agi-voice, each in its own process, pinned to the server CPU."""
 
-    def __init__(self, workdir: Path, *, mock_port: int | None = None,
-                 sts_audio: str = "ulaw", pin: bool = True, profile: Path | None = None) -> None:
+    def __init__(self, workdir: Path, *, mocks: Mapping[str, int] | None = None,
+                 pin: bool = True, profile: Path | None = None) -> None:
         self.workdir = workdir
         self.profile = profile
         """With a path, the sidecar runs under pyinstrument and writes its profile there."""
@@ -112,7 +142,7 @@ class Product:
         self.config = workdir / "bench.yaml"
         self.config.write_text(bench_config(
             agi=self.agi_port, audiosocket=self.as_port, control=self.control_port,
-            records=self.records, mock_port=mock_port, sts_audio=sts_audio))
+            records=self.records, mocks=mocks))
         self.pin = pin
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -163,29 +193,36 @@ class Product:
 
 
 class MockProvider:
-    """The mock OpenAI Realtime server in its own process (on the generator's CPU)."""
+    """A provider's mock server in its own process (on the generator's CPU): ``openai``
+    (OpenAI Realtime) or ``deepgram`` (Deepgram Voice Agent). Both answer every caller turn,
+    and say the greeting, with ``reply_ms`` of tone sent ``send_rate`` times faster than real
+    time; their end-of-speech silence differs (OpenAI: the session's ``silence_ms``, 400 ms in
+    the bench config; Deepgram's mock: 500 ms)."""
 
-    def __init__(self, workdir: Path, *, reply_ms: int = 2000, send_rate: float = 4.0,
-                 pin: bool = True) -> None:
+    def __init__(self, workdir: Path, kind: str = "openai", *, reply_ms: int = 2000,
+                 send_rate: float = 4.0, pin: bool = True) -> None:
+        if kind not in MOCK_MODULE:
+            raise ValueError(f"unknown mock {kind!r} (expected one of {sorted(MOCK_MODULE)})")
         self.workdir = workdir
+        self.kind = kind
         self.args = ["--reply-ms", str(reply_ms), "--send-rate", str(send_rate)]
         self.pin = pin
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> MockProvider:
-        ready = self.workdir / "mock.ready"
+        ready = self.workdir / f"mock-{self.kind}.ready"
         ready.unlink(missing_ok=True)
-        log = open(self.workdir / "mock.log", "wb")  # noqa: SIM115 - closed with the process
+        log = open(self.workdir / f"mock-{self.kind}.log", "wb")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.mocks.openai_realtime", "--port", "0", "--ready",
+            [sys.executable, "-m", MOCK_MODULE[self.kind], "--port", "0", "--ready",
              str(ready), "--api-key", MOCK_KEY, *self.args],
             stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=ROOT,
             env=dict(os.environ, PYTHONPATH=str(ROOT)))
         deadline = time.monotonic() + 30
         while not ready.exists() or not ready.read_text().strip():
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the mock provider did not start; see mock.log")
+                raise RuntimeError(f"the {self.kind} mock did not start; see mock-{self.kind}.log")
             time.sleep(0.05)
         self.port = int(json.loads(ready.read_text())["port"])
         if self.pin:

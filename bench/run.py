@@ -1,17 +1,20 @@
 """Every benchmark in one command: JSON results, BENCHMARKS.md and plots.
 
-    python bench/run.py            # about 10 minutes on 2 cores
-    python bench/run.py --quick    # about 4 minutes, smaller steps
+    python bench/run.py            # about 14 minutes on 2 cores
+    python bench/run.py --quick    # about 4 minutes, fewer and shorter steps
     python bench/run.py --only relay,dsp
 
 Writes ``bench/results/<date>.json`` (``<date>-quick.json`` with --quick), the plots
 ``bench/results/<date>-*.svg`` and ``bench/BENCHMARKS.md`` (machine, versions, the command,
-a table per scenario). Each scenario starts its own server processes pinned to CPU 0 and
+a table per scenario; with --quick ``bench/results/<date>-quick.md`` instead, so the committed
+summary is always a full run's). ``--out``/``--md`` put them elsewhere (plots go next to the
+JSON). Each scenario starts its own server processes pinned to CPU 0 and
 generates load from this process (or a child) pinned to CPU 1; see each module's docstring.
 Nothing is asserted: figures are reported.
 
-Scenarios: ``relay`` (bench_relay: capacity with the echo and the mock speech-to-speech
-assistant, relay overhead, barge-in, memory after many calls), ``fastagi`` (bench_fastagi:
+Scenarios: ``relay`` (bench_relay: capacity with the echo assistant and the speech-to-speech
+ones against the OpenAI Realtime and Deepgram Voice Agent mocks, mu-law 8 kHz and PCM16 24 kHz;
+relay overhead, barge-in and turn latency per provider; memory after many calls), ``fastagi`` (bench_fastagi:
 call setups), ``dsp`` (bench_dsp: resampler and G.711), ``local`` (bench_foundation's turn
 latency phase with the real local models).
 """
@@ -63,21 +66,24 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", help=f"comma list of scenarios ({', '.join(SCENARIOS)})")
     ap.add_argument("--out", type=Path, help="JSON path (default bench/results/<date>.json)")
-    ap.add_argument("--md", type=Path, default=BENCH / "BENCHMARKS.md")
+    ap.add_argument("--md", type=Path, help="summary path (default bench/BENCHMARKS.md; with"
+                    " --quick bench/results/<date>-quick.md: BENCHMARKS.md is a full run's)")
     ap.add_argument("--render", type=Path, metavar="JSON",
                     help="only re-render BENCHMARKS.md (and the plots) from an earlier run's JSON")
     args = ap.parse_args()
     if args.render:
         res = json.loads(args.render.read_text())
         stem = args.render.stem
+        args.md = args.md or BENCH / "BENCHMARKS.md"
         args.md.write_text(render(res, args.render.resolve(),
-                                  write_plots(res, args.render.parent, stem)))
+                                  write_plots(res, args.render.parent, stem), args.md))
         print(f"summary: {args.md}")
         return
     only = args.only.split(",") if args.only else list(SCENARIOS)
     date = dt.date.today().isoformat()
     stem = f"{date}{'-quick' if args.quick else ''}"
     out = args.out or BENCH / "results" / f"{stem}.json"
+    args.md = args.md or (BENCH / "results" / f"{stem}.md" if args.quick else BENCH / "BENCHMARKS.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     cpu_before = cpu_times()
@@ -103,7 +109,7 @@ def main() -> None:
     res["duration_s"] = round(time.monotonic() - t0, 1)
     plots = write_plots(res, out.parent, stem)
     out.write_text(json.dumps(res, indent=1) + "\n")
-    args.md.write_text(render(res, out, plots))
+    args.md.write_text(render(res, out, plots, args.md))
     print(f"\nJSON: {out}\nsummary: {args.md}\ntotal {res['duration_s']} s")
 
 
@@ -154,7 +160,17 @@ def _g(d: dict[str, Any], *keys: str) -> Any:
     return d
 
 
-def render(res: dict[str, Any], out: Path, plots: list[Path]) -> str:
+def _shown(path: Path, base: Path = ROOT) -> str:
+    """``path`` relative to ``base`` when under it, else absolute."""
+    path = path.resolve()
+    try:
+        return str(path.relative_to(base.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def render(res: dict[str, Any], out: Path, plots: list[Path],
+           md: Path = BENCH / "BENCHMARKS.md") -> str:
     m = res["machine"]
     lines = [
         "# agi-voice benchmarks",
@@ -164,7 +180,7 @@ def render(res: dict[str, Any], out: Path, plots: list[Path]) -> str:
         "",
         f"- **Reproduce**: `{res['command']}` (after the README's set-up, from the repo root;"
         " the `local` scenario needs the `local` extra)",
-        f"- **Run**: {res['started_at']}, {res['duration_s']} s; JSON: `{out.relative_to(ROOT)}`",
+        f"- **Run**: {res['started_at']}, {res['duration_s']} s; JSON: `{_shown(out)}`",
         f"- **Machine**: {json.dumps(m)}",
         f"- **CPU during the run** (busy/steal per CPU): {json.dumps(res.get('cpu_during_run'))}",
         "",
@@ -181,36 +197,62 @@ def render(res: dict[str, Any], out: Path, plots: list[Path]) -> str:
         lines += render_local(res["local"])
     if plots:
         lines += ["## Plots", ""]
-        lines += [f"![{p.stem}](results/{p.name})" for p in plots]
+        lines += [f"![{p.stem}]({os.path.relpath(p.resolve(), md.resolve().parent)})"
+                  for p in plots]
         lines.append("")
     return "\n".join(lines)
 
 
+def _latencies(relay: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The latency scenario per assistant (runs before issue 4 had one, for OpenAI: ``sts``)."""
+    lat = relay.get("latency") or {}
+    return {"sts": lat} if "calls" in lat else lat
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, (int, float))
+
+
 def render_headline(relay: dict[str, Any]) -> list[str]:
     cap = relay.get("capacity", {})
-    lat = relay.get("latency", {})
+    lats = _latencies(relay)
     mem = relay.get("memory", {})
-    echo, sts = cap.get("echo", {}), cap.get("sts", {})
+    echo = cap.get("echo", {})
     out = ["## Headline and what limits it", "",
-           "| target (issue 3) | measured | verdict |", "|---|---|---|"]
+           "| target | measured | verdict |", "|---|---|---|"]
     ok_echo = echo.get("max_calls_ok", 0)
-    out.append(f"| >= 200 relay calls per core, p99 pacing <= 5 ms | echo {ok_echo}, speech-to-speech"
-               f" {sts.get('max_calls_ok', 0)} | {'met' if ok_echo >= 200 else 'missed'} |")
-    q = _g(lat, "relay_queue_ms", "p99_max")
-    out.append(f"| relay overhead p99 <= 2 ms | provider message in -> audio queued: p99 {q} ms"
-               f" (the first frame then waits for the next 20 ms tick: p50"
-               f" {_g(lat, 'relay_first_frame_ms', 'p50_median')} ms) |"
-               f" {'met' if isinstance(q, (int, float)) and q <= 2 else 'see table'} |")
-    b = _g(lat, "barge_in_decision_to_last_frame_ms", "max")
-    out.append(f"| barge-in flush within one frame of the decision | last agent frame at most {b} ms"
-               f" after the decision | {'met' if isinstance(b, (int, float)) and b <= 20 else 'missed'} |")
+    sts_ok = ", ".join(f"{a} {c.get('max_calls_ok', 0)}" for a, c in cap.items() if a != "echo")
+    out.append(f"| >= 200 relay calls per core, p99 pacing <= 5 ms (issue 3) | echo {ok_echo},"
+               f" speech-to-speech: {sts_ok or '–'} | {'met' if ok_echo >= 200 else 'missed'} |")
+    for name, mulaw, pcm in bench_relay.PROVIDERS.values():
+        parts = [f"{fmt} **{cap[a].get('max_calls_ok', 0)}** (without a late frame:"
+                 f" {cap[a].get('max_calls_no_late', '–')})"
+                 for fmt, a in (("mu-law 8 kHz", mulaw), ("PCM16 24 kHz", pcm)) if a in cap]
+        if parts:
+            best = max(cap[a].get("max_calls_ok", 0) for a in (mulaw, pcm) if a in cap)
+            out.append(f"| STS calls/core, {name} (mock; p99 pacing <= 5 ms) | {'; '.join(parts)}"
+                       f" | {'met' if best >= 200 else 'below the 200 relay target'} |")
+    q = {a: _g(lat, "relay_queue_ms", "p99_max") for a, lat in lats.items()}
+    ff = {a: _g(lat, "relay_first_frame_ms", "p50_median") for a, lat in lats.items()}
+    if lats:
+        qs = "; ".join(f"{_short(a)} p99 {q[a]} ms" for a in lats)
+        ffs = ", ".join(f"{_short(a)} {ff[a]} ms" for a in lats)
+        met = all(_num(v) and v <= 2 for v in q.values())
+        out.append(f"| relay overhead p99 <= 2 ms | provider message in -> audio queued: {qs}"
+                   f" (the first frame then waits for the next 20 ms tick: p50 {ffs}) |"
+                   f" {'met' if met else 'see table'} |")
+        b = {a: _g(lat, "barge_in_decision_to_last_frame_ms", "max") for a, lat in lats.items()}
+        met = all(_num(v) and v <= 20 for v in b.values())
+        out.append("| barge-in flush within one frame of the decision | last agent frame at most "
+                   + "; ".join(f"{_short(a)} {b[a]} ms" for a in lats)
+                   + f" after the decision | {'met' if met else 'missed'} |")
     if mem:
         curve = mem["curve"]
         fa = [c.get("fastagi_rss_mib") for c in curve if c.get("fastagi_rss_mib")]
-        out.append(f"| no growth after 1,000 calls | sidecar RSS {curve[0]['rss_mib']} -> "
-                   f"{curve[-1]['rss_mib']} MiB, flat over the last 30 % of calls; open fds "
-                   f"{curve[0]['fds']} -> {curve[-1]['fds']}; FastAGI RSS {fa[0] if fa else '–'} -> "
-                   f"{fa[-1] if fa else '–'} MiB | see below |")
+        out.append(f"| no growth after {mem['calls']:,} calls | sidecar RSS {curve[0]['rss_mib']} ->"
+                   f" {curve[-1]['rss_mib']} MiB; open fds {curve[0]['fds']} -> {curve[-1]['fds']};"
+                   f" FastAGI RSS {fa[0] if fa else '–'} -> {fa[-1] if fa else '–'} MiB"
+                   " | see below |")
     out += ["",
             "**What limits relay capacity** (profile of the sidecar at 100 echo calls:"
             " `bench/results/2026-11-21-sidecar-profile-echo100.txt`): about three quarters of the"
@@ -227,63 +269,127 @@ def render_headline(relay: dict[str, Any]) -> list[str]:
     return out
 
 
+def _short(assistant: str) -> str:
+    """OpenAI / Deepgram for a speech-to-speech bench assistant."""
+    return "Deepgram" if assistant.startswith("dg") else "OpenAI" if assistant != "echo" else "echo"
+
+
+def _pair(d: Any, a: str, b: str) -> str:
+    return f"{_g(d, a)} / {_g(d, b)}" if isinstance(d, dict) else "–"
+
+
 def render_relay(relay: dict[str, Any]) -> list[str]:
+    cap = relay.get("capacity", {})
     out = ["## Capacity: concurrent relay calls on one core", "",
            "Sidecar and FastAGI server pinned to CPU 0; the emulator's load engine (one thread,"
-           " epoll; FastAGI per call, then AudioSocket frames every 20 ms) and the mock provider"
-           " on CPU 1. Pacing is the interval between consecutive frames as the emulator received"
-           " them, over the window where every call was up. A step passes with p99 deviation"
-           " <= 5 ms and no failed call.", ""]
-    for assistant, c in relay.get("capacity", {}).items():
-        out += [f"### {assistant} (largest passing N: **{c['max_calls_ok']}**)", "",
+           " epoll; FastAGI per call, then AudioSocket frames every 20 ms) and the provider's"
+           " mock on CPU 1. Pacing is the interval between consecutive frames as the emulator"
+           " received them, over the window where every call was up. A step passes with p99"
+           " deviation <= 5 ms and no failed call; *without a late frame* also needs no interval"
+           " over 30 ms as received and no frame skipped by the sidecar's playout (late frames,"
+           " whole calls). Speech-to-speech calls: a 2 s greeting, then a 1.5 s question every"
+           " 5 s, each answered with 2 s of audio (sent 4x faster than real time). Relay queue:"
+           " provider message in -> audio queued for playout; first frame: -> first frame sent"
+           " when the playout was idle (includes the wait for the 20 ms tick); both from the call"
+           " records, median of the per-call p50s / largest per-call p99.", ""]
+    for assistant, c in cap.items():
+        label = c.get("label", bench_relay.LABELS.get(assistant, assistant))
+        no_late = c.get("max_calls_no_late")
+        out += [f"### {label} (`{assistant}`; largest passing N: **{c['max_calls_ok']}**"
+                + (f"; without a late frame: **{no_late}**" if no_late is not None else "") + ")",
+                "",
                 "| N | sidecar CPU % | CPU ms per call-s | RSS MiB | RSS KiB/call | pacing p50 / p99 / max ms"
                 " | intervals > 30 ms | late frames (server) | dropped caller frames | failed calls"
-                " | generator p99 late ms |",
-                "|---|---|---|---|---|---|---|---|---|---|---|"]
+                " | generator p99 late ms | relay queue p50 / p99 ms | first frame p50 / p99 ms |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for s in c["steps"]:
             d = s["pacing_dev_ms"]
             out.append(
                 f"| {s['calls']} | {s['sidecar_cpu_pct']} | {s['cpu_ms_per_call_s']} | {s['rss_mib']}"
                 f" | {s['rss_kib_per_call']} | {d.get('p50')} / {d.get('p99')} / {d.get('max')}"
                 f" | {s['intervals_over_30ms']} | {s['late_frames']} | {s['caller_frames_dropped']}"
-                f" | {s['failed_calls']} | {_g(s, 'generator_late_ms', 'p99')} |")
+                f" | {s['failed_calls']} | {_g(s, 'generator_late_ms', 'p99')}"
+                f" | {_pair(s.get('relay_queue_ms'), 'p50_median', 'p99_max')}"
+                f" | {_pair(s.get('relay_first_frame_ms'), 'p50_median', 'p99_max')} |")
         out.append("")
-    lat = relay.get("latency")
-    if lat:
-        out += ["## Latency: relay overhead, barge-in, provider turns", "",
-                f"{lat['calls']} calls to the mock speech-to-speech provider, each with a question"
-                " and a barge-in one second into the answer.", "",
-                "| figure | p50 | p99 / max |", "|---|---|---|",
-                f"| relay: provider message in -> audio queued for playout (ms) |"
-                f" {_g(lat, 'relay_queue_ms', 'p50_median')} | {_g(lat, 'relay_queue_ms', 'p99_max')} |",
-                f"| relay: provider message in -> first frame sent, playout idle (ms; includes the"
-                f" wait for the 20 ms tick) | {_g(lat, 'relay_first_frame_ms', 'p50_median')} |"
-                f" {_g(lat, 'relay_first_frame_ms', 'p99_max')} |",
-                f"| barge-in: caller speech onset -> last agent frame (ms; includes the mock's VAD)"
-                f" | {_g(lat, 'barge_in_onset_to_last_frame_ms', 'p50')} |"
-                f" {_g(lat, 'barge_in_onset_to_last_frame_ms', 'max')} |",
-                f"| barge-in: flush decision -> last agent frame (ms) |"
-                f" {_g(lat, 'barge_in_decision_to_last_frame_ms', 'p50')} |"
-                f" {_g(lat, 'barge_in_decision_to_last_frame_ms', 'max')} |",
-                f"| turn: caller end of speech -> first agent frame (ms; mock answers at once) |"
-                f" {_g(lat, 'turn_latency_ms', 'p50')} | {_g(lat, 'turn_latency_ms', 'max')} |",
-                "", f"Failed calls: {lat['failed_calls']}.", ""]
+    out += render_format_cpu(cap)
+    out += render_latency(_latencies(relay))
     mem = relay.get("memory")
     if mem:
         first, last = mem["curve"][0], mem["curve"][-1]
+        marks = [c for c in mem["curve"][1:-1]
+                 if c["calls"] in {round(mem["calls"] * f) for f in (0.1, 0.3, 0.5, 0.7, 0.9)}]
         out += ["## Memory after many calls", "",
                 f"{mem['calls']} echo calls of {mem['seconds_per_call']} s, {mem['concurrency']} at a"
                 f" time, through one sidecar process. Failed calls: {mem['failed_calls']}.", "",
                 "| | sidecar RSS MiB | sidecar open fds | FastAGI RSS MiB |", "|---|---|---|---|",
                 f"| before | {first['rss_mib']} | {first['fds']} | – |",
                 *[f"| after {c['calls']} calls | {c['rss_mib']} | {c['fds']} |"
-                  f" {c.get('fastagi_rss_mib', '–')} |"
-                  for c in mem["curve"][1:-1] if c["calls"] in (100, 300, 500, 700, 900)],
+                  f" {c.get('fastagi_rss_mib', '–')} |" for c in marks],
                 f"| after {last['calls']} calls | {last['rss_mib']} | {last['fds']} |"
                 f" {last.get('fastagi_rss_mib', '–')} |",
                 "", f"RSS growth after the first 10 % of calls: "
                 f"{mem['rss_growth_mib_after_first_10pct']} MiB; descriptor growth: {mem['fd_growth']}.",
                 ""]
+    return out
+
+
+def render_format_cpu(cap: dict[str, Any]) -> list[str]:
+    """mu-law passthrough versus PCM16 24 kHz (resampled both ways): CPU per call-second at the
+    N both ladders ran."""
+    rows = []
+    echo = {s["calls"]: s for s in cap.get("echo", {}).get("steps", [])}
+    for name, mulaw, pcm in bench_relay.PROVIDERS.values():
+        if mulaw not in cap or pcm not in cap:
+            continue
+        m = {s["calls"]: s for s in cap[mulaw]["steps"]}
+        p = {s["calls"]: s for s in cap[pcm]["steps"]}
+        for n in sorted(set(m) & set(p)):
+            a, b = m[n]["cpu_ms_per_call_s"], p[n]["cpu_ms_per_call_s"]
+            extra = f"{100 * (b - a) / a:+.0f} %" if _num(a) and _num(b) and a else "–"
+            rows.append(f"| {name} | {n} | {a} | {b} | {extra}"
+                        f" | {m[n]['sidecar_cpu_pct']} / {p[n]['sidecar_cpu_pct']}"
+                        f" | {_g(echo.get(n, {}), 'cpu_ms_per_call_s')} |")
+    if not rows:
+        return []
+    return ["### mu-law vs PCM24 CPU per call-second", "",
+            "Sidecar CPU milliseconds per second of call at the same N: mu-law 8 kHz both ways"
+            " (G.711 against the AudioSocket's slin, no resampling) versus PCM16 24 kHz (one"
+            " stateful 8 <-> 24 kHz resampler per direction per call, and three times the bytes"
+            " on the provider's WebSocket). The echo assistant (the relay with no provider) at"
+            " the same N, for scale.", "",
+            "| provider | N | mu-law CPU ms per call-s | PCM24 CPU ms per call-s | PCM24 extra"
+            " | sidecar CPU % mu-law / PCM24 | echo CPU ms per call-s |",
+            "|---|---|---|---|---|---|---|", *rows, ""]
+
+
+def render_latency(lats: dict[str, dict[str, Any]]) -> list[str]:
+    if not lats:
+        return []
+    rows = [("relay: provider message in -> audio queued for playout (ms)",
+             "relay_queue_ms", "p50_median", "p99_max"),
+            ("relay: provider message in -> first frame sent, playout idle (ms; includes the"
+             " wait for the 20 ms tick)", "relay_first_frame_ms", "p50_median", "p99_max"),
+            ("barge-in: caller speech onset -> last agent frame (ms; includes the mock's VAD)",
+             "barge_in_onset_to_last_frame_ms", "p50", "max"),
+            ("barge-in: flush decision -> last agent frame (ms)",
+             "barge_in_decision_to_last_frame_ms", "p50", "max"),
+            ("turn: caller end of speech -> first agent frame (ms; the mock answers at once"
+             " after its end-of-speech silence)", "turn_latency_ms", "p50", "max")]
+    names = [lat.get("label", bench_relay.LABELS.get(a, a)) for a, lat in lats.items()]
+    calls = " / ".join(str(lat["calls"]) for lat in lats.values())
+    out = ["## Latency: relay overhead, barge-in, provider turns", "",
+           f"{calls} calls to the mock {' / '.join(_short(a) for a in lats)} speech-to-speech"
+           " provider, started 0.3 s apart, each with a question and a"
+           " barge-in one second into the answer, nothing else running. End of the caller's"
+           " speech: OpenAI's server VAD, 400 ms of silence; Deepgram's mock, 500 ms.", "",
+           "| figure | " + " | ".join(f"{n}: p50 | p99 / max" for n in names) + " |",
+           "|---|" + "---|---|" * len(names)]
+    for label, key, lo, hi in rows:
+        out.append(f"| {label} | " + " | ".join(f"{_g(lat, key, lo)} | {_g(lat, key, hi)}"
+                                                 for lat in lats.values()) + " |")
+    out += ["", "Failed calls: " + ", ".join(f"{lat['failed_calls']} ({_short(a)})"
+                                             for a, lat in lats.items()) + ".", ""]
     return out
 
 
