@@ -231,6 +231,10 @@ class MediaSession:
             return False
         await self.playout.wait_idle()
         self._transfer_pending = key
+        # recorded now: Asterisk may close the AudioSocket (the Redirect landed) before the
+        # control plane's answer arrives, which ends this task
+        action = ToolAction(t, "transfer", key, reason=reason, result="redirected by AMI")
+        self.record.actions.append(action)
         try:
             with trio.fail_after(TRANSFER_ANSWER_TIMEOUT):
                 res = await self.control.request_transfer(self.uuid, key, dest.context,
@@ -241,16 +245,13 @@ class MediaSession:
         finally:
             self._transfer_pending = ""
         if res.ok and res.method == "redirect":
-            self.record.actions.append(ToolAction(t, "transfer", key, reason=reason,
-                                                  result="redirected by AMI"))
             self._set_outcome("TRANSFERRED", transfer_to=key, method="redirect",
                               reason=reason or f"transferred to {key}")
             with trio.move_on_after(REDIRECT_CLOSE_TIMEOUT):
                 await self._closed.wait()
             await self._hand_back()
             return True
-        self.record.actions.append(ToolAction(t, "transfer", key, reason=reason,
-                                              result=f"handed back to dialplan ({res.detail})"))
+        action.result = f"handed back to dialplan ({res.detail})"
         self._set_outcome("TRANSFERRED", transfer_to=key, method="dialplan",
                           reason=reason or f"transfer to {key} via dialplan")
         await self._hand_back()
