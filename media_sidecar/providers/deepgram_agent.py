@@ -26,7 +26,6 @@ import itertools
 import json
 import logging
 import os
-from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,11 +36,10 @@ import trio_websocket
 from ..config.schema import DeepgramAgentConfig
 from .audio import AudioCodec
 from .base import ProviderError, ProviderSetup, RelayPort
-from .ws import Connector, open_provider_ws, tcp_connector
+from .ws import Connector, Outbox, open_provider_ws, receive, tcp_connector
 
 log = logging.getLogger("agi_voice.deepgram_agent")
 
-MAX_PENDING_MS = 1000
 LOUD_RMS = 300.0
 """Caller frames louder than this (about -40 dBFS) count as speech for the end-of-speech time."""
 _PERMANENT_CODES = frozenset({"INVALID_SETTINGS", "UNPARSABLE_CLIENT_MESSAGE"})
@@ -65,17 +63,13 @@ class DeepgramAgentSession:
         self._nursery: trio.Nursery | None = None
         self._ready = False
         self._muted = False
-        self._pending = bytearray()
-        self._control: deque[str] = deque()
-        self._wake = trio.Event()
-        self._last_audio_sent = 0.0
+        self._out_box = Outbox(bytes)
         self._item = self._new_item()
         self._item_has_audio = False
         self._agent_text: list[str] = []
         self._sent_ms = 0
         self._last_loud_ms: int | None = None
         self.keepalives = 0
-        self.frames_dropped = 0
         self.latencies: list[dict[str, float]] = []
 
     @staticmethod
@@ -91,13 +85,7 @@ class DeepgramAgentSession:
         self._sent_ms += len(samples) // 8
         if samples.size and float(np.sqrt(np.mean(samples * samples))) > LOUD_RMS:
             self._last_loud_ms = self._sent_ms
-        data = self._codec.encode(pcm)
-        limit = self._codec.bytes_per_ms * MAX_PENDING_MS
-        if len(self._pending) + len(data) > limit:
-            del self._pending[:len(self._pending) + len(data) - limit]
-            self.frames_dropped += 1
-        self._pending += data
-        self._wake.set()
+        self._out_box.send_audio(self._codec.encode(pcm), self._codec.bytes_per_ms)
 
     def send_user_text(self, text: str) -> None:
         self._send_json({"type": "InjectUserMessage", "content": text})
@@ -112,7 +100,7 @@ class DeepgramAgentSession:
 
     def closing(self) -> None:
         self._muted = True
-        self._pending.clear()
+        self._out_box.clear_audio()
 
     async def run(self, port: RelayPort, *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -126,7 +114,7 @@ class DeepgramAgentSession:
                                     "Deepgram Voice Agent") as ws:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._sender, ws)
+                nursery.start_soon(self._out_box.run, ws)
                 nursery.start_soon(self._keepalive)
                 await self._receiver(ws, task_status)
                 nursery.cancel_scope.cancel()
@@ -134,33 +122,18 @@ class DeepgramAgentSession:
     # -- sending -------------------------------------------------------------------------------
 
     def _send_json(self, message: dict[str, Any]) -> None:
-        self._control.append(json.dumps(message, separators=(",", ":")))
-        self._wake.set()
-
-    async def _sender(self, ws: trio_websocket.WebSocketConnection) -> None:
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake = trio.Event()
-                while self._control:
-                    await ws.send_message(self._control.popleft())
-                if self._pending:
-                    data = bytes(self._pending)
-                    self._pending.clear()
-                    self._last_audio_sent = trio.current_time()
-                    await ws.send_message(data)
-        except trio_websocket.ConnectionClosed:
-            return  # the receiver reports the closed connection
+        self._out_box.send_json(message)
 
     async def _keepalive(self) -> None:
-        self._last_audio_sent = trio.current_time()
+        box = self._out_box
+        box.last_audio_sent = trio.current_time()
         period = self.cfg.keepalive_seconds
         while True:
-            await trio.sleep_until(self._last_audio_sent + period)
-            if trio.current_time() - self._last_audio_sent >= period:
+            await trio.sleep_until(box.last_audio_sent + period)
+            if trio.current_time() - box.last_audio_sent >= period:
                 self._send_json({"type": "KeepAlive"})
                 self.keepalives += 1
-                self._last_audio_sent = trio.current_time()
+                box.last_audio_sent = trio.current_time()
 
     def settings(self) -> dict[str, Any]:
         """The ``Settings`` message for this call (V1 shape, providers.md 2.2)."""
@@ -201,13 +174,7 @@ class DeepgramAgentSession:
     async def _receiver(self, ws: trio_websocket.WebSocketConnection,
                         task_status: trio.TaskStatus[None]) -> None:
         while True:
-            try:
-                raw = await ws.get_message()
-            except trio_websocket.ConnectionClosed as exc:
-                reason = exc.reason
-                code = reason.code if reason is not None else 1006
-                raise ProviderError(f"connection closed (code {code})",
-                                    retryable=code != 1008) from None
+            raw = await receive(ws)
             t_in = trio.current_time()
             if isinstance(raw, bytes):
                 self._on_audio(raw, t_in)

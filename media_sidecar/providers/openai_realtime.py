@@ -30,7 +30,6 @@ import base64
 import json
 import logging
 import os
-from collections import deque
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -41,13 +40,11 @@ import trio_websocket
 from ..config.schema import RealtimeConfig
 from .audio import AudioCodec
 from .base import ProviderError, ProviderSetup, RelayPort
-from .ws import Connector, open_provider_ws, tcp_connector
+from .ws import Connector, Outbox, open_provider_ws, receive, tcp_connector
 
 log = logging.getLogger("agi_voice.openai_realtime")
 
 PCM_RATE = 24000
-MAX_PENDING_MS = 1000
-"""Caller audio buffered while the socket is slow; older audio is dropped beyond this."""
 
 _FORMATS: dict[str, dict[str, Any]] = {"ulaw": {"type": "audio/pcmu"}, "pcm": {"type": "audio/pcm", "rate": PCM_RATE}}
 
@@ -56,6 +53,11 @@ def realtime_url(cfg: RealtimeConfig) -> str:
     parts = urlsplit(cfg.url)
     query = f"{parts.query}&" if parts.query else ""
     return urlunsplit(parts._replace(query=query + urlencode({"model": cfg.model})))
+
+
+def _append_event(audio: bytes) -> str:
+    return ('{"type":"input_audio_buffer.append","audio":"'
+            + base64.b64encode(audio).decode("ascii") + '"}')
 
 
 def _codec(fmt: object) -> AudioCodec:
@@ -89,14 +91,11 @@ class OpenAIRealtimeSession:
         self._port: RelayPort | None = None
         self._in: AudioCodec | None = None
         self._out: AudioCodec | None = None
-        self._pending = bytearray()
-        self._control: deque[str] = deque()
-        self._wake = trio.Event()
+        self._out_box = Outbox(_append_event)
         self._received: dict[str, int] = {}
         """Output audio bytes received per assistant item (truncate must not exceed it)."""
         self._last_item = ""
         self._started = False
-        self.frames_dropped = 0
         self.errors: list[dict[str, Any]] = []
 
     # -- SpeechToSpeech ------------------------------------------------------------------------
@@ -104,14 +103,7 @@ class OpenAIRealtimeSession:
     def send_caller_audio(self, pcm: bytes) -> None:
         if self._in is None:
             return
-        data = self._in.encode(pcm)
-        limit = self._in.bytes_per_ms * MAX_PENDING_MS
-        if len(self._pending) + len(data) > limit:
-            drop = len(self._pending) + len(data) - limit
-            del self._pending[:drop]
-            self.frames_dropped += 1
-        self._pending += data
-        self._wake.set()
+        self._out_box.send_audio(self._in.encode(pcm), self._in.bytes_per_ms)
 
     async def run(self, port: RelayPort, *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -126,7 +118,7 @@ class OpenAIRealtimeSession:
                                     "OpenAI Realtime") as ws:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._sender, ws)
+                nursery.start_soon(self._out_box.run, ws)
                 await self._receiver(ws, task_status)
                 nursery.cancel_scope.cancel()
 
@@ -167,23 +159,7 @@ class OpenAIRealtimeSession:
     # -- sending -------------------------------------------------------------------------------
 
     def _send_json(self, event: dict[str, Any]) -> None:
-        self._control.append(json.dumps(event, separators=(",", ":")))
-        self._wake.set()
-
-    async def _sender(self, ws: trio_websocket.WebSocketConnection) -> None:
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake = trio.Event()
-                while self._control:
-                    await ws.send_message(self._control.popleft())
-                if self._pending:
-                    audio = base64.b64encode(self._pending).decode("ascii")
-                    self._pending.clear()
-                    await ws.send_message(
-                        '{"type":"input_audio_buffer.append","audio":"' + audio + '"}')
-        except trio_websocket.ConnectionClosed:
-            return  # the receiver reports the closed connection
+        self._out_box.send_json(event)
 
     def _turn_detection(self) -> dict[str, Any] | None:
         cfg = self.cfg
@@ -219,13 +195,7 @@ class OpenAIRealtimeSession:
     async def _receiver(self, ws: trio_websocket.WebSocketConnection,
                         task_status: trio.TaskStatus[None]) -> None:
         while True:
-            try:
-                raw = await ws.get_message()
-            except trio_websocket.ConnectionClosed as exc:
-                reason = exc.reason
-                code = reason.code if reason is not None else 1006
-                raise ProviderError(f"connection closed (code {code})",
-                                    retryable=code != 1008) from None
+            raw = await receive(ws)
             t_in = trio.current_time()
             try:
                 event = json.loads(raw)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import ssl
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 import trio
@@ -122,3 +124,66 @@ def error_message(body: bytes | None) -> str:
             if data.get(key):
                 return str(data[key])[:200]
     return body[:200].decode("utf-8", "replace")
+
+
+MAX_PENDING_MS = 1000
+"""Caller audio held while the socket is slow; older audio is dropped beyond this."""
+
+
+class Outbox:
+    """One provider WebSocket's outbound side: JSON control messages, sent first and in order,
+    then the caller audio gathered since the last send, in one message framed by ``frame``
+    (OpenAI: base64 in a JSON event; Deepgram: the raw bytes). Nothing here blocks the call:
+    audio beyond :data:`MAX_PENDING_MS` drops the oldest and is counted."""
+
+    def __init__(self, frame: Callable[[bytes], str | bytes]) -> None:
+        self._frame = frame
+        self._control: deque[str] = deque()
+        self._audio = bytearray()
+        self._wake = trio.Event()
+        self.frames_dropped = 0
+        self.last_audio_sent = 0.0
+        """trio time audio last went out (or the sender started)."""
+
+    def send_json(self, message: dict[str, Any]) -> None:
+        self._control.append(json.dumps(message, separators=(",", ":")))
+        self._wake.set()
+
+    def send_audio(self, data: bytes, bytes_per_ms: int) -> None:
+        limit = bytes_per_ms * MAX_PENDING_MS
+        if len(self._audio) + len(data) > limit:
+            del self._audio[:len(self._audio) + len(data) - limit]
+            self.frames_dropped += 1
+        self._audio += data
+        self._wake.set()
+
+    def clear_audio(self) -> None:
+        self._audio.clear()
+
+    async def run(self, ws: trio_websocket.WebSocketConnection) -> None:
+        """Send until the connection closes (the receiver reports that)."""
+        self.last_audio_sent = trio.current_time()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                while self._control:
+                    await ws.send_message(self._control.popleft())
+                if self._audio:
+                    message = self._frame(bytes(self._audio))
+                    self._audio.clear()
+                    self.last_audio_sent = trio.current_time()
+                    await ws.send_message(message)
+        except trio_websocket.ConnectionClosed:
+            return
+
+
+async def receive(ws: trio_websocket.WebSocketConnection) -> str | bytes:
+    """The next message; a closed connection is a ProviderError (permanent only for 1008,
+    policy violation: a bad key or request)."""
+    try:
+        return await ws.get_message()
+    except trio_websocket.ConnectionClosed as exc:
+        reason = exc.reason
+        code = reason.code if reason is not None else 1006
+        raise ProviderError(f"connection closed (code {code})", retryable=code != 1008) from None
