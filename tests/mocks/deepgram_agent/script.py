@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import trio
+from tests.mocks.common import EventLog, SessionClosedError
 
 __all__ = ["AgentScript", "SessionClosedError", "SessionLog", "Speech"]
 
@@ -90,14 +90,13 @@ class Speech:
     """AgentAudioDone was sent."""
 
 
-class SessionClosedError(Exception):
-    """A :meth:`SessionLog.wait_for` could not be satisfied: the session ended first."""
 
 
 @dataclass(eq=False)
-class SessionLog:
+class SessionLog(EventLog):
     """Everything one connection did. Binary frames are counted (types ``Media`` received,
-    ``Audio`` sent), not stored."""
+    ``Audio`` sent), not stored. ``close_reason``: ``client`` | ``rejected`` |
+    ``error:<CODE>`` | ``disconnect_mid_turn`` | ``send_failed``."""
 
     path: str = ""
     request_id: str = ""
@@ -132,72 +131,13 @@ class SessionLog:
     injected_agent: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     """Client deviations the mock tolerated (or the script could not follow)."""
-    close_reason: str | None = None
-    """``client`` | ``rejected`` | ``error:<CODE>`` | ``disconnect_mid_turn`` | ``send_failed``."""
-    closed: trio.Event = field(default_factory=trio.Event)
-    _counts: dict[tuple[bool, str], int] = field(default_factory=dict, repr=False)
-    _waiters: list[tuple[bool, str, int, trio.Event]] = field(default_factory=list, repr=False)
 
     @property
     def interrupted(self) -> list[Speech]:
         return [s for s in self.speeches if s.interrupted]
 
-    def count(self, type_name: str, *, sent: bool = False) -> int:
-        """How many messages of this type were received (or, with ``sent``, sent)."""
-        return self._counts.get((sent, type_name), 0)
+    def _inbound(self) -> list[dict[str, Any]]:
+        return self.client_messages
 
-    def received(self, type_name: str) -> list[dict[str, Any]]:
-        return [m for m in self.client_messages if m.get("type") == type_name]
-
-    def sent(self, type_name: str) -> list[dict[str, Any]]:
-        return [m for m in self.server_messages if m["type"] == type_name]
-
-    def sent_types(self) -> list[str]:
-        return [m["type"] for m in self.server_messages]
-
-    async def wait_for(self, type_name: str, count: int = 1) -> dict[str, Any]:
-        """Wait until the ``count``-th client message of this type has been handled; return it
-        (for binary frames, ``{"type": "Media", "count": n}``). Raises SessionClosedError if
-        the session ends first."""
-        await self._wait(False, type_name, count)
-        return self._nth(self.client_messages, type_name, count)
-
-    async def wait_for_sent(self, type_name: str, count: int = 1) -> dict[str, Any]:
-        """Wait until the ``count``-th server message of this type has been sent; return it
-        (for binary frames, ``{"type": "Audio", "count": n}``). Raises as wait_for."""
-        await self._wait(True, type_name, count)
-        return self._nth(self.server_messages, type_name, count)
-
-    async def _wait(self, sent: bool, type_name: str, count: int) -> None:
-        if self.count(type_name, sent=sent) < count:
-            if not self.closed.is_set():
-                event = trio.Event()
-                self._waiters.append((sent, type_name, count, event))
-                await event.wait()
-            if self.count(type_name, sent=sent) < count:
-                raise SessionClosedError(f"session closed before {count} x {type_name}")
-
-    @staticmethod
-    def _nth(messages: list[dict[str, Any]], type_name: str, count: int) -> dict[str, Any]:
-        matches = [m for m in messages if m.get("type") == type_name]
-        return matches[count - 1] if len(matches) >= count else {"type": type_name, "count": count}
-
-    def _bump(self, sent: bool, type_name: str) -> None:
-        key = (sent, type_name)
-        n = self._counts[key] = self._counts.get(key, 0) + 1
-        if self._waiters:
-            keep = []
-            for w in self._waiters:
-                if w[0] == sent and w[1] == type_name and w[2] <= n:
-                    w[3].set()
-                else:
-                    keep.append(w)
-            self._waiters = keep
-
-    def _close(self, reason: str) -> None:
-        if self.close_reason is None:
-            self.close_reason = reason
-        self.closed.set()
-        for w in self._waiters:
-            w[3].set()
-        self._waiters = []
+    def _outbound(self) -> list[dict[str, Any]]:
+        return self.server_messages

@@ -27,12 +27,8 @@ Not modelled: text-only output (``output_modalities: ["text"]``), out-of-band re
 tools, ``idle_timeout_ms``, the beta protocol, item insertion at ``previous_item_id``.
 """
 
-from tests.mocks.openai_realtime.script import (
-    RealtimeScript,
-    SessionClosedError,
-    SessionLog,
-    Truncation,
-)
+from tests.mocks.common import SessionClosedError
+from tests.mocks.openai_realtime.script import RealtimeScript, SessionLog, Truncation
 from tests.mocks.openai_realtime.server import MockRealtimeServer
 
 __all__ = ["MockRealtimeServer", "RealtimeScript", "SessionClosedError", "SessionLog", "Truncation"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import trio
+from tests.mocks.common import EventLog
 
 
 @dataclass(frozen=True)
@@ -65,13 +65,13 @@ class Truncation:
     audio_end_ms: int
 
 
-class SessionClosedError(Exception):
-    """A :meth:`SessionLog.wait_for` could not be satisfied: the session ended first."""
 
 
 @dataclass(eq=False)
-class SessionLog:
-    """Everything one connection did. Appends and audio deltas are counted, not stored."""
+class SessionLog(EventLog):
+    """Everything one connection did. Appends and audio deltas are counted, not stored.
+    ``close_reason``: ``client`` | ``disconnect_mid_response`` | ``close_after_seconds`` |
+    ``send_failed``."""
 
     path: str = ""
     model: str | None = None
@@ -109,67 +109,9 @@ class SessionLog:
     session: dict[str, Any] = field(default_factory=dict, repr=False)
     """The effective session config."""
     responses: int = 0
-    close_reason: str | None = None
-    """``client`` | ``disconnect_mid_response`` | ``close_after_seconds`` | ``send_failed``."""
-    closed: trio.Event = field(default_factory=trio.Event)
-    _counts: dict[tuple[bool, str], int] = field(default_factory=dict, repr=False)
-    _waiters: list[tuple[bool, str, int, trio.Event]] = field(default_factory=list, repr=False)
 
-    def count(self, type_name: str, *, sent: bool = False) -> int:
-        """How many events of this type were received (or, with ``sent``, sent)."""
-        return self._counts.get((sent, type_name), 0)
+    def _inbound(self) -> list[dict[str, Any]]:
+        return self.client_events
 
-    def received(self, type_name: str) -> list[dict[str, Any]]:
-        return [e for e in self.client_events if e.get("type") == type_name]
-
-    def sent(self, type_name: str) -> list[dict[str, Any]]:
-        return [e for e in self.server_events if e["type"] == type_name]
-
-    def sent_types(self) -> list[str]:
-        return [e["type"] for e in self.server_events]
-
-    async def wait_for(self, type_name: str, count: int = 1) -> dict[str, Any]:
-        """Wait until the ``count``-th client event of this type has been handled; return it
-        (for appends, ``{"type": ..., "count": n}``). Raises SessionClosedError if the session
-        ends first."""
-        await self._wait(False, type_name, count)
-        return self._nth(self.client_events, type_name, count)
-
-    async def wait_for_sent(self, type_name: str, count: int = 1) -> dict[str, Any]:
-        """Wait until the ``count``-th server event of this type has been sent; return it (for
-        audio deltas, ``{"type": ..., "count": n}``). Raises SessionClosedError as wait_for."""
-        await self._wait(True, type_name, count)
-        return self._nth(self.server_events, type_name, count)
-
-    async def _wait(self, sent: bool, type_name: str, count: int) -> None:
-        if self.count(type_name, sent=sent) < count:
-            if not self.closed.is_set():
-                event = trio.Event()
-                self._waiters.append((sent, type_name, count, event))
-                await event.wait()
-            if self.count(type_name, sent=sent) < count:
-                raise SessionClosedError(f"session closed before {count} x {type_name}")
-
-    def _nth(self, events: list[dict[str, Any]], type_name: str, count: int) -> dict[str, Any]:
-        matches = [e for e in events if e.get("type") == type_name]
-        return matches[count - 1] if matches else {"type": type_name, "count": count}
-
-    def _bump(self, sent: bool, type_name: str) -> None:
-        key = (sent, type_name)
-        n = self._counts[key] = self._counts.get(key, 0) + 1
-        if self._waiters:
-            keep = []
-            for w in self._waiters:
-                if w[0] == sent and w[1] == type_name and w[2] <= n:
-                    w[3].set()
-                else:
-                    keep.append(w)
-            self._waiters = keep
-
-    def _close(self, reason: str) -> None:
-        if self.close_reason is None:
-            self.close_reason = reason
-        self.closed.set()
-        for w in self._waiters:
-            w[3].set()
-        self._waiters = []
+    def _outbound(self) -> list[dict[str, Any]]:
+        return self.server_events

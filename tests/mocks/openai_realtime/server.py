@@ -5,73 +5,34 @@ once per output format and shared by all sessions."""
 from __future__ import annotations
 
 import json
-from functools import partial
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import trio
 import trio_websocket
 
+from tests.mocks.common import MockWsServer
 from tests.mocks.openai_realtime.script import RealtimeScript, SessionLog
 from tests.mocks.openai_realtime.session import _Session
 from tests.mocks.openai_realtime.wire import HEADERS_OF_INTEREST, Clip, render_clip
 
 
-class MockRealtimeServer:
+class MockRealtimeServer(MockWsServer):
     """Serves the mock over TCP or over given streams; one :class:`SessionLog` per session."""
 
     def __init__(self, api_key: str = "test-key", *, script: RealtimeScript | None = None) -> None:
+        super().__init__()
         self.api_key = api_key
         self.script = script if script is not None else RealtimeScript()
         self.sessions: list[SessionLog] = []
         self.rejected: list[SessionLog] = []
-        self.port: int | None = None
         self._clips: dict[str, Clip] = {}
-        self._session_added = trio.Event()
 
     def clip(self, fmt: dict[str, Any]) -> Clip:
         kind = fmt.get("type", "audio/pcm")
         if kind not in self._clips:
             self._clips[kind] = render_clip(self.script, kind)
         return self._clips[kind]
-
-    async def wait_for_session(self, n: int = 1) -> SessionLog:
-        """The n-th accepted session's log (1-based), once it exists."""
-        while len(self.sessions) < n:
-            await self._session_added.wait()
-        return self.sessions[n - 1]
-
-    async def serve(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Listen on host:port until cancelled; ``task_status.started(bound_port)``."""
-        async with trio.open_nursery() as nursery:
-            serve = partial(
-                trio_websocket.serve_websocket,
-                self.handle_request,
-                host,
-                port,
-                None,
-                connect_timeout=10,
-                disconnect_timeout=5,
-            )
-            ws_server = await nursery.start(serve)
-            self.port = ws_server.port
-            task_status.started(self.port)
-
-    async def serve_stream(self, stream: trio.abc.Stream) -> None:
-        """Serve one connection over an already connected stream (e.g. a memory stream)."""
-        try:
-            async with trio.open_nursery() as nursery:
-                request = await trio_websocket.wrap_server_stream(nursery, stream)
-                await self.handle_request(request)
-                nursery.cancel_scope.cancel()
-        finally:
-            await trio.aclose_forcefully(stream)
 
     async def handle_request(self, request: trio_websocket.WebSocketRequest) -> None:
         """Check the upgrade (path, auth, model), then run the session until either side closes.
