@@ -25,6 +25,7 @@ import trio.testing
 import trio_websocket
 
 from media_sidecar.dsp.g711 import alaw_encode, ulaw_decode, ulaw_encode
+from tests.mocks.client import RawClient
 from tests.mocks.deepgram_agent import PATH, AgentScript, MockAgentServer, SessionLog
 from tests.mocks.deepgram_agent.audio import EnergyVad, InputDecoder
 
@@ -85,51 +86,13 @@ def frame(encoding: str, rate: int, amplitude: int) -> bytes:
     return pcm.tobytes()
 
 
-class Client:
+class Client(RawClient):
     """A raw client: every server message is kept with its arrival time (runtime clock); binary
     frames as ``{"type": "Audio", "data": ...}``."""
 
     def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
-        self.ws = ws
-        self.events: list[dict[str, Any]] = []
-        self.times: list[float] = []
-        self.closed: trio_websocket.CloseReason | None = None
+        super().__init__(ws)
         self.input = ("mulaw", 8000)
-        self._changed = trio.Event()
-
-    async def reader(self) -> None:
-        try:
-            while True:
-                message = await self.ws.get_message()
-                event = (
-                    {"type": "Audio", "data": message}
-                    if isinstance(message, bytes)
-                    else json.loads(message)
-                )
-                self.events.append(event)
-                self.times.append(trio.current_time())
-                self._changed.set()
-                self._changed = trio.Event()
-        except trio_websocket.ConnectionClosed as exc:
-            self.closed = exc.reason
-            self._changed.set()
-
-    async def send(self, **message: Any) -> None:
-        await self.ws.send_message(json.dumps(message))
-
-    async def wait(self, type_name: str, n: int = 1) -> dict[str, Any]:
-        """The n-th message of this type, once it has arrived."""
-        while True:
-            found = [e for e in self.events if e["type"] == type_name]
-            if len(found) >= n:
-                return found[n - 1]
-            assert self.closed is None, f"closed while waiting for {type_name}: {self.types()}"
-            await self._changed.wait()
-
-    async def wait_closed(self) -> trio_websocket.CloseReason:
-        while self.closed is None:
-            await self._changed.wait()
-        return self.closed
 
     def types(self, start: int = 0) -> list[str]:
         """Message types from index ``start``; a run of audio frames is listed once."""
@@ -138,9 +101,6 @@ class Client:
             if not (e["type"] == "Audio" and out and out[-1] == "Audio"):
                 out.append(e["type"])
         return out
-
-    def index(self, type_name: str, n: int = 1) -> int:
-        return [i for i, e in enumerate(self.events) if e["type"] == type_name][n - 1]
 
     def audio(self, start: int = 0, end: int | None = None) -> list[bytes]:
         return [e["data"] for e in self.events[start:end] if e["type"] == "Audio"]

@@ -6,7 +6,6 @@ Used by tests/unit/test_mock_openai_realtime.py; nothing in the mock imports it.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,6 +16,7 @@ import trio.testing
 import trio_websocket
 
 from media_sidecar.dsp.g711 import ulaw_encode
+from tests.mocks.client import RawClient
 from tests.mocks.openai_realtime.script import SessionLog
 from tests.mocks.openai_realtime.server import MockRealtimeServer
 
@@ -27,44 +27,8 @@ LOUD_20MS = ulaw_encode((8000 * np.sin(2 * np.pi * 1000 * np.arange(160) / 8000)
 QUIET_20MS = ulaw_encode(np.zeros(160, dtype="<i2"))
 
 
-class Client:
+class Client(RawClient):
     """A raw client: every server event is kept with its arrival time (runtime clock)."""
-
-    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
-        self.ws = ws
-        self.events: list[dict[str, Any]] = []
-        self.times: list[float] = []
-        self.closed: trio_websocket.CloseReason | None = None
-        self._changed = trio.Event()
-
-    async def reader(self) -> None:
-        try:
-            while True:
-                message = await self.ws.get_message()
-                self.events.append(json.loads(message))
-                self.times.append(trio.current_time())
-                self._changed.set()
-                self._changed = trio.Event()
-        except trio_websocket.ConnectionClosed as exc:
-            self.closed = exc.reason
-            self._changed.set()
-
-    async def send(self, **event: Any) -> None:
-        await self.ws.send_message(json.dumps(event))
-
-    async def wait(self, type_name: str, n: int = 1) -> dict[str, Any]:
-        """The n-th event of this type, once it has arrived."""
-        while True:
-            found = [e for e in self.events if e["type"] == type_name]
-            if len(found) >= n:
-                return found[n - 1]
-            assert self.closed is None, f"closed while waiting for {type_name}: {self.types()}"
-            await self._changed.wait()
-
-    async def wait_closed(self) -> trio_websocket.CloseReason:
-        while self.closed is None:
-            await self._changed.wait()
-        return self.closed
 
     def types(self, start: int = 0) -> list[str]:
         """Event types from index ``start``; a run of interleaved ``*.delta`` events is listed once
@@ -81,9 +45,6 @@ class Client:
                 run.add(t)
             out.append(t)
         return out
-
-    def index(self, type_name: str, n: int = 1) -> int:
-        return [i for i, e in enumerate(self.events) if e["type"] == type_name][n - 1]
 
     def audio(self, response_id: str) -> list[bytes]:
         return [
