@@ -15,6 +15,7 @@ call's graceful end.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -63,6 +64,14 @@ class ProviderError(Exception):
     def __init__(self, message: str, *, retryable: bool) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+def api_key(env: Mapping[str, str], name: str) -> str:
+    """The key in environment variable ``name``; a missing key is a permanent failure."""
+    key = env.get(name, "")
+    if not key:
+        raise ProviderError(f"the environment variable {name} is not set", retryable=False)
+    return key
 
 
 class RelayPort(Protocol):

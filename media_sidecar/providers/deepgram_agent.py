@@ -35,7 +35,7 @@ import trio_websocket
 
 from ..config.schema import DeepgramAgentConfig
 from .audio import AudioCodec
-from .base import ProviderError, ProviderSetup, RelayPort
+from .base import ProviderError, ProviderSetup, RelayPort, api_key
 from .ws import Connector, Outbox, open_provider_ws, receive, tcp_connector
 
 log = logging.getLogger("agi_voice.deepgram_agent")
@@ -105,10 +105,7 @@ class DeepgramAgentSession:
     async def run(self, port: RelayPort, *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._port = port
-        key = self._env.get(self.cfg.api_key_env, "")
-        if not key:
-            raise ProviderError(f"the environment variable {self.cfg.api_key_env} is not set",
-                                retryable=False)
+        key = api_key(self._env, self.cfg.api_key_env)
         header = (b"Authorization", b"Token " + key.encode())
         async with open_provider_ws(self._connect, self.cfg.url, [header],
                                     "Deepgram Voice Agent") as ws:

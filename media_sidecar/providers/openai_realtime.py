@@ -39,7 +39,7 @@ import trio_websocket
 
 from ..config.schema import RealtimeConfig
 from .audio import AudioCodec
-from .base import ProviderError, ProviderSetup, RelayPort
+from .base import ProviderError, ProviderSetup, RelayPort, api_key
 from .ws import Connector, Outbox, open_provider_ws, receive, tcp_connector
 
 log = logging.getLogger("agi_voice.openai_realtime")
@@ -108,10 +108,7 @@ class OpenAIRealtimeSession:
     async def run(self, port: RelayPort, *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._port = port
-        key = self._env.get(self.cfg.api_key_env, "")
-        if not key:
-            raise ProviderError(f"the environment variable {self.cfg.api_key_env} is not set",
-                                retryable=False)
+        key = api_key(self._env, self.cfg.api_key_env)
         header = (b"api-key", key.encode()) if self.cfg.auth == "api-key" else (
             b"Authorization", b"Bearer " + key.encode())
         async with open_provider_ws(self._connect, realtime_url(self.cfg), [header],

@@ -9,6 +9,7 @@ import os
 import signal
 import stat
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -113,6 +114,20 @@ class MockWsServer:
 
     async def handle_request(self, request: trio_websocket.WebSocketRequest) -> None:
         raise NotImplementedError
+
+    async def run_accepted(self, ws: trio_websocket.WebSocketConnection, log: EventLog,
+                           session: Callable[[trio.Nursery], Awaitable[None]]) -> None:
+        """Record ``log`` as an accepted session, run ``session(nursery)``, then close."""
+        self.sessions.append(log)
+        self._session_added.set()
+        self._session_added = trio.Event()
+        try:
+            async with trio.open_nursery() as nursery:
+                await session(nursery)
+        finally:
+            with trio.move_on_after(2.0, shield=True):
+                await ws.aclose()
+            log._close("client")
 
     async def wait_for_session(self, n: int = 1) -> Any:
         """The n-th accepted session's log (1-based), once it exists."""

@@ -74,18 +74,10 @@ class MockAgentServer(MockWsServer):
             )
             log._close("rejected")
             return
-        self.sessions.append(log)
-        self._session_added.set()
-        self._session_added = trio.Event()
         subprotocol = "token" if log.auth_scheme == "subprotocol" else None
         ws = await request.accept(subprotocol=subprotocol, extra_headers=dg_id)
-        try:
-            async with trio.open_nursery() as nursery:
-                await Session(self, ws, log, nursery, _transport(request)).run()
-        finally:
-            with trio.move_on_after(2.0, shield=True):
-                await ws.aclose()
-            log._close("client")
+        await self.run_accepted(
+            ws, log, lambda nursery: Session(self, ws, log, nursery, _transport(request)).run())
 
     def _check(
         self, request: trio_websocket.WebSocketRequest, headers: dict[str, str], log: SessionLog

@@ -59,17 +59,9 @@ class MockRealtimeServer(MockWsServer):
             )
             log._close("rejected")
             return
-        self.sessions.append(log)
-        self._session_added.set()
-        self._session_added = trio.Event()
         ws = await request.accept()
-        try:
-            async with trio.open_nursery() as nursery:
-                await _Session(self, ws, log, nursery, _transport(request)).run()
-        finally:
-            with trio.move_on_after(2.0, shield=True):
-                await ws.aclose()
-            log._close("client")
+        await self.run_accepted(
+            ws, log, lambda nursery: _Session(self, ws, log, nursery, _transport(request)).run())
 
     def _check(
         self, path: str, query: dict[str, str], headers: dict[str, str]
