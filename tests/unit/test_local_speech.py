@@ -59,8 +59,11 @@ def test_piper_speaks_int16_at_its_rate(tts: PiperTts) -> None:
 
 @pytest.mark.local_models
 def test_piper_speed_shortens_speech(tts: PiperTts) -> None:
-    normal = sum(len(c) for c in tts.synthesize(SENTENCE))
-    fast = sum(len(c) for c in PiperTts("joe-us", speed=1.5).synthesize(SENTENCE))
+    # Piper draws its phoneme durations with noise, so one synthesis each can land near the
+    # bound (seen once in CI: 0.81); three each measure the speed, not the noise.
+    fast_tts = PiperTts("joe-us", speed=1.5)
+    normal = sum(len(c) for _ in range(3) for c in tts.synthesize(SENTENCE))
+    fast = sum(len(c) for _ in range(3) for c in fast_tts.synthesize(SENTENCE))
     assert fast < 0.8 * normal
 
 
