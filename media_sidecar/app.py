@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import trio
 
 from .brain.rules import RulesBrain
-from .config.schema import AssistantConfig, Config
+from .config.schema import AssistantConfig, Config, TtsConfig
 from .protocol.control import CallContext
 from .providers import SpeechToSpeech, make_provider
 from .server.audiosocket_server import AudioSocketServer, serve_audiosocket
@@ -23,7 +23,7 @@ from .server.registry import CallRegistry
 from .session.call import CallServices
 from .session.records import RecordWriter
 from .session.speaker import Speaker
-from .speech.base import SpeechEngineError, TextToSpeech
+from .speech.base import SpeechEngineError, SpeechToText, TextToSpeech
 
 log = logging.getLogger("agi_voice.sidecar")
 
@@ -41,32 +41,37 @@ def rules_brain(assistant: AssistantConfig, context: CallContext) -> RulesBrain:
 
 
 def load_local_services(cfg: Config) -> tuple[CallServices | None, dict[str, str]]:
-    """Load the offline engines the configured assistants need (once per process).
+    """Load the offline engines the pipeline assistants name (once per process).
 
     Returns the services and, per assistant that cannot run, the reason (its offers are then
-    refused and the dialplan falls through to its fallback at once).
+    refused and the dialplan falls through to its fallback at once). Cloud stages need no
+    loading; their keys are read when a call starts.
     """
     from .speech import make_stt, make_tts
 
     unavailable: dict[str, str] = {}
-    stt = tts = None
-    for a in cfg.assistants:
-        if a.provider != "local":
-            continue  # speech-to-speech assistants need no local engines
+    stt: SpeechToText | None = None
+    tts: TextToSpeech | None = None
+    pipelines = [a for a in cfg.assistants if a.is_pipeline]
+    for a in pipelines:
         try:
-            stt = stt or make_stt(a.stt)
-            tts = tts or make_tts(a.tts)
+            if a.stt.engine == "moonshine":
+                stt = stt or make_stt(a.stt)
+            if a.tts.engine == "piper":
+                tts = tts or make_tts(a.tts)
         except SpeechEngineError as exc:
             unavailable[a.name] = str(exc)
             log.error("assistant %s cannot take calls: %s", a.name, exc)
-    if stt is None or tts is None:
+    if not pipelines or all(a.name in unavailable for a in pipelines):
         return None, unavailable
     engine = tts
-    services = CallServices(
-        speaker_factory=lambda _a: Speaker(engine),
-        brain_factory=rules_brain,
-        stt=stt,
-    )
+
+    def speaker(_a: AssistantConfig) -> Speaker:
+        if engine is None:
+            raise SpeechEngineError("no local TTS engine is loaded")
+        return Speaker(engine)
+
+    services = CallServices(speaker_factory=speaker, brain_factory=rules_brain, stt=stt)
     return services, unavailable
 
 
@@ -79,14 +84,18 @@ def load_prompts(cfg: Config, services: CallServices | None) -> dict[str, bytes]
 
     def tts_for(a: AssistantConfig) -> TextToSpeech | None:
         if services is not None:
-            return services.speaker_factory(a).tts
-        if a.tts not in engines:
             try:
-                engines[a.tts] = make_tts(a.tts)
+                return services.speaker_factory(a).tts
+            except SpeechEngineError:
+                pass
+        voice = a.tts if a.tts.engine == "piper" else TtsConfig()  # cloud voices may be down
+        if voice not in engines:
+            try:
+                engines[voice] = make_tts(voice)
             except SpeechEngineError as exc:
                 log.info("no local TTS for apologies: %s", exc)
-                engines[a.tts] = None
-        return engines[a.tts]
+                engines[voice] = None
+        return engines[voice]
 
     return render_apologies(cfg, tts_for)
 
@@ -107,7 +116,7 @@ async def run_sidecar(cfg: Config, services: CallServices | None = None,
         # Nothing can take a call, but the control link still answers so every offer is refused
         # at once with the reason (AI_STATUS=FAILED) instead of timing out.
         registry.unavailable = {a.name: "no speech engines available" for a in cfg.assistants
-                                if a.provider == "local"} | (unavailable or {})
+                                if a.is_pipeline} | (unavailable or {})
     hub = ControlHub(registry)
     records = records or RecordWriter(cfg.sidecar.records_path)
     server = AudioSocketServer(cfg, registry, services, hub, records, on_ended=hub.send,

@@ -60,6 +60,14 @@ class TurnInfo:
 
     intent: str = ""
     matched: list[str] = field(default_factory=list)
+    first_token: float | None = None
+    """trio time an LLM's first token (text or tool call) arrived."""
+    first_sentence: float | None = None
+    """trio time the first complete sentence was released."""
+    llm_done: float | None = None
+    llm_ms: float = 0.0
+    """Time spent in LLM requests this turn."""
+    llm_requests: int = 0
 
 
 class Brain(Protocol):

@@ -288,7 +288,7 @@ class _Builder:
 
 
 _DTMF_KEYS = set("0123456789*#ABCD")
-_PROVIDERS = {"local", "echo", "openai_realtime", "deepgram_agent"}
+_PROVIDERS = {"local", "pipeline", "echo", "openai_realtime", "deepgram_agent"}
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _RESERVED_TOOLS = {"transfer_call", "hangup_call"}
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")

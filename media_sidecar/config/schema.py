@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+PIPELINE_PROVIDERS = frozenset({"local", "pipeline"})
+
 
 @dataclass(frozen=True, slots=True)
 class Listen:
@@ -177,15 +179,90 @@ class BargeInConfig:
 
 @dataclass(frozen=True, slots=True)
 class SttConfig:
-    engine: str = "moonshine"
-    model: str = "tiny-en"
+    """The pipeline's speech-to-text stage (``stt:``).
+
+    ``moonshine`` (offline) and ``openai`` (REST, one request per utterance) transcribe what
+    agi-voice's own VAD cut as an utterance; ``deepgram`` streams all caller audio over a
+    WebSocket and Deepgram's endpointing ends the caller's turn.
+    """
+
+    engine: Literal["moonshine", "deepgram", "openai"] = "moonshine"
+    model: str = ""
+    """Empty: the engine's default (tiny-en, nova-3, gpt-4o-mini-transcribe)."""
+    url: str = ""
+    """Empty: the vendor's endpoint. A proxy or a compatible server: its URL here."""
+    api_key_env: str = ""
+    """Environment variable with the key; empty: DEEPGRAM_API_KEY or OPENAI_API_KEY."""
+    language: str = ""
+    """Empty: the assistant's language."""
+    endpointing_ms: int = 300
+    """Deepgram: silence that ends an utterance (its ``endpointing``)."""
+    utterance_end_ms: int = 1000
+    """Deepgram: ``UtteranceEnd`` after this long without words (ends a turn that
+    endpointing missed, e.g. in noise)."""
+    keyterms: tuple[str, ...] = ()
+    """Deepgram nova-3: words to recognise better (product names, surnames)."""
+    prompt: str = ""
+    """OpenAI: a prompt guiding the transcription (vocabulary, spelling)."""
+    timeout: float = 5.0
+    """Seconds to connect (Deepgram) or for one transcription (OpenAI)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LlmConfig:
+    """The pipeline's language model (``llm:``); ``engine: none`` keeps the rule brain only.
+
+    ``openai``: any OpenAI-compatible ``/chat/completions`` endpoint, streamed (OpenAI, Groq,
+    vLLM, llama.cpp server, LM Studio, Ollama's ``/v1``). ``ollama``: Ollama's native
+    ``/api/chat``. ``llama_cpp``: a GGUF file in-process (the ``llama`` extra, not built in CI).
+    """
+
+    engine: Literal["none", "openai", "ollama", "llama_cpp"] = "none"
+    url: str = ""
+    """Base URL. Empty: https://api.openai.com/v1 or http://127.0.0.1:11434."""
+    model: str = ""
+    """Empty: gpt-4o-mini (openai) or llama3.2 (ollama)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """For ``openai``. With a custom ``url`` a missing variable means no Authorization header
+    (local servers need none); with OpenAI's own URL it is an error."""
+    rules_first: bool = False
+    """The rule brain answers what its intents and DTMF mappings cover (fast, predictable);
+    the LLM answers the rest."""
+    temperature: float = 0.7
+    max_tokens: int = 300
+    history_messages: int = 40
+    """The conversation kept for the model (oldest dropped first; the system prompt stays)."""
+    timeout: float = 8.0
+    """Seconds to the first token; longer is a failed turn (apology, fallback)."""
+    keep_alive: str = "5m"
+    """Ollama: how long the model stays loaded after a call."""
+    model_path: str = ""
+    """llama_cpp: the GGUF file."""
+    max_tool_rounds: int = 4
+    """Tool calls the model may chain in one turn before it must answer."""
 
 
 @dataclass(frozen=True, slots=True)
 class TtsConfig:
-    engine: str = "piper"
-    voice: str = "joe-us"
+    """The pipeline's text-to-speech stage (``tts:``): ``piper`` (offline), ``deepgram``
+    (Aura: streaming WebSocket, REST when the socket cannot be opened) or ``openai``."""
+
+    engine: Literal["piper", "deepgram", "openai"] = "piper"
+    voice: str = ""
+    """Empty: joe-us (piper), aura-2-thalia-en (deepgram model), marin (openai)."""
+    model: str = ""
+    """OpenAI speech model; empty: gpt-4o-mini-tts."""
     speed: float = 1.0
+    url: str = ""
+    """Empty: the vendor's endpoint."""
+    api_key_env: str = ""
+    """Empty: DEEPGRAM_API_KEY or OPENAI_API_KEY."""
+    instructions: str = ""
+    """OpenAI gpt-4o-mini-tts: how to speak (tone, pace)."""
+    streaming: bool = True
+    """Deepgram: the WebSocket (lowest latency); false: REST per sentence."""
+    timeout: float = 5.0
+    """Seconds to connect or to the first audio of a sentence."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +380,8 @@ class DtmfInputConfig:
 class AssistantConfig:
     name: str
     provider: str = "local"
-    """``local`` (offline STT, rule brain, TTS), ``openai_realtime`` or ``deepgram_agent``
+    """``pipeline`` (STT -> brain -> TTS, each stage chosen in ``stt``/``llm``/``tts``;
+    ``local`` is the same, its historical name), ``openai_realtime`` or ``deepgram_agent``
     (speech to speech), or ``echo``."""
     language: str = "en"
     audio_format: str = "slin"
@@ -311,6 +389,7 @@ class AssistantConfig:
     the dialplan used Dial(AudioSocket/...,c(...))."""
     stt: SttConfig = SttConfig()
     tts: TtsConfig = TtsConfig()
+    llm: LlmConfig = LlmConfig()
     vad: VadConfig = VadConfig()
     barge_in: BargeInConfig = BargeInConfig()
     brain: RulesBrainConfig = RulesBrainConfig()
@@ -341,6 +420,21 @@ class AssistantConfig:
     fallback_destination: str = ""
     """Where a failing call goes (a destinations key); empty ends the call with AI_STATUS."""
     max_call_seconds: float = 900.0
+
+    @property
+    def is_pipeline(self) -> bool:
+        """Served by the pipeline session (agi-voice runs STT, brain and TTS itself)."""
+        return self.provider in PIPELINE_PROVIDERS
+
+    @property
+    def offline(self) -> bool:
+        """A pipeline whose every stage runs here (nothing remote can fail mid-call)."""
+        return (self.is_pipeline and self.stt.engine == "moonshine" and self.tts.engine == "piper"
+                and self.llm.engine in ("none", "llama_cpp"))
+
+    @property
+    def uses_llm(self) -> bool:
+        return self.is_pipeline and self.llm.engine != "none"
 
     def destination(self, key: str) -> Destination | None:
         for name, dest in self.destinations:

@@ -110,7 +110,7 @@ class AudioSocketServer:
         log.info("call %s started (assistant %s, caller %s)", uuid, assistant.name,
                  offer.context.callerid or "unknown")
         ended = await self._run(uuid, session, stream, rest)
-        if isinstance(session, RelaySession) and session.fallback_requested:
+        if session.fallback_requested:
             session, ended = await self._fall_back(uuid, session, offer, decoder, stream, ended)
         log.info("call %s ended: %s %s", uuid, ended.status, ended.reason)
         with trio.CancelScope(shield=True):
@@ -118,10 +118,11 @@ class AudioSocketServer:
                 await self.on_ended(ended)  # type: ignore[misc]
             await trio.to_thread.run_sync(self.records.write, session.record)
 
-    async def _fall_back(self, uuid: str, failed: RelaySession, offer: Offer,
+    async def _fall_back(self, uuid: str, failed: MediaSession, offer: Offer,
                          decoder: AudioSocketDecoder, stream: trio.abc.Stream,
                          ended: Ended) -> tuple[MediaSession, Ended]:
-        """The provider could not start: the fallback assistant takes the silent call."""
+        """The provider (or a pipeline stage) could not start: the fallback assistant takes the
+        silent call."""
         fallback = self.cfg.assistant(failed.assistant.fallback_assistant)
         session = None
         if fallback is not None and fallback.name not in self.registry.unavailable:
@@ -131,9 +132,9 @@ class AudioSocketServer:
                 await trio.aclose_forcefully(stream)
             return failed, ended
         log.warning("call %s: provider %s unavailable, assistant %s takes the call",
-                    uuid, failed.provider.name, fallback.name)
+                    uuid, failed.provider_name, fallback.name)
         session.record.fallback_from = {
-            "assistant": failed.assistant.name, "provider": failed.provider.name,
+            "assistant": failed.assistant.name, "provider": failed.provider_name,
             "error": failed.record.provider.get("error", "")}
         return session, await self._run(uuid, session, stream, [])
 

@@ -92,6 +92,9 @@ class MediaSession:
         self.env = os.environ if env is None else env
         self.keep_stream = False
         """Set by a session that hands its still-open AudioSocket to a fallback session."""
+        self.fallback_requested = False
+        """Its provider or stages could not start and the assistant has a fallback assistant:
+        the server runs that one on this call's AudioSocket (nothing was played yet)."""
         self.on_verdict = on_verdict
         self.verdict_sent = False
         """The verdict went to the control plane before the hand-back frame (Asterisk's
@@ -125,6 +128,10 @@ class MediaSession:
         assert self.outcome is not None
         self._finish_record()
         return self.outcome
+
+    @property
+    def provider_name(self) -> str:
+        return self.assistant.provider
 
     def _start(self, nursery: trio.Nursery) -> None:
         """Start the session's own tasks (called inside the call's nursery)."""

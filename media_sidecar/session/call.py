@@ -1,45 +1,42 @@
-"""One call's media session: reader, turn taking and barge-in, agent turns, paced playout.
+"""One pipeline call: speech-to-text -> brain -> text-to-speech, overlapped, with barge-in.
 
 Every task of the call lives in one nursery; if any of them fails the call ends with
-``FAILED`` and no other call notices. An agent turn (STT -> brain -> TTS -> playout) runs in its
-own cancel scope: barge-in cancels the scope and flushes the playout within the same frame.
+``FAILED`` and no other call notices. Each agent turn runs in its own cancel scope with two
+tasks: the brain's answer (an LLM stream, or the rule brain) releases sentences into a small
+channel, and the speaking task streams each sentence's TTS audio into the playout as it
+arrives. So the first sentence is heard while the model is still writing the second. Barge-in
+cancels the scope: the LLM request is closed, the TTS stream is cleared, the playout is
+flushed within the same frame, and the brain is told what the caller actually heard.
+
 Once the brain commits to an action (transfer, hang up) the turn is no longer interruptible:
-the farewell or the "transferring you" sentence plays to its last frame before the action.
+the farewell or "transferring you" plays to its last frame before the action. A stage that
+fails before the call started hands it to the assistant's ``fallback_assistant``; mid-call it
+gets the apology and the fallback destination (:meth:`MediaSession._fail_over`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import trio
 
-from ..brain.base import (
-    Act,
-    Brain,
-    BrainInput,
-    BrainOutput,
-    NoInputTimeout,
-    Say,
-    Start,
-    TurnInfo,
-    UserDtmf,
-    UserText,
-)
+from ..brain.base import Brain, Start
 from ..config.schema import AssistantConfig, VadConfig
 from ..constants import FRAME_SECONDS
 from ..dsp.vad import SpeechEnded, SpeechStarted, TurnDetector, VoiceDetector
+from ..pipeline import Stages, make_stages, stage_names
+from ..pipeline.base import Net, ProviderError, SttEvent, SttFinal
 from ..protocol.control import CallContext
 from ..speech.base import SpeechToText
-from .base import ControlPort, MediaSession
-from .inbound import CallerAudio
-from .playout import Segment
-from .records import ToolAction, TurnRecord
+from ..tools.spec import ToolReply
+from .base import ControlPort
+from .records import ToolAction
 from .speaker import Speaker
+from .turns import PipelineTurns
 
 log = logging.getLogger("agi_voice.call")
 __all__ = ["CallServices", "CallSession", "ControlPort"]
@@ -47,228 +44,211 @@ __all__ = ["CallServices", "CallSession", "ControlPort"]
 
 @dataclass
 class CallServices:
-    """Per-process engines a call uses (loaded once, shared; all blocking work off-loop)."""
+    """Per-process engines and access a pipeline call uses (loaded once, shared; all blocking
+    work off-loop)."""
 
     speaker_factory: Callable[[AssistantConfig], Speaker]
+    """The local TTS engine (``.tts``) an assistant with ``tts: piper`` speaks with."""
     brain_factory: Callable[[AssistantConfig, CallContext], Brain]
-    stt: SpeechToText
+    """The rule brain."""
+    stt: SpeechToText | None
+    """The local STT engine (None when no assistant needs one)."""
     vad_factory: Callable[[VadConfig], VoiceDetector] = VoiceDetector
     offload: Callable[..., Awaitable[Any]] = field(default=trio.to_thread.run_sync)
     """How blocking engine calls leave the event loop: worker threads in production; tests in
     virtual time pass an inline runner so the autojump clock never races a real thread."""
+    net: Net = field(default_factory=Net)
+    """How cloud stages reach their services (tests: in-memory transports to mocks)."""
+    env: Mapping[str, str] | None = None
+    """Where API keys are read (None: the process environment)."""
 
 
-@dataclass
-class _Turn:
-    rec: TurnRecord
-    scope: trio.CancelScope
-    segments: list[Segment] = field(default_factory=list)
-
-
-class CallSession(MediaSession):
-    """A call served by the local assistant: offline STT -> brain -> TTS."""
+class CallSession(PipelineTurns):
+    """A call served by a pipeline assistant (``provider: pipeline`` or ``local``)."""
 
     def __init__(self, *, services: CallServices, **kw: Any) -> None:
         """``kw``: :class:`MediaSession`'s arguments."""
+        if services.env is not None and "env" not in kw:
+            kw["env"] = services.env
         super().__init__(**kw)
-        assistant, context = self.assistant, self.context
         self.services = services
-        self.brain = services.brain_factory(assistant, context)
-        self.speaker = services.speaker_factory(assistant)
-        self.speaker.offload = services.offload
-        self.vad = services.vad_factory(assistant.vad)
-        self.turns = TurnDetector(assistant.vad)
-        self._turn: _Turn | None = None
-        self._quiet_since = 0.0
-        self._no_input_count = 0
-        self._barged_this_utterance = False
-        self._all_turns: list[_Turn] = []
-        self._speaking: _Turn | None = None
-        """The turn whose audio is (or was last) in the playout."""
+        self.vad = services.vad_factory(self.assistant.vad)
+        self.turns = TurnDetector(self.assistant.vad)
+        self.stages: Stages | None = None
+        self.ready = False
+        self._stt_t0: float | None = None
+        """trio time the audio streamed to the STT service began (its clock's zero)."""
+        self._last_speech_end: float | None = None
+        self._init_turns()
+
+    @property
+    def provider_name(self) -> str:
+        return f"pipeline {stage_names(self.assistant)}"
+
+    @property
+    def brain(self) -> Brain:
+        assert self.stages is not None
+        return self.stages.brain
+
+    # -- start-up ----------------------------------------------------------------------------
 
     def _start(self, nursery: trio.Nursery) -> None:
         self._quiet_since = self._t0
         nursery.start_soon(self._listen)
         nursery.start_soon(self._watchdog)
+        nursery.start_soon(self._boot)
+
+    async def _boot(self) -> None:
+        s = self.services
+        a = self.assistant
+        try:
+            local_tts = s.speaker_factory(a).tts if a.tts.engine == "piper" else None
+            self.stages = make_stages(a, self.context, env=self.env, net=s.net,
+                                      local_stt=s.stt, local_tts=local_tts,
+                                      rules_brain=s.brain_factory, run_tool=self.call_tool,
+                                      offload=s.offload)
+        except ProviderError as exc:
+            await self._start_failed(exc)
+            return
+        self.record.provider = {"name": "pipeline", "stages": stage_names(a)}
+        self._make_voice(self.stages.synth)
+        self._nursery.start_soon(self._run_synth)
+        if self.stages.streaming_stt is not None:
+            self._nursery.start_soon(self._run_stt)
+        else:
+            self._go()
+
+    def _go(self) -> None:
+        self.ready = True
+        self._quiet_since = trio.current_time()
         self._start_turn(Start(), "start")
+
+    async def _run_synth(self) -> None:
+        assert self.stages is not None
+        try:
+            await self.stages.synth.start()
+        except ProviderError as exc:  # sentences then fail one by one and the call fails over
+            log.warning("call %s: TTS %s: %s", self.uuid, self.stages.synth.name, exc)
+
+    async def _run_stt(self) -> None:
+        stt = self.stages.streaming_stt if self.stages else None
+        assert stt is not None
+        error: BaseException | None = None
+        started = False
+        try:
+            async with trio.open_nursery() as nursery:
+                with trio.fail_after(self.assistant.start_timeout):
+                    await nursery.start(self._stt_task)
+                started = True
+                self._go()
+        except* ProviderError as eg:
+            error = _leaf(eg)
+        except* trio.TooSlowError:
+            error = ProviderError(f"no answer within {self.assistant.start_timeout:g} s",
+                                  retryable=True)
+        except* (OSError, RuntimeError) as eg:
+            error = ProviderError(f"{type(_leaf(eg)).__name__}: {_leaf(eg)}", retryable=True)
+        err = error if isinstance(error, ProviderError) else ProviderError(
+            f"{stt.name} STT stream ended", retryable=True)
+        self.record.provider["stt_error"] = str(err)
+        if not started:
+            await self._start_failed(err)
+        else:
+            await self._stage_failed(f"STT {stt.name} failed mid-call: {err}")
+
+    async def _stt_task(self, *, task_status: trio.TaskStatus[None]) -> None:
+        assert self.stages is not None and self.stages.streaming_stt is not None
+        await self.stages.streaming_stt.run(self._on_stt, task_status=task_status)
+
+    async def _start_failed(self, error: ProviderError) -> None:
+        """Nothing was said yet: the fallback assistant takes the call, or it is handed back."""
+        log.warning("call %s: %s unavailable: %s", self.uuid, self.provider_name, error)
+        self.record.provider["error"] = str(error)
+        self._committed = True
+        self._set_outcome("FAILED", reason=f"{self.provider_name} unavailable: {error}")
+        if self.assistant.fallback_assistant and not self._closed.is_set():
+            self.fallback_requested = self.keep_stream = True
+            self._end()
+            return
+        await self._hand_back()
+
+    async def _stage_failed(self, reason: str) -> None:
+        if self._committed:
+            return
+        self.record.provider.setdefault("error", reason)
+        if not self.playout.stats.audio_frames_sent and not self.playout.speaking:
+            await self._start_failed(ProviderError(reason, retryable=True))
+            return
+        await self._fail_over(reason)
 
     # -- inbound -----------------------------------------------------------------------------
 
     def _on_frame(self, frame: bytes, t: float) -> None:
-        ev = CallerAudio(frame, t)
-        speech = self.vad.is_speech(ev.pcm)
-        for e in self.turns.push(speech, ev.pcm, ev.t):
+        if not self.ready:
+            return
+        stt = self.stages.streaming_stt if self.stages else None
+        if stt is not None:
+            if self._stt_t0 is None:
+                self._stt_t0 = t - FRAME_SECONDS  # the frame's audio began 20 ms earlier
+            stt.send_audio(frame)
+        speech = self.vad.is_speech(frame)
+        for e in self.turns.push(speech, frame, t):
             if isinstance(e, SpeechStarted):
                 self._barged_this_utterance = False
                 self._no_input_count = 0
             elif isinstance(e, SpeechEnded):
-                self._quiet_since = ev.t
-                self._caller_finished(e)
+                self._quiet_since = t
+                self._last_speech_end = e.t_end
+                if stt is None:
+                    self._caller_finished(None, e.audio, e.t_end)
         if self.turns.in_speech:
-            self._quiet_since = ev.t
+            self._quiet_since = t
             if speech:  # only a voiced frame can cut the agent off, never the hangover
-                self._maybe_barge_in(ev.t)
+                self._maybe_barge_in(t)
 
-    def _maybe_barge_in(self, t: float) -> None:
-        cfg = self.assistant.barge_in
-        if (not cfg.enabled or self._committed or self._barged_this_utterance
-                or not self.playout.speaking or not self.playout.interruptible
-                or self.turns.speech_ms < cfg.min_speech_ms):
+    def _on_stt(self, ev: SttEvent) -> None:
+        if not isinstance(ev, SttFinal):
             return
-        turn = self._speaking
-        if turn is not None and turn.rec.trigger == "start":
-            first = turn.segments[0].started_at if turn.segments else None
-            if first is None or t - first < cfg.greeting_protection_ms / 1000:
-                return
-        self._barged_this_utterance = True
-        self.record.barge_ins += 1
-        self.record.barge_in_at.append(self._rel(t) or 0.0)
-        dropped = self.playout.flush()
-        if turn is not None:
-            turn.rec.interrupted = True
-            self.brain.heard(self._heard(turn), complete=False)
-        if self._turn is not None:
-            self._turn.scope.cancel()
-        log.info("call %s barge-in at %.3f s, %d frames flushed", self.uuid, t - self._t0, dropped)
+        now = trio.current_time()
+        end = self._last_speech_end or now
+        if ev.end_audio_s is not None and self._stt_t0 is not None:
+            end = min(now, self._stt_t0 + ev.end_audio_s)
+        self._quiet_since = now
+        self._caller_finished(ev.text, b"", end)
 
-    def _caller_finished(self, e: SpeechEnded) -> None:
-        if self._committed:
-            return
-        if self.playout.speaking and not self._barged_this_utterance:
-            return  # a backchannel or echo under the agent's speech: not a turn
-        if self._turn is not None:
-            self._turn.scope.cancel()  # the caller said more while the agent was thinking
-        self._start_turn(None, "speech", audio=e.audio, speech_end=e.t_end)
+    # -- the brain's tools ---------------------------------------------------------------------
 
-    def _on_digit(self, digit: str, t: float) -> None:
-        if self._committed:
-            return
-        self._no_input_count = 0
-        if self._speaking is not None and self.playout.speaking:
-            self._speaking.rec.interrupted = True
-        if self._turn is not None:
-            self._turn.scope.cancel()
-        self.playout.flush()
-        self._start_turn(UserDtmf(digit), "dtmf")
+    async def _tool_transfer(self, destination: str, reason: str) -> ToolReply:
+        if self.assistant.destination(destination) is None:
+            self.record.actions.append(ToolAction(self._rel(trio.current_time()) or 0.0,
+                                                  "transfer", destination,
+                                                  result="refused: destination not allowed"))
+            return ToolReply.error(f"{destination!r} is not a destination you may transfer to")
+        return ToolReply(json.dumps({"ok": True, "status": "the caller is transferred once "
+                                     "your sentence has been heard"}), respond=False)
 
-    # -- agent turns ---------------------------------------------------------------------------
-
-    def _start_turn(self, event: BrainInput | None, trigger: str, *, audio: bytes = b"",
-                    speech_end: float | None = None) -> None:
-        rec = TurnRecord(index=len(self.record.turns), trigger=trigger,
-                         speech_end=self._rel(speech_end))
-        self.record.turns.append(rec)
-        turn = _Turn(rec=rec, scope=trio.CancelScope())
-        self._turn = turn
-        self._nursery.start_soon(self._run_turn, turn, event, audio)
-
-    async def _run_turn(self, turn: _Turn, event: BrainInput | None, audio: bytes) -> None:
-        self._all_turns.append(turn)
-        try:
-            await self._turn_body(turn, event, audio)
-        finally:
-            self._after_turn(turn)
-
-    async def _turn_body(self, turn: _Turn, event: BrainInput | None, audio: bytes) -> None:
-        rec = turn.rec
-        with turn.scope:
-            if event is None:
-                text = await self.services.offload(self._transcribe, audio,
-                                                   abandon_on_cancel=True)
-                rec.caller_text = text
-                rec.stt_done = self._rel(trio.current_time())
-                if not text.strip():
-                    rec.intent = "(no words)"
-                    return
-                event = UserText(text)
-            elif isinstance(event, UserDtmf):
-                rec.caller_text = f"[DTMF {event.digit}]"
-            info = TurnInfo()
-            async with aclosing(self.brain.respond(event, info)) as outputs:
-                await self._play_outputs(turn, outputs, info)
-
-    async def _play_outputs(self, turn: _Turn, outputs: AsyncGenerator[BrainOutput, None],
-                            info: TurnInfo) -> None:
-        rec = turn.rec
-        async for out in outputs:
-            rec.intent = info.intent
-            if isinstance(out, Say):
-                if self._committed:
-                    out = Say(out.text, interruptible=False)
-                seg = await self.speaker.say(out, self.playout)
-                if seg is not None:
-                    self._speaking = turn
-                    if rec.first_audio_ready is None:
-                        rec.first_audio_ready = self._rel(trio.current_time())
-                    turn.segments.append(seg)
-                    rec.agent_text = f"{rec.agent_text} {out.text}".strip()
-            elif isinstance(out, Act):
-                # Committed: barge-in, DTMF and new speech no longer cancel this turn; only
-                # the end of the call (hangup, redirect) does.
-                self._committed = True
-                await self._act(out, rec)
-                return
-
-    def _transcribe(self, audio: bytes) -> str:
-        pcm = np.frombuffer(audio, dtype="<i2")
-        return self.services.stt.transcribe(pcm, 8000).strip()
-
-    @staticmethod
-    def _heard(turn: _Turn) -> str:
-        return " ".join(s.heard_text for s in turn.segments if s.frames_sent).strip()
-
-    def _after_turn(self, turn: _Turn) -> None:
-        if self._turn is turn:
-            self._turn = None
-        if not turn.rec.interrupted:
-            self.brain.heard(" ".join(s.text for s in turn.segments), complete=True)
-
-    async def _act(self, act: Act, rec: TurnRecord) -> None:
-        await self.playout.wait_idle()  # the sentence before the action plays to its end
-        if act.kind == "hangup":
-            t = self._rel(trio.current_time()) or 0.0
-            self.record.actions.append(ToolAction(t, "hangup", reason=act.reason, result="ok"))
-            self._set_outcome("COMPLETED", reason=act.reason or "assistant ended the call")
-            await self._hand_back()
-            return
-        if not await self._transfer(act.destination, act.reason):
-            self._committed = False
-
-    # -- no input and limits ---------------------------------------------------------------------
-
-    async def _watchdog(self) -> None:
-        no_input = self.assistant.brain.no_input
-        while True:
-            await trio.sleep(0.1)
-            now = trio.current_time()
-            if now - self._t0 > self.assistant.max_call_seconds and not self._committed:
-                self._committed = True
-                self._set_outcome("COMPLETED", reason="maximum call duration reached")
-                await self._hand_back()
-                return
-            busy = (self._turn is not None or self.playout.speaking or self.turns.in_speech
-                    or self._committed)
-            if busy:
-                last = self.playout.last_audio_at
-                self._quiet_since = max(self._quiet_since, (last or now) + FRAME_SECONDS)
-                continue
-            if no_input.after > 0 and now - self._quiet_since >= no_input.after:
-                self._no_input_count += 1
-                self._quiet_since = now
-                self._start_turn(NoInputTimeout(self._no_input_count), "no-input")
+    async def _tool_hangup(self, reason: str) -> ToolReply:
+        return ToolReply(json.dumps({"ok": True, "status": "the call ends once your goodbye "
+                                     "has been heard"}), respond=False)
 
     # -- record ------------------------------------------------------------------------------
 
     def _finish_record(self) -> None:
         super()._finish_record()
-        for turn in self._all_turns:
-            rec = turn.rec
-            sent = [s for s in turn.segments if s.started_at is not None]
-            if sent:
-                rec.first_frame_sent = self._rel(sent[0].started_at)
-            rec.heard_text = " ".join(s.heard_text for s in sent).strip()
-            if rec.first_frame_sent is not None and rec.speech_end is not None:
-                rec.latency_ms = round((rec.first_frame_sent - rec.speech_end) * 1000, 1)
-                for name, t in (("stt", rec.stt_done), ("first_audio_ready", rec.first_audio_ready)):
-                    if t is not None:
-                        rec.stage_ms[name] = round((t - rec.speech_end) * 1000, 1)
+        self._finish_turn_records()
+        if self.stages is not None:
+            brain: Any = self.stages.brain
+            llm = getattr(brain, "llm", brain)
+            if hasattr(llm, "requests"):
+                self.record.provider["llm_requests"] = llm.requests
+                self.record.provider["usage"] = dict(llm.usage)
+            synth: Any = self.stages.synth
+            if getattr(synth, "rest_sentences", 0):
+                self.record.provider["tts_rest_sentences"] = synth.rest_sentences
+
+
+def _leaf(eg: BaseException) -> BaseException:
+    while isinstance(eg, BaseExceptionGroup) and eg.exceptions:
+        eg = eg.exceptions[0]
+    return eg
+

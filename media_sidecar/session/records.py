@@ -36,11 +36,20 @@ class TurnRecord:
     speech_end: float | None = None
     """Caller end of speech (VAD), call-relative seconds."""
     stt_done: float | None = None
+    """The caller's words are known (STT final)."""
+    llm_first_token: float | None = None
+    first_sentence: float | None = None
+    """The brain released its first complete sentence to TTS."""
+    llm_done: float | None = None
     first_audio_ready: float | None = None
+    """The first TTS audio of the answer arrived."""
     first_frame_sent: float | None = None
     latency_ms: float | None = None
     """Caller end of speech to first agent frame sent to Asterisk."""
     stage_ms: dict[str, float] = field(default_factory=dict)
+    """Each stage's time from the caller's end of speech (from the turn's start when there was
+    no speech: greeting, keypad, no-input): stt, llm_first_token, first_sentence,
+    tts_first_audio, first_frame, llm_done."""
 
 
 @dataclass

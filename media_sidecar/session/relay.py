@@ -92,9 +92,6 @@ class RelaySession(MediaSession):
         self.provider = provider
         self.start_timeout = assistant.start_timeout if start_timeout is None else start_timeout
         self.ready = False
-        self.fallback_requested = False
-        """The provider could not start and the assistant has a fallback assistant: the server
-        runs it on this call's AudioSocket."""
         self._leaving = ""
         """transfer or hangup once the model decided the call ends (no more barge-in)."""
         self._changed = trio.Event()

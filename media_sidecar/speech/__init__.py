@@ -28,7 +28,7 @@ def make_stt(cfg: SttConfig, *, load: bool = True) -> SpeechToText:
     if cfg.engine == "moonshine":
         from .moonshine_stt import MoonshineStt
 
-        stt = MoonshineStt(cfg.model)
+        stt = MoonshineStt(cfg.model or "tiny-en")
         if load:
             stt.load()
         return stt
@@ -47,7 +47,7 @@ def make_tts(cfg: TtsConfig, *, load: bool = True) -> TextToSpeech:
     if cfg.engine == "piper":
         from .piper_tts import PiperTts
 
-        tts = PiperTts(cfg.voice, speed=cfg.speed)
+        tts = PiperTts(cfg.voice or "joe-us", speed=cfg.speed)
         if load:
             tts.load()
         return tts

@@ -60,7 +60,7 @@ def render_apologies(cfg: Config, tts_for: Callable[[AssistantConfig], TextToSpe
     still go to the fallback destination, only without the sentence."""
     out: dict[str, bytes] = {}
     for a in cfg.assistants:
-        if a.provider == "local" or not (a.apology_file or a.apology):
+        if a.offline or not (a.apology_file or a.apology):
             continue
         try:
             if a.apology_file:

@@ -1,0 +1,132 @@
+"""Any OpenAI-compatible chat-completions endpoint, streamed (Server-Sent Events).
+
+OpenAI, Groq, vLLM, llama.cpp's server, LM Studio and Ollama's ``/v1`` speak the same SSE
+framing with small differences this module tolerates: tool calls in argument fragments
+(OpenAI) or whole in one delta (Ollama), ``finish_reason`` on its own empty chunk, no usage
+chunk, no ids, extra fields. A ``data: {"error": ...}`` event mid-stream is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from ..config.schema import LlmConfig
+from ..providers.ws import error_message
+from ..tools.spec import ToolSpec
+from .base import LlmDone, LlmEvent, Net, ProviderError, TextDelta, ToolCall, http_error
+
+log = logging.getLogger("agi_voice.llm")
+
+OPENAI_URL = "https://api.openai.com/v1"
+DEFAULT_MODEL = "gpt-4o-mini"
+
+
+def tool_schema(tools: list[ToolSpec]) -> list[dict[str, Any]]:
+    """The tools in the chat-completions ``tools`` shape (Ollama's native API takes it too)."""
+    return [{"type": "function", "function": {"name": t.name, "description": t.description,
+                                              "parameters": t.parameters}} for t in tools]
+
+
+@dataclass
+class _PartialCall:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+class OpenAIChat:
+    """Implements :class:`~media_sidecar.pipeline.base.ChatModel` for ``engine: openai``."""
+
+    name = "openai"
+
+    def __init__(self, cfg: LlmConfig, env: Mapping[str, str], net: Net | None = None) -> None:
+        self.cfg = cfg
+        self.net = net or Net()
+        self.url = (cfg.url or OPENAI_URL).rstrip("/") + "/chat/completions"
+        self.model = cfg.model or DEFAULT_MODEL
+        self.headers = {"Content-Type": "application/json"}
+        key = env.get(cfg.api_key_env, "") if cfg.api_key_env else ""
+        if key:
+            self.headers["Authorization"] = f"Bearer {key}"
+        elif urlsplit(self.url).hostname == "api.openai.com":
+            raise ProviderError(f"the environment variable {cfg.api_key_env} is not set",
+                                retryable=False)
+
+    def body(self, messages: list[dict[str, Any]], tools: list[ToolSpec]) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model, "messages": messages, "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens,
+        }
+        if tools:
+            body["tools"] = tool_schema(tools)
+        return body
+
+    async def stream(self, messages: list[dict[str, Any]], tools: list[ToolSpec]
+                     ) -> AsyncIterator[LlmEvent]:
+        what = f"the LLM at {urlsplit(self.url).hostname}"
+        try:
+            async with self.net.http.stream(
+                    "POST", self.url, timeout=self.cfg.timeout, json=self.body(messages, tools),
+                    headers=self.headers) as resp:
+                if resp.status_code != 200:
+                    detail = error_message(await resp.aread())
+                    raise http_error(what, status=resp.status_code, detail=detail)
+                async for event in self._events(resp):
+                    yield event
+        except httpx.HTTPError as exc:
+            raise http_error(what, exc) from None
+
+    async def _events(self, resp: httpx.Response) -> AsyncIterator[LlmEvent]:
+        calls: dict[int, _PartialCall] = {}
+        finish = ""
+        usage: dict[str, Any] = {}
+        async for line in resp.aiter_lines():
+            if not line.startswith("data:"):
+                continue  # blank separators, comments (": keep-alive"), event: lines
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                raise ProviderError("the LLM sent an unreadable event", retryable=True) from None
+            if not isinstance(chunk, dict):
+                continue
+            if "error" in chunk:
+                err = chunk["error"]
+                msg = err.get("message", "") if isinstance(err, dict) else str(err)
+                raise ProviderError(f"the LLM failed mid-answer: {msg[:200]}", retryable=True)
+            if isinstance(chunk.get("usage"), dict):
+                usage = chunk["usage"]
+            for choice in chunk.get("choices") or ():
+                delta = choice.get("delta") or {}
+                content = delta.get("content")
+                if content:
+                    yield TextDelta(content)
+                for tc in delta.get("tool_calls") or ():
+                    part = calls.setdefault(int(tc.get("index", len(calls))), _PartialCall())
+                    part.id = tc.get("id") or part.id
+                    fn = tc.get("function") or {}
+                    part.name = fn.get("name") or part.name
+                    args = fn.get("arguments")
+                    if isinstance(args, dict):  # some servers send an object
+                        args = json.dumps(args)
+                    if args:
+                        part.arguments.append(args)
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+        else:
+            if not finish:
+                raise ProviderError("the LLM stream ended without [DONE]", retryable=True)
+        for i, part in sorted(calls.items()):
+            if part.name:
+                yield ToolCall(part.id or f"call_{i}", part.name, "".join(part.arguments) or "{}")
+        yield LlmDone(finish or "stop", usage)

@@ -1,0 +1,175 @@
+"""Deepgram Aura text-to-speech: one streaming WebSocket per call, REST as the fallback.
+
+The socket (``/v1/speak``, linear16 at 8 kHz: the call's own format, nothing to resample) is
+opened when the call starts, so the greeting does not wait for it. Each sentence is ``Speak``
+then ``Flush``; its audio streams back until ``Flushed``. A cancelled sentence (barge-in)
+sends ``Clear``: audio still in flight is dropped until ``Cleared``, and the next sentence
+waits for it. When the socket cannot be opened or dies, sentences go by REST
+(``POST /v1/speak``, the body streamed as it is generated) for the rest of the call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import httpx
+import numpy as np
+import trio
+import trio_websocket
+
+from ..config.schema import TtsConfig
+from ..providers.base import api_key
+from ..providers.ws import error_message, open_provider_ws, receive
+from .base import Net, ProviderError, http_error
+
+log = logging.getLogger("agi_voice.tts")
+
+DEEPGRAM_URL = "wss://api.deepgram.com/v1/speak"
+DEFAULT_VOICE = "aura-2-thalia-en"
+RATE = 8000
+CLEAR_WAIT = 1.0
+"""How long the next sentence waits for ``Cleared`` after a barge-in."""
+
+_END = None
+
+
+class DeepgramSpeech:
+    """Implements :class:`~media_sidecar.pipeline.base.SpeechSynth` for ``engine: deepgram``."""
+
+    name = "deepgram"
+    rate = RATE
+
+    def __init__(self, cfg: TtsConfig, env: Mapping[str, str], net: Net | None = None) -> None:
+        self.cfg = cfg
+        self.net = net or Net()
+        self.key = api_key(env, cfg.api_key_env or "DEEPGRAM_API_KEY")
+        query = urlencode({"model": cfg.voice or DEFAULT_VOICE, "encoding": "linear16",
+                           "sample_rate": RATE, **({"speed": cfg.speed} if cfg.speed != 1 else {})})
+        base = urlsplit(cfg.url or DEEPGRAM_URL)
+        self.ws_url = urlunsplit((base.scheme, base.netloc, base.path, query, ""))
+        http_scheme = {"wss": "https", "ws": "http"}.get(base.scheme, base.scheme)
+        self.rest_url = urlunsplit((http_scheme, base.netloc, base.path,
+                                    query + "&container=none", ""))
+        self.ws: trio_websocket.WebSocketConnection | None = None
+        self.ws_error = ""
+        """Why the socket is not used (empty while it is)."""
+        self.rest_sentences = 0
+        self.audio_dropped = 0
+        """Audio messages dropped after a Clear (the cut sentence's tail)."""
+        self._ready = trio.Event()
+        self._sink: trio.MemorySendChannel[bytes | None] | None = None
+        self._cleared = trio.Event()
+        self._cleared.set()
+
+    @property
+    def _headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"Authorization", f"Token {self.key}".encode())]
+
+    async def start(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                    ) -> None:
+        task_status.started()  # sentences wait for the socket themselves (or use REST)
+        if not self.cfg.streaming:
+            self._give_up("streaming is off")
+            return
+        try:
+            connect = self.net.ws(self.cfg.timeout)
+            async with open_provider_ws(connect, self.ws_url, self._headers,
+                                        "Deepgram TTS") as ws:
+                self.ws = ws
+                self._ready.set()
+                await self._read(ws)
+        except ProviderError as exc:
+            self._give_up(str(exc))
+
+    def _give_up(self, why: str) -> None:
+        if not self.ws_error:
+            log.warning("Deepgram TTS socket not used (%s); sentences go by REST", why)
+        self.ws, self.ws_error = None, why or "closed"
+        self._ready.set()
+        if self._sink is not None:
+            self._sink.close()
+
+    async def _read(self, ws: trio_websocket.WebSocketConnection) -> None:
+        while True:
+            msg = await receive(ws)
+            if isinstance(msg, bytes):
+                if self._sink is not None:
+                    self._sink.send_nowait(msg)
+                else:
+                    self.audio_dropped += 1
+                continue
+            try:
+                data = json.loads(msg)
+            except ValueError:
+                continue
+            kind = data.get("type")
+            if kind == "Flushed" and self._sink is not None:
+                self._sink.send_nowait(_END)
+            elif kind == "Cleared":
+                self._cleared.set()
+            elif kind in ("Warning", "Error"):
+                log.warning("Deepgram TTS %s: %s", kind, data.get("description", "")[:200])
+
+    async def stream(self, text: str) -> AsyncIterator[np.ndarray]:
+        with trio.move_on_after(self.cfg.timeout):
+            await self._ready.wait()
+        with trio.move_on_after(CLEAR_WAIT):
+            await self._cleared.wait()
+        ws = self.ws
+        if ws is None:
+            async for pcm in self._rest(text):
+                yield pcm
+            return
+        send, recv = trio.open_memory_channel[bytes | None](float("inf"))
+        self._sink = send
+        done = False
+        rest = b""
+        try:
+            await ws.send_message(json.dumps({"type": "Speak", "text": text}))
+            await ws.send_message(json.dumps({"type": "Flush"}))
+            async for data in recv:
+                if data is _END:
+                    done = True
+                    break
+                data = rest + data
+                cut = len(data) - len(data) % 2
+                rest = data[cut:]
+                if cut:
+                    yield np.frombuffer(data[:cut], dtype="<i2")
+        except trio_websocket.ConnectionClosed:
+            self._give_up("the socket closed")
+        finally:
+            self._sink = None
+            if not done and self.ws is ws:
+                self._cleared = trio.Event()
+                with trio.CancelScope(shield=True), trio.move_on_after(0.5):
+                    try:
+                        await ws.send_message(json.dumps({"type": "Clear"}))
+                    except trio_websocket.ConnectionClosed:
+                        self._cleared.set()
+        if not done and self.ws is None:  # the socket died mid-sentence: say it by REST
+            async for pcm in self._rest(text):
+                yield pcm
+
+    async def _rest(self, text: str) -> AsyncIterator[np.ndarray]:
+        self.rest_sentences += 1
+        what = f"Deepgram TTS at {urlsplit(self.rest_url).hostname}"
+        headers = {"Authorization": f"Token {self.key}"}
+        rest = b""
+        try:
+            async with self.net.http.stream(
+                    "POST", self.rest_url, timeout=self.cfg.timeout, json={"text": text}, headers=headers) as resp:
+                if resp.status_code != 200:
+                    raise http_error(what, status=resp.status_code,
+                                     detail=error_message(await resp.aread()))
+                async for data in resp.aiter_bytes():
+                    data = rest + data
+                    cut = len(data) - len(data) % 2
+                    rest = data[cut:]
+                    if cut:
+                        yield np.frombuffer(data[:cut], dtype="<i2")
+        except httpx.HTTPError as exc:
+            raise http_error(what, exc) from None

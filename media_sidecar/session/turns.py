@@ -1,0 +1,319 @@
+"""Agent turns of a pipeline call: brain and TTS overlapped, barge-in, keypad, no-input.
+
+:class:`PipelineTurns` is the turn-taking half of :class:`~.call.CallSession` (which adds the
+stages' start-up and the inbound audio). A turn is two tasks in one cancel scope: the brain's
+answer releases sentences into a channel; the speaking task streams each sentence's TTS audio
+into the playout. Cancelling the scope closes the LLM stream and the TTS stream together.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from ..brain.base import (
+    Act,
+    Brain,
+    BrainInput,
+    NoInputTimeout,
+    Say,
+    TurnInfo,
+    UserDtmf,
+    UserText,
+)
+from ..constants import FRAME_SECONDS
+from ..dsp.vad import TurnDetector
+from ..pipeline.base import ProviderError, SpeechSynth, Transcriber
+from .base import MediaSession
+from .records import ToolAction, TurnRecord
+from .voice import Utterance, Voice
+
+log = logging.getLogger("agi_voice.call")
+
+SENTENCE_QUEUE = 16
+"""Sentences the brain may be ahead of the speaking task (the LLM is never held back more)."""
+
+
+@dataclass(eq=False)
+class Turn:
+    rec: TurnRecord
+    scope: trio.CancelScope
+    utterances: list[Utterance] = field(default_factory=list)
+    started: float = 0.0
+    info: TurnInfo = field(default_factory=TurnInfo)
+
+
+class PipelineTurns(MediaSession):
+    turns: TurnDetector
+    voice: Voice
+
+    @property
+    def brain(self) -> Brain:
+        raise NotImplementedError
+
+    @property
+    def transcriber(self) -> Transcriber | None:
+        stages: Any = getattr(self, "stages", None)
+        return stages.transcriber if stages is not None else None
+
+    async def _stage_failed(self, reason: str) -> None:
+        raise NotImplementedError
+
+    def _init_turns(self) -> None:
+        self._turn: Turn | None = None
+        self._speaking: Turn | None = None
+        """The turn whose audio is (or was last) in the playout."""
+        self._all_turns: list[Turn] = []
+        self._quiet_since = 0.0
+        self._no_input_count = 0
+        self._barged_this_utterance = False
+        self._digits: list[str] = []
+        self._digit_deadline = 0.0
+        self._digit_timer = False
+        a = self.assistant
+        self._groups_digits = a.uses_llm and a.dtmf_input.to_model
+        self._rule_digits = {m.digit for m in a.brain.dtmf} if (
+            not a.uses_llm or a.llm.rules_first) else set()
+
+    def _make_voice(self, synth: SpeechSynth) -> None:
+        self.voice = Voice(synth, self.playout, protected=lambda: self._committed)
+
+    # -- caller events -------------------------------------------------------------------------
+
+    def _maybe_barge_in(self, t: float) -> None:
+        cfg = self.assistant.barge_in
+        if (not cfg.enabled or self._committed or self._barged_this_utterance
+                or not self.playout.speaking or not self.playout.interruptible
+                or self.turns.speech_ms < cfg.min_speech_ms):
+            return
+        turn = self._speaking
+        if turn is not None and turn.rec.trigger == "start":
+            first = turn.utterances[0].started_at if turn.utterances else None
+            if first is None or t - first < cfg.greeting_protection_ms / 1000:
+                return
+        self._barged_this_utterance = True
+        self._interrupt(t)
+
+    def _interrupt(self, t: float) -> None:
+        """Cut the agent off: flush the playout, tell the brain what was heard, cancel the
+        turn (its LLM and TTS streams close with it)."""
+        self.record.barge_ins += 1
+        self.record.barge_in_at.append(self._rel(t) or 0.0)
+        dropped = self.playout.flush()
+        turn = self._speaking
+        if turn is not None and not turn.rec.interrupted:
+            turn.rec.interrupted = True
+            self.brain.heard(self._heard(turn), complete=False)
+        if self._turn is not None:
+            self._turn.scope.cancel()
+        log.info("call %s barge-in at %.3f s, %d frames flushed", self.uuid, t - self._t0,
+                 dropped)
+
+    def _caller_finished(self, text: str | None, audio: bytes, t_end: float) -> None:
+        """The caller's turn ended: ``text`` from a streaming STT, else ``audio`` to
+        transcribe."""
+        if self._committed or (text is not None and not text.strip()):
+            return
+        if self.playout.speaking and not self._barged_this_utterance:
+            return  # a backchannel or echo under the agent's speech: not a turn
+        if self._turn is not None:
+            self._turn.scope.cancel()  # the caller said more while the agent was thinking
+        self._start_turn(None if text is None else UserText(text), "speech", audio=audio,
+                         speech_end=t_end)
+        if text is not None:
+            assert self._turn is not None
+            self._turn.rec.caller_text = text
+            self._turn.rec.stt_done = self._rel(trio.current_time())
+
+    def _on_digit(self, digit: str, t: float) -> None:
+        if self._committed or not getattr(self, "ready", True):
+            return
+        self._no_input_count = 0
+        if self.playout.speaking or self._turn is not None:
+            if self.playout.speaking and self.playout.interruptible:
+                self._interrupt(t)
+            elif self._turn is not None:
+                self._turn.scope.cancel()
+        if not self._groups_digits or (not self._digits and digit in self._rule_digits):
+            self._start_turn(UserDtmf(digit), "dtmf")
+            return
+        cfg = self.assistant.dtmf_input
+        self._digits.append(digit)
+        if digit == cfg.terminator or len(self._digits) >= cfg.max_digits:
+            self._send_digits()
+            return
+        self._digit_deadline = t + cfg.inter_digit_ms / 1000
+        if not self._digit_timer:
+            self._digit_timer = True
+            self._nursery.start_soon(self._digit_gap)
+
+    async def _digit_gap(self) -> None:
+        try:
+            deadline = 0.0
+            while deadline != self._digit_deadline:  # a later digit moves the deadline
+                deadline = self._digit_deadline
+                await trio.sleep_until(deadline)
+            self._send_digits()
+        finally:
+            self._digit_timer = False
+
+    def _send_digits(self) -> None:
+        keys, self._digits = "".join(self._digits), []
+        if keys and not self._committed:
+            self._start_turn(UserDtmf(keys), "dtmf")
+
+    # -- agent turns ---------------------------------------------------------------------------
+
+    def _start_turn(self, event: BrainInput | None, trigger: str, *, audio: bytes = b"",
+                    speech_end: float | None = None) -> None:
+        rec = TurnRecord(index=len(self.record.turns), trigger=trigger,
+                         speech_end=self._rel(speech_end))
+        self.record.turns.append(rec)
+        turn = Turn(rec=rec, scope=trio.CancelScope(), started=trio.current_time())
+        self._turn = turn
+        self._all_turns.append(turn)
+        self._nursery.start_soon(self._run_turn, turn, event, audio)
+
+    async def _run_turn(self, turn: Turn, event: BrainInput | None, audio: bytes) -> None:
+        error: BaseException | None = None
+        try:
+            await self._turn_body(turn, event, audio)
+        except* ProviderError as eg:
+            error = eg
+            while isinstance(error, BaseExceptionGroup):
+                error = error.exceptions[0]
+        finally:
+            self._after_turn(turn)
+        if error is not None:
+            turn.rec.intent = turn.rec.intent or "(stage failed)"
+            await self._stage_failed(str(error))
+
+    async def _turn_body(self, turn: Turn, event: BrainInput | None, audio: bytes) -> None:
+        rec = turn.rec
+        with turn.scope:
+            if event is None:
+                assert self.transcriber is not None
+                text = await self.transcriber.transcribe(audio)
+                rec.caller_text = text
+                rec.stt_done = self._rel(trio.current_time())
+                if not text.strip():
+                    rec.intent = "(no words)"
+                    return
+                event = UserText(text)
+            elif isinstance(event, UserDtmf):
+                rec.caller_text = f"[DTMF {event.digit}]"
+            act = await self._converse(turn, event)
+            if act is not None:
+                await self._act(act, rec)
+
+    async def _converse(self, turn: Turn, event: BrainInput) -> Act | None:
+        """The brain's sentences go to the speaking task as they come; returns its action."""
+        act: Act | None = None
+        info = turn.info
+        send, recv = trio.open_memory_channel[Say](SENTENCE_QUEUE)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._speak, turn, recv)
+            async with send, aclosing(self.brain.respond(event, info)) as outputs:
+                async for out in outputs:
+                    turn.rec.intent = info.intent
+                    if isinstance(out, Say):
+                        await send.send(out)
+                    elif isinstance(out, Act):
+                        # Committed: barge-in, DTMF and new speech no longer cancel this turn;
+                        # only the end of the call (hangup, redirect) does.
+                        self._committed = True
+                        self.playout.protect()
+                        act = out
+                        break
+        turn.rec.intent = info.intent
+        return act
+
+    async def _speak(self, turn: Turn, recv: trio.MemoryReceiveChannel[Say]) -> None:
+        rec = turn.rec
+        async with recv:
+            async for say in recv:
+                utt = Utterance(say.text, interruptible=say.interruptible and not self._committed)
+                turn.utterances.append(utt)
+                self._speaking = turn
+                rec.agent_text = f"{rec.agent_text} {say.text}".strip()
+                await self.voice.say(utt)
+                if rec.first_audio_ready is None and utt.first_audio_at is not None:
+                    rec.first_audio_ready = self._rel(utt.first_audio_at)
+
+    @staticmethod
+    def _heard(turn: Turn) -> str:
+        return " ".join(u.heard_text for u in turn.utterances if u.heard_text).strip()
+
+    def _after_turn(self, turn: Turn) -> None:
+        if self._turn is turn:
+            self._turn = None
+        if turn.rec.interrupted:
+            return  # told at the barge-in
+        if turn.scope.cancel_called:
+            self.brain.heard(self._heard(turn), complete=False)
+        else:
+            self.brain.heard(" ".join(u.text for u in turn.utterances), complete=True)
+
+    async def _act(self, act: Act, rec: TurnRecord) -> None:
+        await self.playout.wait_idle()  # the sentence before the action plays to its end
+        if act.kind == "hangup":
+            t = self._rel(trio.current_time()) or 0.0
+            self.record.actions.append(ToolAction(t, "hangup", reason=act.reason, result="ok"))
+            self._set_outcome("COMPLETED", reason=act.reason or "assistant ended the call")
+            await self._hand_back()
+            return
+        if not await self._transfer(act.destination, act.reason):
+            self._committed = False
+
+    # -- no input and limits ---------------------------------------------------------------------
+
+    async def _watchdog(self) -> None:
+        no_input = self.assistant.brain.no_input
+        while True:
+            await trio.sleep(0.1)
+            now = trio.current_time()
+            if now - self._t0 > self.assistant.max_call_seconds and not self._committed:
+                self._committed = True
+                self._set_outcome("COMPLETED", reason="maximum call duration reached")
+                await self._hand_back()
+                return
+            busy = (self._turn is not None or self.playout.speaking or self.turns.in_speech
+                    or self._committed or bool(self._digits)
+                    or not getattr(self, "ready", True))
+            if busy:
+                last = self.playout.last_audio_at
+                self._quiet_since = max(self._quiet_since, (last or now) + FRAME_SECONDS)
+                continue
+            if no_input.after > 0 and now - self._quiet_since >= no_input.after:
+                self._no_input_count += 1
+                self._quiet_since = now
+                self._start_turn(NoInputTimeout(self._no_input_count), "no-input")
+
+    # -- record ------------------------------------------------------------------------------
+
+    def _finish_turn_records(self) -> None:
+        for turn in self._all_turns:
+            rec, info = turn.rec, turn.info
+            spoken = [u for u in turn.utterances if u.started_at is not None]
+            if spoken:
+                rec.first_frame_sent = self._rel(spoken[0].started_at)
+            rec.heard_text = " ".join(u.heard_text for u in spoken if u.heard_text).strip()
+            rec.llm_first_token = self._rel(info.first_token)
+            rec.first_sentence = self._rel(info.first_sentence)
+            rec.llm_done = self._rel(info.llm_done)
+            base = rec.speech_end if rec.speech_end is not None else self._rel(turn.started)
+            if rec.first_frame_sent is not None and rec.speech_end is not None:
+                rec.latency_ms = round((rec.first_frame_sent - rec.speech_end) * 1000, 1)
+            if base is None:
+                continue
+            stages: tuple[tuple[str, float | None], ...] = (("stt", rec.stt_done), ("llm_first_token", rec.llm_first_token),
+                            ("first_sentence", rec.first_sentence),
+                            ("tts_first_audio", rec.first_audio_ready),
+                            ("first_frame", rec.first_frame_sent), ("llm_done", rec.llm_done))
+            for name, t in stages:
+                if t is not None:
+                    rec.stage_ms[name] = round((t - base) * 1000, 1)
