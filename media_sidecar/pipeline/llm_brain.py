@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 import trio
@@ -109,8 +110,9 @@ class LlmBrain:
             case _:
                 raise TypeError(f"LlmBrain cannot answer {type(event).__name__}")
         info.intent = "llm"
-        async for out in self._converse(info):
-            yield out
+        async with aclosing(self._converse(info)) as outs:
+            async for out in outs:
+                yield out
 
     # -- the conversation --------------------------------------------------------------------
 
@@ -145,9 +147,10 @@ class LlmBrain:
         spoke = False
         for _ in range(max(1, self.cfg.max_tool_rounds)):
             calls: list[ToolCall] = []
-            async for out in self._one_request(info, calls, self.tools):
-                spoke = True
-                yield out
+            async with aclosing(self._one_request(info, calls, self.tools)) as says:
+                async for out in says:
+                    spoke = True
+                    yield out
             if not calls:
                 return
             assert self._answer is not None
@@ -172,8 +175,9 @@ class LlmBrain:
             note = {"role": "system", "content": ANNOUNCE}
             self.messages.append(note)
             try:
-                async for out in self._one_request(info, [], []):
-                    yield Say(out.text, interruptible=False)
+                async with aclosing(self._one_request(info, [], [])) as says:
+                    async for out in says:
+                        yield Say(out.text, interruptible=False)
             finally:
                 if note in self.messages:
                     self.messages.remove(note)
@@ -290,12 +294,14 @@ class RulesFirstBrain:
             by_rules = event.digit in {m.digit for m in self.rules.cfg.dtmf}
             note = f"[The caller pressed the keypad: {event.digit}]"
         if not by_rules:
-            async for out in self.llm.respond(event, info):
-                yield out
+            async with aclosing(self.llm.respond(event, info)) as outs:
+                async for out in outs:
+                    yield out
             return
         self.llm._user(note)
         self.llm._start_answer()
-        async for out in self.rules.respond(event, info):
-            if isinstance(out, Say):
-                self.llm._said(out.text)
-            yield out
+        async with aclosing(self.rules.respond(event, info)) as outs:
+            async for out in outs:
+                if isinstance(out, Say):
+                    self.llm._said(out.text)
+                yield out

@@ -90,8 +90,9 @@ class OllamaChat:
 
     async def _events(self, resp: httpx.Response) -> AsyncIterator[LlmEvent]:
         n = 0
-        async for line in resp.aiter_lines():
-            if not line.strip():
+        final: LlmDone | None = None
+        async for line in resp.aiter_lines():  # to the end (see llm_openai)
+            if final is not None or not line.strip():
                 continue
             try:
                 chunk = json.loads(line)
@@ -112,6 +113,7 @@ class OllamaChat:
             if chunk.get("done"):
                 usage = {"prompt_tokens": chunk.get("prompt_eval_count", 0),
                          "completion_tokens": chunk.get("eval_count", 0)}
-                yield LlmDone("tool_calls" if n else chunk.get("done_reason", "stop"), usage)
-                return
-        raise ProviderError("the Ollama stream ended before done", retryable=True)
+                final = LlmDone("tool_calls" if n else chunk.get("done_reason", "stop"), usage)
+        if final is None:
+            raise ProviderError("the Ollama stream ended before done", retryable=True)
+        yield final

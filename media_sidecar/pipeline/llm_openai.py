@@ -88,12 +88,16 @@ class OpenAIChat:
         calls: dict[int, _PartialCall] = {}
         finish = ""
         usage: dict[str, Any] = {}
+        done = False
+        # read to the end of the body even after [DONE]: leaving httpx's line iterator early
+        # leaves its generators unclosed
         async for line in resp.aiter_lines():
-            if not line.startswith("data:"):
+            if done or not line.startswith("data:"):
                 continue  # blank separators, comments (": keep-alive"), event: lines
             data = line[5:].strip()
             if data == "[DONE]":
-                break
+                done = True
+                continue
             try:
                 chunk = json.loads(data)
             except ValueError:
@@ -123,9 +127,8 @@ class OpenAIChat:
                         part.arguments.append(args)
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
-        else:
-            if not finish:
-                raise ProviderError("the LLM stream ended without [DONE]", retryable=True)
+        if not done and not finish:
+            raise ProviderError("the LLM stream ended without [DONE]", retryable=True)
         for i, part in sorted(calls.items()):
             if part.name:
                 yield ToolCall(part.id or f"call_{i}", part.name, "".join(part.arguments) or "{}")

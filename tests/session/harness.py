@@ -22,6 +22,7 @@ from fastagi_server.emulator.caller import CallerScript
 from media_sidecar.app import load_prompts, rules_brain
 from media_sidecar.config.loader import load_config
 from media_sidecar.config.schema import Config
+from media_sidecar.pipeline.base import Net
 from media_sidecar.protocol import control as c
 from media_sidecar.providers import make_provider
 from media_sidecar.server.audiosocket_server import AudioSocketServer
@@ -83,13 +84,15 @@ class Outcome:
         return [f for f in self.asterisk.audio_frames() if any(f.payload)]
 
 
-def build_server(cfg: Config, *, redirect: bool = True, provider_factory=None):
+def build_server(cfg: Config, *, redirect: bool = True, provider_factory=None, net=None,
+                 env=None):
     """The production AudioSocket server with fake engines and a recording control plane
     (apologies are rendered by the fake TTS, as the sidecar renders them at start-up)."""
     registry = CallRegistry(cfg)
     tts = FakeTts()
     services = CallServices(speaker_factory=lambda a: Speaker(tts), brain_factory=rules_brain,
-                            stt=FakeStt(), vad_factory=EnergyVad, offload=inline)
+                            stt=FakeStt(), vad_factory=EnergyVad, offload=inline,
+                            net=net or Net(), env=env)
     control = RecordingControl(redirect)
     records = MemoryRecords()
     server = AudioSocketServer(cfg, registry, services, control, records,
@@ -115,10 +118,10 @@ def offer(registry: CallRegistry, cfg: Config, call_uuid: str) -> None:
 async def run_session(script: CallerScript, *, cfg: Config | None = None, redirect: bool = True,
                       offered: bool = True, uuid: str | None = None, max_seconds: float = 60.0,
                       asterisk_config: AudioSocketConfig | None = None,
-                      provider_factory=None) -> Outcome:
+                      provider_factory=None, net=None, env=None) -> Outcome:
     cfg = cfg or load_config()
     server, registry, control = build_server(cfg, redirect=redirect,
-                                             provider_factory=provider_factory)
+                                             provider_factory=provider_factory, net=net, env=env)
     call_uuid = uuid or str(uuidlib.uuid4())
     if offered:
         offer(registry, cfg, call_uuid)
