@@ -241,8 +241,6 @@ class PipelineTurns(MediaSession):
                 self._speaking = turn
                 rec.agent_text = f"{rec.agent_text} {say.text}".strip()
                 await self.voice.say(utt)
-                if rec.first_audio_ready is None and utt.first_audio_at is not None:
-                    rec.first_audio_ready = self._rel(utt.first_audio_at)
 
     @staticmethod
     def _heard(turn: Turn) -> str:
@@ -302,6 +300,8 @@ class PipelineTurns(MediaSession):
             if spoken:
                 rec.first_frame_sent = self._rel(spoken[0].started_at)
             rec.heard_text = " ".join(u.heard_text for u in spoken if u.heard_text).strip()
+            arrived = [u.first_audio_at for u in turn.utterances if u.first_audio_at is not None]
+            rec.first_audio_ready = self._rel(arrived[0]) if arrived else None
             rec.llm_first_token = self._rel(info.first_token)
             rec.first_sentence = self._rel(info.first_sentence)
             rec.llm_done = self._rel(info.llm_done)

@@ -17,10 +17,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import trio
 
-from ..constants import FRAME_BYTES
+from ..constants import FRAME_BYTES, FRAME_SECONDS
 from ..dsp.resample import Resampler
 from ..pipeline.base import SpeechSynth
 from .playout import Playout, Segment
+
+SECONDS_PER_CHAR = 0.065
+"""Typical speaking rate of TTS voices (about 15 characters a second), to estimate how long a
+sentence whose audio was still arriving would have lasted."""
 
 
 @dataclass(eq=False)
@@ -53,6 +57,8 @@ class Utterance:
             return ""
         if self.complete and sent >= total:
             return self.text
+        if not self.complete:  # the rest was still coming: its length is estimated
+            total = max(total, round(len(self.text) * SECONDS_PER_CHAR / FRAME_SECONDS))
         words = self.text.split()
         return " ".join(words[: int(len(words) * sent / total)])
 
