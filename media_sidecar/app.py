@@ -122,11 +122,16 @@ async def run_sidecar(cfg: Config, services: CallServices | None = None,
     server = AudioSocketServer(cfg, registry, services, hub, records, on_ended=hub.send,
                                provider_factory=provider_factory, prompts=prompts)
     sc = cfg.sidecar
-    async with trio.open_nursery() as nursery:
-        control_port = await nursery.start(serve_control, hub, sc.control.host, sc.control.port)
-        as_port = await nursery.start(
-            functools.partial(serve_audiosocket, server, sc.audiosocket.host, sc.audiosocket.port)
-        )
-        log.info("sidecar ready: AudioSocket %s:%d, control ws://%s:%d/control",
-                 sc.audiosocket.host, as_port, sc.control.host, control_port)
-        task_status.started(SidecarPorts(audiosocket=as_port, control=control_port))
+    try:
+        async with trio.open_nursery() as nursery:
+            control_port = await nursery.start(serve_control, hub, sc.control.host,
+                                               sc.control.port)
+            as_port = await nursery.start(functools.partial(
+                serve_audiosocket, server, sc.audiosocket.host, sc.audiosocket.port))
+            log.info("sidecar ready: AudioSocket %s:%d, control ws://%s:%d/control",
+                     sc.audiosocket.host, as_port, sc.control.host, control_port)
+            task_status.started(SidecarPorts(audiosocket=as_port, control=control_port))
+    finally:
+        if services is not None:  # the pipeline's pooled HTTP connections
+            with trio.CancelScope(shield=True), trio.move_on_after(2.0):
+                await services.net.aclose()

@@ -409,6 +409,43 @@ def _validate_model_assistant(a: s.AssistantConfig, names: list[str], source: st
         for name, _ in hook.headers + hook.headers_env:
             if not _HEADER_NAME.fullmatch(name):
                 raise ConfigError(source, f"{hp}.headers", f"not a header name: {name!r}")
+    if a.is_pipeline:
+        _validate_pipeline(a, source, p)
     if a.deepgram.sample_rate not in _DEEPGRAM_RATES:
         raise ConfigError(source, f"{p}.deepgram.sample_rate",
                           f"expected one of {sorted(_DEEPGRAM_RATES)}")
+
+
+def _validate_pipeline(a: s.AssistantConfig, source: str, p: str) -> None:
+    """The stages of a pipeline assistant."""
+    checks: list[tuple[str, bool, str]] = [
+        ("stt.endpointing_ms", 10 <= a.stt.endpointing_ms <= 5000, "expected 10..5000 ms"),
+        ("stt.utterance_end_ms", 1000 <= a.stt.utterance_end_ms <= 5000,
+         "expected 1000..5000 ms (Deepgram's minimum is 1000)"),
+        ("stt.timeout", 0 < a.stt.timeout <= 60, "expected seconds above 0, at most 60"),
+        ("tts.speed", 0.25 <= a.tts.speed <= 4.0, "expected 0.25..4"),
+        ("tts.timeout", 0 < a.tts.timeout <= 60, "expected seconds above 0, at most 60"),
+        ("llm.timeout", 0 < a.llm.timeout <= 120, "expected seconds above 0, at most 120"),
+        ("llm.history_messages", 2 <= a.llm.history_messages <= 1000, "expected 2..1000"),
+        ("llm.max_tool_rounds", 1 <= a.llm.max_tool_rounds <= 10, "expected 1..10"),
+        ("llm.max_tokens", 1 <= a.llm.max_tokens <= 32768, "expected 1..32768"),
+        ("llm.temperature", 0 <= a.llm.temperature <= 2, "expected 0..2"),
+    ]
+    for key, ok, msg in checks:
+        if not ok:
+            raise ConfigError(source, f"{p}.{key}", msg)
+    for key, url in (("stt.url", a.stt.url), ("llm.url", a.llm.url)):
+        if url and not re.match(r"(https?|wss?)://[^/\s]+", url):
+            raise ConfigError(source, f"{p}.{key}", "expected an http(s):// or ws(s):// URL")
+    if a.tts.url and not re.match(r"(https?|wss?)://[^/\s]+", a.tts.url):
+        raise ConfigError(source, f"{p}.tts.url", "expected an http(s):// or ws(s):// URL")
+    if a.stt.engine == "deepgram" and a.stt.url and not a.stt.url.startswith(("ws://", "wss://")):
+        raise ConfigError(source, f"{p}.stt.url", "Deepgram streaming STT needs a ws(s):// URL")
+    if a.tts.engine == "deepgram" and a.tts.url and not a.tts.url.startswith(("ws://", "wss://")):
+        raise ConfigError(source, f"{p}.tts.url",
+                          "expected Deepgram's ws(s):// speak URL (REST is derived from it)")
+    if a.llm.engine == "llama_cpp" and not (a.llm.model_path and os.path.isfile(a.llm.model_path)):
+        raise ConfigError(source, f"{p}.llm.model_path",
+                          f"no such GGUF file: {a.llm.model_path or '(empty)'}")
+    if a.llm.rules_first and a.llm.engine == "none":
+        raise ConfigError(source, f"{p}.llm.rules_first", "needs an llm engine")
