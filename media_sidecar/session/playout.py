@@ -117,6 +117,8 @@ class Playout:
         self._current: Segment | None = None
         self._offset = 0
         self._hand_back = False
+        self._ended: Segment | None = None
+        """The segment whose last frame is being written (finished after the write)."""
         self._idle = trio.Event()
         self._idle.set()
         self._silence = self._encode(bytes(FRAME_BYTES))
@@ -222,6 +224,10 @@ class Playout:
                 return
             frame, is_audio = self._next_frame(now)
             await self._send(frame)
+            ended, self._ended = self._ended, None
+            if ended is not None:  # done and idle only once its last frame is written
+                self._finish(ended, now + FRAME_SECONDS, interrupted=False)
+                self._check_idle()
             self.stats.frames_sent += 1
             if is_audio:
                 self.stats.audio_frames_sent += 1
@@ -253,8 +259,7 @@ class Playout:
         seg.frames_sent += 1
         if self._offset >= len(seg.pcm):
             self._current = None
-            self._finish(seg, now + FRAME_SECONDS, interrupted=False)
-            self._check_idle()
+            self._ended = seg
         return self._encode(chunk), True
 
     def _finish(self, seg: Segment, t: float, *, interrupted: bool) -> None:
@@ -263,7 +268,7 @@ class Playout:
         seg.done.set()
 
     def _check_idle(self) -> None:
-        if not self.speaking:
+        if not self.speaking and self._ended is None:
             self._idle.set()
 
     def _encode(self, slin: bytes) -> bytes:
