@@ -48,6 +48,7 @@ from ..dsp.vad import SpeechEnded, SpeechStarted, TurnDetector, VoiceDetector
 from ..providers.base import ProviderError, SpeechToSpeech
 from ..tools.spec import ToolReply
 from .base import MediaSession
+from .digits import DigitGroup
 from .playout import PlayoutFull, Segment
 from .records import ToolAction, TurnRecord
 
@@ -99,9 +100,7 @@ class RelaySession(MediaSession):
         self._spoke_since_caller = False
         self._pending_trigger = ""
         self._pending_caller_text = ""
-        self._digits: list[str] = []
-        self._digit_deadline = 0.0
-        self._digit_timer = False
+        self._digits = DigitGroup(self.assistant.dtmf_input, self._send_digits)
         self._vad: VoiceDetector | None = None
         self._turns: TurnDetector | None = None
         self._pre_roll: deque[bytes] = deque(maxlen=PRE_ROLL_FRAMES)
@@ -210,33 +209,14 @@ class RelaySession(MediaSession):
         cfg = self.assistant.dtmf_input
         if not cfg.to_model or not self.ready or self._committed or self._leaving:
             return
-        if not self._digits:  # a keypress cuts the agent off like speech
+        if not self._digits.digits:  # a keypress cuts the agent off like speech
             self.provider.interrupt(self.caller_speech_started())
-        self._digits.append(digit)
-        if digit == cfg.terminator or len(self._digits) >= cfg.max_digits:
-            self._send_digits()
-            return
-        self._digit_deadline = t + cfg.inter_digit_ms / 1000
-        if not self._digit_timer:
-            self._digit_timer = True
-            self._nursery.start_soon(self._digit_gap)
+        self._digits.add(digit, t, self._nursery)
 
-    async def _digit_gap(self) -> None:
-        try:
-            deadline = 0.0
-            while deadline != self._digit_deadline:  # a later digit moves the deadline
-                deadline = self._digit_deadline
-                await trio.sleep_until(deadline)
-            self._send_digits()
-        finally:
-            self._digit_timer = False
-
-    def _send_digits(self) -> None:
-        if not self._digits or self._leaving or self._committed:
-            self._digits.clear()
+    def _send_digits(self, digits: list[str]) -> None:
+        if self._leaving or self._committed:
             return
-        keys = " ".join(self._digits)
-        self._digits.clear()
+        keys = " ".join(digits)
         self._pending_trigger = "dtmf"
         self._pending_caller_text = f"[keypad {keys}]"
         self._spoke_since_caller = False

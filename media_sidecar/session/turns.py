@@ -29,6 +29,7 @@ from ..constants import FRAME_SECONDS
 from ..dsp.vad import TurnDetector
 from ..pipeline.base import ProviderError, SpeechSynth, Transcriber
 from .base import MediaSession
+from .digits import DigitGroup
 from .records import ToolAction, TurnRecord
 from .voice import Utterance, Voice
 
@@ -71,10 +72,8 @@ class PipelineTurns(MediaSession):
         self._quiet_since = 0.0
         self._no_input_count = 0
         self._barged_this_utterance = False
-        self._digits: list[str] = []
-        self._digit_deadline = 0.0
-        self._digit_timer = False
         a = self.assistant
+        self._digits = DigitGroup(a.dtmf_input, self._send_digits)
         self._groups_digits = a.uses_llm and a.dtmf_input.to_model
         self._rule_digits = {m.digit for m in a.brain.dtmf} if (
             not a.uses_llm or a.llm.rules_first) else set()
@@ -138,33 +137,14 @@ class PipelineTurns(MediaSession):
                 self._interrupt(t)
             elif self._turn is not None:
                 self._turn.scope.cancel()
-        if not self._groups_digits or (not self._digits and digit in self._rule_digits):
+        if not self._groups_digits or (not self._digits.digits and digit in self._rule_digits):
             self._start_turn(UserDtmf(digit), "dtmf")
             return
-        cfg = self.assistant.dtmf_input
-        self._digits.append(digit)
-        if digit == cfg.terminator or len(self._digits) >= cfg.max_digits:
-            self._send_digits()
-            return
-        self._digit_deadline = t + cfg.inter_digit_ms / 1000
-        if not self._digit_timer:
-            self._digit_timer = True
-            self._nursery.start_soon(self._digit_gap)
+        self._digits.add(digit, t, self._nursery)
 
-    async def _digit_gap(self) -> None:
-        try:
-            deadline = 0.0
-            while deadline != self._digit_deadline:  # a later digit moves the deadline
-                deadline = self._digit_deadline
-                await trio.sleep_until(deadline)
-            self._send_digits()
-        finally:
-            self._digit_timer = False
-
-    def _send_digits(self) -> None:
-        keys, self._digits = "".join(self._digits), []
-        if keys and not self._committed:
-            self._start_turn(UserDtmf(keys), "dtmf")
+    def _send_digits(self, digits: list[str]) -> None:
+        if not self._committed:
+            self._start_turn(UserDtmf("".join(digits)), "dtmf")
 
     # -- agent turns ---------------------------------------------------------------------------
 
@@ -280,7 +260,7 @@ class PipelineTurns(MediaSession):
                 await self._hand_back()
                 return
             busy = (self._turn is not None or self.playout.speaking or self.turns.in_speech
-                    or self._committed or bool(self._digits)
+                    or self._committed or bool(self._digits.digits)
                     or not getattr(self, "ready", True))
             if busy:
                 last = self.playout.last_audio_at
