@@ -1,7 +1,7 @@
 """Every benchmark in one command: JSON results, BENCHMARKS.md and plots.
 
-    python bench/run.py            # about 14 minutes on 2 cores
-    python bench/run.py --quick    # about 4 minutes, fewer and shorter steps
+    python bench/run.py            # about 18 minutes on 2 cores (pipeline: 3.5)
+    python bench/run.py --quick    # about 6 minutes, fewer and shorter steps
     python bench/run.py --only relay,dsp
 
 Writes ``bench/results/<date>.json`` (``<date>-quick.json`` with --quick), the plots
@@ -16,7 +16,9 @@ Scenarios: ``relay`` (bench_relay: capacity with the echo assistant and the spee
 ones against the OpenAI Realtime and Deepgram Voice Agent mocks, mu-law 8 kHz and PCM16 24 kHz;
 relay overhead, barge-in and turn latency per provider; memory after many calls), ``fastagi`` (bench_fastagi:
 call setups), ``dsp`` (bench_dsp: resampler and G.711), ``local`` (bench_foundation's turn
-latency phase with the real local models).
+latency phase with the real local models), ``pipeline`` (bench_pipeline: the pipeline mode's
+turn latency by stage against the mocks, overlapped vs sequential stages, the all-local
+pipeline with the real models).
 """
 
 from __future__ import annotations
@@ -40,11 +42,12 @@ for _p in (str(ROOT), str(BENCH)):
 
 import bench_dsp  # noqa: E402
 import bench_fastagi  # noqa: E402
+import bench_pipeline  # noqa: E402
 import bench_relay  # noqa: E402
 import svg  # noqa: E402
 from bench_foundation import busy_and_steal, cpu_times, machine  # noqa: E402
 
-SCENARIOS = ("relay", "fastagi", "dsp", "local")
+SCENARIOS = ("relay", "fastagi", "dsp", "local", "pipeline")
 
 
 def run_local(quick: bool) -> dict[str, Any]:
@@ -103,6 +106,8 @@ def main() -> None:
             res["dsp"] = bench_dsp.run(args.quick)
         elif name == "local":
             res["local"] = run_local(args.quick)
+        elif name == "pipeline":
+            res["pipeline"] = bench_pipeline.run(args.quick)
         os.sched_setaffinity(0, affinity)  # a scenario may pin this process
         res.setdefault("durations_s", {})[name] = round(time.monotonic() - t, 1)
     res["cpu_during_run"] = busy_and_steal(cpu_before, cpu_times())
@@ -195,6 +200,8 @@ def render(res: dict[str, Any], out: Path, plots: list[Path],
         lines += [bench_dsp.render_md(res["dsp"]), ""]
     if "local" in res:
         lines += render_local(res["local"])
+    if "pipeline" in res:
+        lines += [bench_pipeline.render_md(res["pipeline"]), ""]
     if plots:
         lines += ["## Plots", ""]
         lines += [f"![{p.stem}]({os.path.relpath(p.resolve(), md.resolve().parent)})"

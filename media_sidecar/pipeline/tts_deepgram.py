@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -34,6 +35,11 @@ CLEAR_WAIT = 1.0
 """How long the next sentence waits for ``Cleared`` after a barge-in."""
 
 _END = None
+_REFUSED = False
+"""Put in a sentence's channel when Deepgram refused its Flush (a Warning): say it by REST."""
+FLUSH_LIMIT = 20
+FLUSH_WINDOW = 60.0
+"""Deepgram accepts 20 Flushes per 60 s on a socket; a sentence beyond that goes by REST."""
 
 
 class DeepgramSpeech:
@@ -60,9 +66,10 @@ class DeepgramSpeech:
         self.audio_dropped = 0
         """Audio messages dropped after a Clear (the cut sentence's tail)."""
         self._ready = trio.Event()
-        self._sink: trio.MemorySendChannel[bytes | None] | None = None
+        self._sink: trio.MemorySendChannel[bytes | bool | None] | None = None
         self._cleared = trio.Event()
         self._cleared.set()
+        self._flushes: deque[float] = deque()
 
     @property
     def _headers(self) -> list[tuple[bytes, bytes]]:
@@ -111,7 +118,9 @@ class DeepgramSpeech:
             elif kind == "Cleared":
                 self._cleared.set()
             elif kind in ("Warning", "Error"):
-                log.warning("Deepgram TTS %s: %s", kind, data.get("description", "")[:200])
+                log.warning("Deepgram TTS %s: %s", kind, str(data.get("description", ""))[:200])
+                if self._sink is not None:
+                    self._sink.send_nowait(_REFUSED)
 
     async def stream(self, text: str) -> AsyncIterator[np.ndarray]:
         with trio.move_on_after(self.cfg.timeout):
@@ -119,11 +128,16 @@ class DeepgramSpeech:
         with trio.move_on_after(CLEAR_WAIT):
             await self._cleared.wait()
         ws = self.ws
-        if ws is None:
+        now = trio.current_time()
+        while self._flushes and now - self._flushes[0] >= FLUSH_WINDOW:
+            self._flushes.popleft()
+        if ws is None or len(self._flushes) >= FLUSH_LIMIT:
             async for pcm in self._rest(text):
                 yield pcm
             return
-        send, recv = trio.open_memory_channel[bytes | None](float("inf"))
+        self._flushes.append(now)
+        refused = False
+        send, recv = trio.open_memory_channel[bytes | bool | None](float("inf"))
         self._sink = send
         done = False
         rest = b""
@@ -133,6 +147,9 @@ class DeepgramSpeech:
             async for data in recv:
                 if data is _END:
                     done = True
+                    break
+                if data is _REFUSED or not isinstance(data, bytes):
+                    refused = True
                     break
                 data = rest + data
                 cut = len(data) - len(data) % 2
@@ -150,7 +167,7 @@ class DeepgramSpeech:
                         await ws.send_message(json.dumps({"type": "Clear"}))
                     except trio_websocket.ConnectionClosed:
                         self._cleared.set()
-        if not done and self.ws is None:  # the socket died mid-sentence: say it by REST
+        if refused or (not done and self.ws is None):  # refused, or the socket died: REST
             async for pcm in self._rest(text):
                 yield pcm
 

@@ -210,3 +210,19 @@ async def test_keypad_digits_reach_the_llm_as_one_message(autojump_clock):
                                           "content": "[The caller pressed the keypad: 1 2 #]"}
     turn = out.record.turns[1]
     assert (turn.trigger, turn.caller_text, turn.agent_text) == ("dtmf", "[DTMF 12#]", "Got it.")
+
+
+async def test_sentences_past_deepgrams_flush_limit_are_said_by_rest(autojump_clock):
+    chat = MockChatServer(script=ChatScript(replies={"opening hours": Reply(HOURS)}))
+    script = SpeakScript(flush_limit=2)
+    speak, rest = MockSpeakServer(script=script), MockSpeakRestServer(script=script)
+    caller = CallerScript().speak(caller_says("what are your opening hours", 1.0), at=2.0)
+    caller = caller.hangup(at=14.0)
+    async with pipeline_net({"api.openai.com": chat, "api.deepgram.com": rest},
+                            {"api.deepgram.com/v1/speak": speak}) as net:
+        out = await run_session(caller, cfg=config(tts="deepgram"), net=net, env=KEYS)
+    # greeting and sentence 1 by the socket; Deepgram warns at the third Flush: REST says it
+    assert len(speak.sessions[0].warnings) >= 1
+    assert [r.request.json()["text"] for r in rest.records] == [
+        "We close at five in the afternoon.", "Saturday is ten to two."]
+    assert out.record.turns[1].heard_text == HOURS
