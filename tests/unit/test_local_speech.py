@@ -80,10 +80,14 @@ def test_moonshine_hears_what_piper_says_over_the_8khz_call_leg(
 @pytest.mark.local_models
 def test_moonshine_is_safe_to_call_from_many_threads(tts: PiperTts, stt: MoonshineStt) -> None:
     utterances = [speak_at_8k(tts, s) for s in (SENTENCE, "I want to talk to sales")]
+    # Thread safety: concurrent calls give what one call at a time gives for the same audio.
+    # (Not recognition accuracy: Piper's speech differs a little from run to run, and once in a
+    # while Moonshine mishears a word of it, which failed an accuracy check here in CI.)
+    alone = [stt.transcribe(u, SAMPLE_RATE) for u in utterances]
+    assert all(alone)
     with ThreadPoolExecutor(max_workers=4) as pool:
         texts = list(pool.map(lambda i: stt.transcribe(utterances[i % 2], SAMPLE_RATE), range(8)))
-    assert all("billing" in t.lower() for t in texts[0::2])
-    assert all("sales" in t.lower() for t in texts[1::2])
+    assert texts == [alone[i % 2] for i in range(8)]
 
 
 @pytest.mark.local_models
