@@ -31,11 +31,6 @@ class Stages:
     transcriber: Transcriber | None = None
     streaming_stt: StreamingStt | None = None
 
-    @property
-    def names(self) -> str:
-        stt = self.streaming_stt or self.transcriber
-        return f"{stt.name if stt else '?'}+{getattr(self.brain, 'kind', 'rules')}+{self.synth.name}"
-
 
 def stage_names(a: AssistantConfig) -> str:
     llm: str = a.llm.engine if a.llm.engine != "none" else "rules"

@@ -20,13 +20,13 @@ import numpy as np
 import trio
 
 from ..providers.base import ProviderError
-from ..providers.ws import Connector, tcp_connector
+from ..providers.ws import Connector, error_message, tcp_connector
 from ..tools.spec import ToolSpec
 
 __all__ = [
-    "ChatModel", "LlmDone", "LlmEvent", "Net", "ProviderError", "SpeechSynth", "StreamingStt",
-    "SttFinal", "SttInterim", "SttSpeechStarted", "TextDelta", "ToolCall", "Transcriber",
-    "http_error",
+    "ChatModel", "LlmDone", "LlmEvent", "Net", "PcmJoiner", "ProviderError", "SpeechSynth",
+    "StreamingStt", "SttFinal", "SttInterim", "SttSpeechStarted", "TextDelta", "ToolCall",
+    "Transcriber", "http_error", "post_for_pcm",
 ]
 
 
@@ -72,6 +72,39 @@ def http_error(what: str, exc: BaseException | None = None, status: int = 0,
         return ProviderError(f"{what} did not answer in time", retryable=True)
     name = type(exc).__name__ if exc is not None else "error"
     return ProviderError(f"cannot reach {what}: {name}", retryable=True)
+
+
+class PcmJoiner:
+    """int16 samples from byte chunks whose boundaries may split a sample (HTTP bodies and
+    WebSocket messages are cut wherever the sender likes)."""
+
+    def __init__(self) -> None:
+        self._rest = b""
+
+    def feed(self, data: bytes) -> np.ndarray | None:
+        data = self._rest + data
+        cut = len(data) - len(data) % 2
+        self._rest = data[cut:]
+        return np.frombuffer(data[:cut], dtype="<i2") if cut else None
+
+
+async def post_for_pcm(net: Net, url: str, *, body: dict[str, Any], headers: dict[str, str],
+                       within: float, what: str) -> AsyncIterator[np.ndarray]:
+    """POST ``body`` and stream the raw PCM16 answer back as it arrives (OpenAI speech,
+    Deepgram REST speak). Raises ProviderError for an HTTP error or a broken stream."""
+    joiner = PcmJoiner()
+    try:
+        async with net.http.stream("POST", url, json=body, headers=headers,
+                                   timeout=within) as resp:
+            if resp.status_code != 200:
+                raise http_error(what, status=resp.status_code,
+                                 detail=error_message(await resp.aread()))
+            async for data in resp.aiter_bytes():
+                pcm = joiner.feed(data)
+                if pcm is not None:
+                    yield pcm
+    except httpx.HTTPError as exc:
+        raise http_error(what, exc) from None
 
 
 # -- speech to text ---------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from ..brain.base import (
     UserText,
 )
 from ..brain.text import SentenceBuffer, split_sentences
-from ..config.schema import AssistantConfig, LlmConfig, RulesBrainConfig
+from ..config.schema import LlmConfig, RulesBrainConfig
 from ..tools.spec import HANGUP, TRANSFER, ToolReply, ToolSpec
 from .base import ChatModel, LlmDone, ProviderError, TextDelta, ToolCall
 
@@ -264,12 +264,6 @@ def _act(call: ToolCall) -> Act:
         return Act("transfer", destination=str(args.get("destination", "")),
                    reason=str(args.get("reason", "")))
     return Act("hangup", reason=str(args.get("reason", "")) or "assistant ended the call")
-
-
-def make_llm_brain(assistant: AssistantConfig, model: ChatModel, instructions: str,
-                   greeting: str, tools: list[ToolSpec]) -> LlmBrain:
-    return LlmBrain(model, assistant.llm, assistant.brain, instructions=instructions,
-                    greeting=greeting, tools=tools)
 
 
 class RulesFirstBrain:

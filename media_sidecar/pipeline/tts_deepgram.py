@@ -16,15 +16,14 @@ from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import httpx
 import numpy as np
 import trio
 import trio_websocket
 
 from ..config.schema import TtsConfig
 from ..providers.base import api_key
-from ..providers.ws import error_message, open_provider_ws, receive
-from .base import Net, ProviderError, http_error
+from ..providers.ws import open_provider_ws, receive
+from .base import Net, PcmJoiner, ProviderError, post_for_pcm
 
 log = logging.getLogger("agi_voice.tts")
 
@@ -140,7 +139,7 @@ class DeepgramSpeech:
         send, recv = trio.open_memory_channel[bytes | bool | None](float("inf"))
         self._sink = send
         done = False
-        rest = b""
+        joiner = PcmJoiner()
         try:
             await ws.send_message(json.dumps({"type": "Speak", "text": text}))
             await ws.send_message(json.dumps({"type": "Flush"}))
@@ -151,11 +150,9 @@ class DeepgramSpeech:
                 if data is _REFUSED or not isinstance(data, bytes):
                     refused = True
                     break
-                data = rest + data
-                cut = len(data) - len(data) % 2
-                rest = data[cut:]
-                if cut:
-                    yield np.frombuffer(data[:cut], dtype="<i2")
+                samples = joiner.feed(data)
+                if samples is not None:
+                    yield samples
         except trio_websocket.ConnectionClosed:
             self._give_up("the socket closed")
         finally:
@@ -174,19 +171,7 @@ class DeepgramSpeech:
     async def _rest(self, text: str) -> AsyncIterator[np.ndarray]:
         self.rest_sentences += 1
         what = f"Deepgram TTS at {urlsplit(self.rest_url).hostname}"
-        headers = {"Authorization": f"Token {self.key}"}
-        rest = b""
-        try:
-            async with self.net.http.stream(
-                    "POST", self.rest_url, timeout=self.cfg.timeout, json={"text": text}, headers=headers) as resp:
-                if resp.status_code != 200:
-                    raise http_error(what, status=resp.status_code,
-                                     detail=error_message(await resp.aread()))
-                async for data in resp.aiter_bytes():
-                    data = rest + data
-                    cut = len(data) - len(data) % 2
-                    rest = data[cut:]
-                    if cut:
-                        yield np.frombuffer(data[:cut], dtype="<i2")
-        except httpx.HTTPError as exc:
-            raise http_error(what, exc) from None
+        async for pcm in post_for_pcm(self.net, self.rest_url, body={"text": text},
+                                      headers={"Authorization": f"Token {self.key}"},
+                                      within=self.cfg.timeout, what=what):
+            yield pcm

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import trio
 
-from ..dsp.resample import Resampler
 from ..speech.base import SpeechEngineError, TextToSpeech
+from ..speech.prompts import synthesize
 from .base import ProviderError
 
 
@@ -32,13 +32,7 @@ class LocalSynth:
 
     async def stream(self, text: str) -> AsyncIterator[np.ndarray]:
         try:
-            pcm = await self.offload(self._synthesize, text, abandon_on_cancel=True)
+            slin = await self.offload(synthesize, self.engine, text, abandon_on_cancel=True)
         except SpeechEngineError as exc:
             raise ProviderError(str(exc), retryable=False) from None
-        yield pcm
-
-    def _synthesize(self, text: str) -> np.ndarray:
-        r = Resampler(self.engine.rate, 8000)
-        parts = [r.process(np.asarray(c, dtype=np.int16)) for c in self.engine.synthesize(text)]
-        parts.append(r.flush())
-        return np.concatenate(parts).astype(np.int16)
+        yield np.frombuffer(slin, dtype="<i2")

@@ -9,14 +9,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from urllib.parse import urlsplit
 
-import httpx
 import numpy as np
 import trio
 
 from ..config.schema import TtsConfig
 from ..providers.base import api_key
-from ..providers.ws import error_message
-from .base import Net, http_error
+from .base import Net, post_for_pcm
 
 OPENAI_URL = "https://api.openai.com/v1"
 RATE = 24000
@@ -49,19 +47,7 @@ class OpenAISpeech:
 
     async def stream(self, text: str) -> AsyncIterator[np.ndarray]:
         what = f"OpenAI speech at {urlsplit(self.url).hostname}"
-        headers = {"Authorization": f"Bearer {self.key}"}
-        rest = b""
-        try:
-            async with self.net.http.stream(
-                    "POST", self.url, timeout=self.cfg.timeout, json=self.body(text), headers=headers) as resp:
-                if resp.status_code != 200:
-                    raise http_error(what, status=resp.status_code,
-                                     detail=error_message(await resp.aread()))
-                async for data in resp.aiter_bytes():
-                    data = rest + data
-                    cut = len(data) - len(data) % 2
-                    rest = data[cut:]
-                    if cut:
-                        yield np.frombuffer(data[:cut], dtype="<i2")
-        except httpx.HTTPError as exc:
-            raise http_error(what, exc) from None
+        async for pcm in post_for_pcm(self.net, self.url, body=self.body(text),
+                                      headers={"Authorization": f"Bearer {self.key}"},
+                                      within=self.cfg.timeout, what=what):
+            yield pcm

@@ -50,6 +50,13 @@ MAX_RECORDED_RESULT = 500
 """Characters of a tool's result kept in the call record."""
 
 
+def leaf_exception(exc: BaseException) -> BaseException:
+    """The first real exception in a (nested) exception group (a nursery wraps what failed)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
 class ControlPort:
     """What a call may ask of the control plane. The default has no control plane."""
 

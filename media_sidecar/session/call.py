@@ -33,7 +33,7 @@ from ..pipeline.base import Net, ProviderError, SttEvent, SttFinal
 from ..protocol.control import CallContext
 from ..speech.base import SpeechToText
 from ..tools.spec import ToolReply
-from .base import ControlPort
+from .base import ControlPort, leaf_exception
 from .records import ToolAction
 from .speaker import Speaker
 from .turns import PipelineTurns
@@ -142,12 +142,12 @@ class CallSession(PipelineTurns):
                 started = True
                 self._go()
         except* ProviderError as eg:
-            error = _leaf(eg)
+            error = leaf_exception(eg)
         except* trio.TooSlowError:
             error = ProviderError(f"no answer within {self.assistant.start_timeout:g} s",
                                   retryable=True)
         except* (OSError, RuntimeError) as eg:
-            error = ProviderError(f"{type(_leaf(eg)).__name__}: {_leaf(eg)}", retryable=True)
+            error = ProviderError(f"{type(leaf_exception(eg)).__name__}: {leaf_exception(eg)}", retryable=True)
         err = error if isinstance(error, ProviderError) else ProviderError(
             f"{stt.name} STT stream ended", retryable=True)
         self.record.provider["stt_error"] = str(err)
@@ -245,10 +245,4 @@ class CallSession(PipelineTurns):
             synth: Any = self.stages.synth
             if getattr(synth, "rest_sentences", 0):
                 self.record.provider["tts_rest_sentences"] = synth.rest_sentences
-
-
-def _leaf(eg: BaseException) -> BaseException:
-    while isinstance(eg, BaseExceptionGroup) and eg.exceptions:
-        eg = eg.exceptions[0]
-    return eg
 

@@ -47,7 +47,7 @@ from ..constants import FRAME_BYTES, FRAME_MS
 from ..dsp.vad import SpeechEnded, SpeechStarted, TurnDetector, VoiceDetector
 from ..providers.base import ProviderError, SpeechToSpeech
 from ..tools.spec import ToolReply
-from .base import MediaSession
+from .base import MediaSession, leaf_exception
 from .digits import DigitGroup
 from .playout import PlayoutFull, Segment
 from .records import ToolAction, TurnRecord
@@ -134,11 +134,11 @@ class RelaySession(MediaSession):
                     await nursery.start(self._provider_task)
                 self.ready = True
         except* ProviderError as eg:
-            error = _leaf(eg)  # type: ignore[assignment]
+            error = leaf_exception(eg)  # type: ignore[assignment]
         except* trio.TooSlowError:
             error = ProviderError(f"no answer within {self.start_timeout:.0f} s", retryable=True)
         except* (OSError, RuntimeError) as eg:
-            exc = _leaf(eg)
+            exc = leaf_exception(eg)
             error = ProviderError(f"{type(exc).__name__}: {exc}", retryable=True)
         if error is None:
             error = ProviderError("the provider session ended", retryable=True)
@@ -453,14 +453,6 @@ class RelaySession(MediaSession):
         p["audio_dropped_bytes"] = self._audio_dropped
         p["relay"] = {"chunks": len(self._proc_ms), **_stats("queue_ms", self._proc_ms),
                       "first_frame_n": len(waits), **_stats("first_frame_ms", waits)}
-
-
-def _leaf(eg: BaseExceptionGroup[Any]) -> BaseException:
-    """The first real exception in a (nested) group."""
-    exc: BaseException = eg
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
 
 
 def _stats(name: str, values: list[float]) -> dict[str, Any]:

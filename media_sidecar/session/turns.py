@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
 
 import trio
 
@@ -27,8 +26,9 @@ from ..brain.base import (
 )
 from ..constants import FRAME_SECONDS
 from ..dsp.vad import TurnDetector
+from ..pipeline import Stages
 from ..pipeline.base import ProviderError, SpeechSynth, Transcriber
-from .base import MediaSession
+from .base import MediaSession, leaf_exception
 from .digits import DigitGroup
 from .records import ToolAction, TurnRecord
 from .voice import Utterance, Voice
@@ -51,6 +51,9 @@ class Turn:
 class PipelineTurns(MediaSession):
     turns: TurnDetector
     voice: Voice
+    stages: Stages | None
+    ready: bool
+    """The stages are up (set by the session); before that, keys and speech are ignored."""
 
     @property
     def brain(self) -> Brain:
@@ -58,8 +61,7 @@ class PipelineTurns(MediaSession):
 
     @property
     def transcriber(self) -> Transcriber | None:
-        stages: Any = getattr(self, "stages", None)
-        return stages.transcriber if stages is not None else None
+        return self.stages.transcriber if self.stages is not None else None
 
     async def _stage_failed(self, reason: str) -> None:
         raise NotImplementedError
@@ -129,7 +131,7 @@ class PipelineTurns(MediaSession):
             self._turn.rec.stt_done = self._rel(trio.current_time())
 
     def _on_digit(self, digit: str, t: float) -> None:
-        if self._committed or not getattr(self, "ready", True):
+        if self._committed or not self.ready:
             return
         self._no_input_count = 0
         if self.playout.speaking or self._turn is not None:
@@ -163,9 +165,7 @@ class PipelineTurns(MediaSession):
         try:
             await self._turn_body(turn, event, audio)
         except* ProviderError as eg:
-            error = eg
-            while isinstance(error, BaseExceptionGroup):
-                error = error.exceptions[0]
+            error = leaf_exception(eg)
         finally:
             self._after_turn(turn)
         if error is not None:
@@ -261,7 +261,7 @@ class PipelineTurns(MediaSession):
                 return
             busy = (self._turn is not None or self.playout.speaking or self.turns.in_speech
                     or self._committed or bool(self._digits.digits)
-                    or not getattr(self, "ready", True))
+                    or not self.ready)
             if busy:
                 last = self.playout.last_audio_at
                 self._quiet_since = max(self._quiet_since, (last or now) + FRAME_SECONDS)
