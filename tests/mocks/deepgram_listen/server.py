@@ -1,95 +1,29 @@
-"""The listen mock's network shell: the upgrade (path, auth, query, scripted rejection), and the
-Deepgram upgrade helpers the speak mock shares (:func:`authenticate`, :func:`refuse`, ...)."""
+"""The listen mock's network shell: the upgrade (path, auth, query, scripted rejection)."""
 
 from __future__ import annotations
 
-import json
 import uuid
-from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
-import trio
 import trio_websocket
 
 from tests.mocks.common import MockWsServer
+from tests.mocks.deepgram_ws import (
+    authenticate,
+    redacted_headers,
+    refuse,
+    request_headers,
+    scripted_refusal,
+    transport_of,
+)
 
 from .script import ListenLog, ListenScript
 from .session import ListenSession
 from .wire import QueryError, parse_query
 
-__all__ = [
-    "PATH",
-    "MockListenServer",
-    "authenticate",
-    "redacted_headers",
-    "refuse",
-    "request_headers",
-    "scripted_refusal",
-    "transport_of",
-]
+__all__ = ["PATH", "MockListenServer"]
 
 PATH = "/v1/listen"
-HEADERS_OF_INTEREST = ("authorization", "sec-websocket-protocol", "user-agent", "x-dg-tag")
-
-
-def request_headers(request: trio_websocket.WebSocketRequest) -> dict[str, str]:
-    """The upgrade's headers, lower-case names."""
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
-
-
-def redacted_headers(headers: dict[str, str]) -> dict[str, str]:
-    """The headers worth logging, the credential redacted (``Token ***``)."""
-    out = {k: headers[k] for k in HEADERS_OF_INTEREST if k in headers}
-    if "authorization" in out:
-        out["authorization"] = out["authorization"].split(" ")[0] + " ***"
-    if "sec-websocket-protocol" in out:
-        out["sec-websocket-protocol"] = "***"
-    return out
-
-
-def authenticate(
-    request: trio_websocket.WebSocketRequest, headers: dict[str, str], api_key: str
-) -> str | None:
-    """``Token`` | ``Bearer`` (``Authorization: <scheme> <key>``) or ``subprotocol``
-    (``Sec-WebSocket-Protocol: token, <key>``, the browser style); None if refused."""
-    scheme, _, key = headers.get("authorization", "").partition(" ")
-    if scheme in ("Token", "Bearer") and key == api_key:
-        return scheme
-    if list(request.proposed_subprotocols) == ["token", api_key]:
-        return "subprotocol"
-    return None
-
-
-def scripted_refusal(status: int) -> tuple[int, str, str]:
-    """(status, err_code, err_msg) of a scripted refusal (503 -> SERVICE_UNAVAILABLE)."""
-    phrase = HTTPStatus(status).phrase
-    return status, phrase.upper().replace(" ", "_"), f"{phrase} (scripted)."
-
-
-async def refuse(
-    request: trio_websocket.WebSocketRequest, request_id: str, status: int, code: str, message: str
-) -> None:
-    """Answer the upgrade with an HTTP error as Deepgram does: a JSON body
-    ``{"err_code", "err_msg", "request_id"}`` and the ``dg-request-id`` / ``dg-error`` headers."""
-    body = {"err_code": code, "err_msg": message, "request_id": request_id}
-    await request.reject(
-        status,
-        extra_headers=[
-            (b"Content-Type", b"application/json"),
-            (b"dg-request-id", request_id.encode()),
-            (b"dg-error", message.encode("utf-8")),
-        ],
-        body=json.dumps(body, separators=(",", ":")).encode(),
-    )
-
-
-def transport_of(request: trio_websocket.WebSocketRequest) -> trio.abc.Stream:
-    """The connection's byte stream, to drop it without a close frame (a scripted fault)."""
-    # trio-websocket has no public way to drop the TCP connection without a close frame;
-    # 0.12.x keeps the stream here.
-    return request._connection._stream  # type: ignore[attr-defined, no-any-return]
-
-
 class MockListenServer(MockWsServer):
     """Serves the mock over TCP or given streams; one :class:`ListenLog` per upgrade
     (``sessions`` accepted, ``rejected`` refused)."""

@@ -4,7 +4,6 @@ control messages, the idle watchdog and the scripted faults."""
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -14,19 +13,18 @@ import trio
 import trio_websocket
 
 from tests.mocks.deepgram_agent.audio import VAD_FRAME_MS, EnergyVad, InputDecoder
+from tests.mocks.deepgram_ws import DeepgramWsSession
 
 from .script import MEDIA, ListenLog, ListenScript, Utterance
 from .wire import ListenParams, metadata, results, shown_words
 
 __all__ = ["ListenSession"]
 
-SEND_TIMEOUT = 30.0
-"""A send the peer does not drain within this long ends the session."""
 QUEUE_SIZE = 64
 """Finals waiting out ``final_delay``; more is a runaway client (recorded, dropped)."""
 
 
-class ListenSession:
+class ListenSession(DeepgramWsSession):
     """The reader task decodes audio and handles client messages in order; every 20 ms VAD
     frame advances the audio clock (``frames``) that all transcript times are in. Finals
     delayed by ``final_delay`` go out from a worker task, in order. Sends are shielded, so a
@@ -110,60 +108,12 @@ class ListenSession:
                 await self._on_text(message)
         self.nursery.cancel_scope.cancel()
 
-    async def send(self, message: dict[str, Any]) -> None:
-        """Send one JSON message. Shielded: a cancel lands before or after it, never inside.
-        A peer that is gone or does not drain it within SEND_TIMEOUT ends the session."""
-        if self.closed:
-            return
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + SEND_TIMEOUT):
-            try:
-                await self.ws.send_message(json.dumps(message))
-                self.log.server_messages.append(message)
-                self.log._bump(True, message["type"])
-                return
-            except trio_websocket.ConnectionClosed:
-                pass
-        self.closed = True
-        self.log._close("send_failed")
-        self.nursery.cancel_scope.cancel()
-
-    async def _close(self, code: int, reason: str, why: str) -> None:
-        """Close the WebSocket with ``code``/``reason`` and end the session."""
-        if self.closed:
-            return
-        self.closed = True
-        self.log.close_code = code
-        self.log._close(why)
-        with trio.move_on_after(2.0, shield=True):
-            await self.ws.aclose(code, reason)
-        self.nursery.cancel_scope.cancel()
-
-    async def _abort(self, why: str) -> None:
-        """Drop the transport without a close frame (the client sees 1006)."""
-        self.closed = True
-        self.log._close(why)
-        await trio.aclose_forcefully(self.transport)
-        self.nursery.cancel_scope.cancel()
-
-    async def _idle_watch(self, idle: float) -> None:
-        while True:
-            await trio.sleep_until(self.last_activity + idle)
-            if trio.current_time() >= self.last_activity + idle:
-                await self._close(1011, "NET-0001", "idle")
-                return
-
     # -- client frames ----------------------------------------------------------------------------
     async def _on_text(self, text: str) -> None:
-        try:
-            message = json.loads(text)
-        except ValueError:
-            message = None
-        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-            self.log.problems.append(f"unparsable text message: {text[:80]!r}")
-            await self._close(1008, "DATA-0000", "undecodable")
+        message = await self._parse_text(text)
+        if message is None:
             return
         type_name = message["type"]
-        self.log.client_messages.append(message)
         if type_name == "KeepAlive":
             self.log.keepalive_times.append(self.last_activity)
         elif type_name == "Finalize":

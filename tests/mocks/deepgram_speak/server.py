@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import trio_websocket
 
 from tests.mocks.common import MockWsServer
-from tests.mocks.deepgram_listen.server import (
+from tests.mocks.deepgram_ws import (
     authenticate,
     redacted_headers,
     refuse,

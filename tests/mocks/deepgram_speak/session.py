@@ -3,12 +3,13 @@ spoken by a worker task, the flush limit and the scripted faults."""
 
 from __future__ import annotations
 
-import json
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 import trio_websocket
+
+from tests.mocks.deepgram_ws import DeepgramWsSession
 
 from .audio import SpeakParams
 from .script import AUDIO, ClearRecord, FlushRecord, SpeakLog
@@ -18,15 +19,13 @@ if TYPE_CHECKING:
 
 __all__ = ["SpeakSession"]
 
-SEND_TIMEOUT = 30.0
-"""A send the peer does not drain within this long ends the session."""
 QUEUE_SIZE = 64
 """Flushes queued behind the one playing; more is a runaway client (recorded, dropped)."""
 FLUSH_LIMIT_CODE = "FLUSH_LIMIT_EXCEEDED"
 """Warning code (the mock's own: the live code is undocumented) past the flush limit."""
 
 
-class SpeakSession:
+class SpeakSession(DeepgramWsSession):
     """The reader task handles client messages in order; a worker speaks the queued flushes
     one at a time, each in its own cancel scope (Clear cancels it). Audio and Flushed sends
     are shielded, so a Clear lands between frames: at most the frame in flight follows it."""
@@ -85,62 +84,12 @@ class SpeakSession:
                 await self._on_text(message)
         self.nursery.cancel_scope.cancel()
 
-    async def _send_frame(self, payload: str | bytes) -> bool:
-        if self.closed:
-            return False
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + SEND_TIMEOUT):
-            try:
-                await self.ws.send_message(payload)
-                return True
-            except trio_websocket.ConnectionClosed:
-                pass
-        self.closed = True
-        self.log._close("send_failed")
-        self.nursery.cancel_scope.cancel()
-        return False
-
-    async def send(self, message: dict[str, Any]) -> None:
-        """Send one JSON message. Shielded: a cancel lands before or after it, never inside."""
-        if await self._send_frame(json.dumps(message)):
-            self.log.server_messages.append(message)
-            self.log._bump(True, message["type"])
-
-    async def _close(self, code: int, reason: str, why: str) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.log.close_code = code
-        self.log._close(why)
-        with trio.move_on_after(2.0, shield=True):
-            await self.ws.aclose(code, reason)
-        self.nursery.cancel_scope.cancel()
-
-    async def _abort(self, why: str) -> None:
-        """Drop the transport without a close frame (the client sees 1006)."""
-        self.closed = True
-        self.log._close(why)
-        await trio.aclose_forcefully(self.transport)
-        self.nursery.cancel_scope.cancel()
-
-    async def _idle_watch(self, idle: float) -> None:
-        while True:
-            await trio.sleep_until(self.last_activity + idle)
-            if trio.current_time() >= self.last_activity + idle:
-                await self._close(1011, "NET-0001", "idle")
-                return
-
     # -- client messages --------------------------------------------------------------------------
     async def _on_text(self, text: str) -> None:
-        try:
-            message = json.loads(text)
-        except ValueError:
-            message = None
-        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-            self.log.problems.append(f"unparsable text message: {text[:80]!r}")
-            await self._close(1008, "DATA-0000", "undecodable")
+        message = await self._parse_text(text)
+        if message is None:
             return
         type_name = message["type"]
-        self.log.client_messages.append(message)
         if type_name == "Speak" and isinstance(message.get("text"), str):
             self.buffer += message["text"]
             self.log.texts.append(message["text"])
