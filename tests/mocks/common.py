@@ -12,12 +12,13 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 import trio_websocket
 
-__all__ = ["EventLog", "MockWsServer", "SessionClosedError", "add_process_args", "run_process"]
+__all__ = ["EventLog", "MockWsServer", "Serves", "SessionClosedError", "add_process_args",
+           "add_serving_args", "run_process"]
 
 
 class SessionClosedError(Exception):
@@ -158,28 +159,41 @@ class MockWsServer:
 
 # -- the mock as a process (benchmarks) --------------------------------------------------------
 
-def add_process_args(p: argparse.ArgumentParser, script: Any) -> None:
-    """The options every mock process takes; defaults from the script class ``script``."""
+def add_serving_args(p: argparse.ArgumentParser) -> None:
+    """The options every mock process takes: where to listen, the ready file, stdin."""
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--ready", help='write {"port": N, "pid": P} here once listening')
+    p.add_argument("--ignore-stdin", action="store_true",
+                   help="serve until a signal only (stdin is /dev/null, say)")
+
+
+def add_process_args(p: argparse.ArgumentParser, script: Any) -> None:
+    """The options of the speech-to-speech mocks' processes; defaults from the script class
+    ``script``."""
+    add_serving_args(p)
     p.add_argument("--api-key", default="test-key")
     p.add_argument("--reply-ms", type=int, default=script.reply_ms)
     p.add_argument("--send-rate", type=float, default=script.send_rate)
     p.add_argument("--chunk-ms", type=int, default=script.chunk_ms)
     p.add_argument("--first-byte-delay", type=float, default=script.first_byte_delay)
     p.add_argument("--vad-rms", type=float, default=script.vad_rms)
-    p.add_argument("--ignore-stdin", action="store_true",
-                   help="serve until a signal only (stdin is /dev/null, say)")
 
 
-def run_process(server: MockWsServer, args: argparse.Namespace) -> None:
+class Serves(Protocol):
+    """A mock that can listen on TCP (WebSocket or HTTP)."""
+
+    async def serve(self, host: str = ..., port: int = ..., *,
+                    task_status: trio.TaskStatus[int] = ...) -> None: ...
+
+
+def run_process(server: Serves, args: argparse.Namespace) -> None:
     """Serve until stdin reaches EOF (unless ``--ignore-stdin``) or SIGTERM/SIGINT; writes
     ``{"port": N, "pid": P}`` to ``--ready`` once listening."""
     trio.run(_serve_process, server, args)
 
 
-async def _serve_process(server: MockWsServer, args: argparse.Namespace) -> None:
+async def _serve_process(server: Serves, args: argparse.Namespace) -> None:
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             port = await nursery.start(server.serve, args.host, args.port)

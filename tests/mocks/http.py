@@ -7,17 +7,14 @@ Subclasses implement :meth:`MockHttpServer.handle`; everything on the wire is do
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import signal
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from email.message import Message
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import h11
@@ -26,19 +23,15 @@ import httpx
 import trio
 import trio.testing
 
-from tests.mocks.common import _stdin_watch, _write_ready
-
 __all__ = [
     "Disconnect",
     "HttpRequest",
     "HttpResponse",
     "MockHttpServer",
     "RequestRecord",
-    "add_http_process_args",
     "json_response",
     "memory_transport",
     "open_memory_transport",
-    "run_http_process",
 ]
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
@@ -526,38 +519,3 @@ def memory_transport(servers: Mapping[str, MockHttpServer]) -> MemoryTransport:
     (TrioInternalError), so prefer the context-manager form."""
     return MemoryTransport(servers, lambda server, stream: trio.lowlevel.spawn_system_task(
         server.serve_stream, stream))
-
-
-# -- the mock as a process (benchmarks, manual runs) ---------------------------------------------
-
-class _Serves(Protocol):
-    async def serve(self, host: str = ..., port: int = ..., *,
-                    task_status: trio.TaskStatus[int] = ...) -> None: ...
-
-
-def add_http_process_args(p: argparse.ArgumentParser) -> None:
-    """The options every HTTP mock process takes (the mock adds its own)."""
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0)
-    p.add_argument("--ready", help='write {"port": N, "pid": P} here once listening')
-    p.add_argument("--ignore-stdin", action="store_true",
-                   help="serve until a signal only (stdin is /dev/null, say)")
-
-
-def run_http_process(server: _Serves, args: argparse.Namespace) -> None:
-    """Serve until stdin reaches EOF (unless ``--ignore-stdin``) or SIGTERM/SIGINT; writes
-    ``{"port": N, "pid": P}`` to ``--ready`` once listening."""
-    trio.run(_serve_process, server, args)
-
-
-async def _serve_process(server: _Serves, args: argparse.Namespace) -> None:
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            port = await nursery.start(server.serve, args.host, args.port)
-            if args.ready:
-                _write_ready(args.ready, {"port": port, "pid": os.getpid()})
-            if not args.ignore_stdin:
-                nursery.start_soon(_stdin_watch, nursery.cancel_scope)
-            async for _ in signals:
-                break
-        nursery.cancel_scope.cancel()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tests.mocks.common import run_process
+from tests.mocks.common import add_serving_args, run_process
 
 from .script import ListenScript
 from .server import MockListenServer
@@ -26,9 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m tests.mocks.deepgram_listen",
         description="Mock Deepgram streaming STT (/v1/listen) WebSocket server.",
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0)
-    p.add_argument("--ready", help='write {"port": N, "pid": P} here once listening')
+    add_serving_args(p)
     p.add_argument("--api-key", default="test-key")
     p.add_argument(
         "--transcript",
@@ -40,11 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interim-ms", type=int, default=d.interim_ms)
     p.add_argument("--vad-rms", type=float, default=d.vad_rms)
     p.add_argument("--idle-timeout", type=float, default=10.0, help="seconds; <= 0 disables")
-    p.add_argument(
-        "--ignore-stdin",
-        action="store_true",
-        help="serve until a signal only (stdin is /dev/null, say)",
-    )
     args = p.parse_args(argv)
     script = ListenScript(
         transcripts=tuple(args.transcript),

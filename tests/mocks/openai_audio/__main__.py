@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tests.mocks.http import add_http_process_args, run_http_process
+from tests.mocks.common import add_serving_args, run_process
 
 from .script import AudioScript
 from .server import MockAudioServer
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m tests.mocks.openai_audio",
         description="Mock OpenAI audio REST server (/v1/audio/speech, /v1/audio/transcriptions).",
     )
-    add_http_process_args(p)
+    add_serving_args(p)
     p.add_argument("--api-key", default="test-key")
     p.add_argument("--first-byte-delay", type=float, default=d.first_byte_delay,
                    help="seconds before the speech response head (TTS latency)")
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         ms_per_char=args.ms_per_char,
         vad_rms=args.vad_rms,
     )
-    run_http_process(MockAudioServer(args.api_key, script=script), args)
+    run_process(MockAudioServer(args.api_key, script=script), args)
     return 0
 
 

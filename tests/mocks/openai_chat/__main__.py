@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tests.mocks.http import add_http_process_args, run_http_process
+from tests.mocks.common import add_serving_args, run_process
 
 from .script import ChatScript
 from .server import MockChatServer
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     """Serve until stdin reaches EOF (unless ``--ignore-stdin``) or SIGTERM/SIGINT."""
     p = argparse.ArgumentParser(prog="python -m tests.mocks.openai_chat",
                                 description="Mock OpenAI Chat Completions server.")
-    add_http_process_args(p)
+    add_serving_args(p)
     add_chat_args(p)
     p.add_argument("--api-key", default="test-key", help='"" disables auth')
     p.add_argument("--style", choices=("fragments", "whole"), default="fragments")
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     script = ChatScript(first_token_delay=args.first_token_delay, token_delay=args.token_delay,
                         tool_call_style=args.style,
                         **({"model": args.model} if args.model else {}))
-    run_http_process(MockChatServer(args.api_key or None, script=script), args)
+    run_process(MockChatServer(args.api_key or None, script=script), args)
     return 0
 
 
