@@ -1,0 +1,170 @@
+"""Calls on the real Asterisk: a Local channel whose ``;1`` half runs the dialplan with
+``AGI()`` (the "PBX side" of the call) and whose ``;2`` half is the caller: it plays the
+caller's phrases, presses keys, waits (with or without sending frames) and records everything
+it hears with ``MixMonitor``.
+
+:class:`CallerPlan` builds the caller half's dialplan from steps; :func:`place_call` originates
+the call over AMI and returns when the ``;1`` half is done (its ``AgiDone`` UserEvent, the
+``Reached`` UserEvent of a transfer target, or its Hangup), with everything a test asserts on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import trio
+
+from fastagi_server.ami.codec import AmiMessage
+
+from .audio import Phrase, read_wav, speech_segments, transcribe
+from .peer import AmiDriver, AsteriskPeer
+
+_ids = itertools.count(1)
+
+AGENT_CONTEXT = "av-agent"
+"""The PBX side: Answer, AGI to agi-voice, then a UserEvent with every outcome variable and the
+dialplan's own fallback for FAILED (as asterisk_conf/ does)."""
+
+
+def agent_context(fastagi_port: int) -> str:
+    out = ("${AI_STATUS}|${AI_TRANSFER_TO}|${AGISTATUS}")
+    return f"""
+exten => s,1,Answer()
+ same => n,Set(AI_STATUS=)
+ same => n,GotoIf($["${{AV_CNAME_B64}}" = ""]?agi)
+ same => n,Set(CALLERID(name)=${{BASE64_DECODE(${{AV_CNAME_B64}})}})
+ same => n(agi),AGI(agi://127.0.0.1:{fastagi_port}/${{AV_SCRIPT}})
+ same => n,UserEvent(AgiDone,AvTest: ${{AV_TEST}},Outcome: {out},Reason: ${{AI_REASON}})
+ same => n,GotoIf($["${{AI_STATUS}}" = "FAILED" | "${{AI_STATUS}}" = ""]?fallback)
+ same => n,Hangup()
+ same => n(fallback),UserEvent(Fallback,AvTest: ${{AV_TEST}},Reason: ${{AI_REASON}})
+ same => n,Hangup()
+"""
+
+
+def targets_context() -> str:
+    """``from-internal``: the destinations of the test assistants (and of asterisk_conf/)."""
+    rows = []
+    for exten, name in (("0", "operator"), ("2001", "billing"), ("2002", "sales"),
+                        ("2003", "support")):
+        rows.append(f"exten => {exten},1,UserEvent(Reached,AvTest: ${{AV_TEST}},Dest: {name},"
+                    f"Outcome: ${{AI_STATUS}}|${{AI_TRANSFER_TO}}|${{AGISTATUS}},"
+                    f"Reason: ${{AI_REASON}})\n same => n,Wait(0.5)\n same => n,Hangup()")
+    return "\n".join(rows)
+
+
+@dataclass
+class CallerPlan:
+    """What the caller's half does, in order. ``quiet_frames=False`` (the default) keeps a
+    steady stream of silent frames between phrases (``PlayTones(0)``, like a phone that sends
+    RTP all the time); ``True`` sends none while quiet (``Wait()``: a Local channel, or a phone
+    with silence suppression)."""
+
+    quiet_sends_no_frames: bool = False
+    steps: list[str] = field(default_factory=list)
+
+    def say(self, phrase: Phrase) -> CallerPlan:
+        self.steps.append(f"Playback({phrase.name})")
+        return self
+
+    def wait(self, seconds: float) -> CallerPlan:
+        if self.quiet_sends_no_frames:
+            self.steps.append(f"Wait({seconds:g})")
+        else:
+            self.steps += ["PlayTones(0)", f"Wait({seconds:g})", "StopPlayTones()"]
+        return self
+
+    def dtmf(self, digits: str) -> CallerPlan:
+        self.steps.append(f"SendDTMF({digits},250)")
+        return self
+
+    def dialplan(self, recording: Path, test_id: str) -> str:
+        lines = ["exten => s,1,Answer()",
+                 f" same => n,Set(AV_TEST={test_id})",
+                 f" same => n,MixMonitor({recording}-mix.wav,r({recording}-agent.wav)"
+                 f"t({recording}-caller.wav))"]
+        lines += [f" same => n,{s}" for s in self.steps]
+        lines.append(" same => n,Hangup()")
+        return "\n".join(lines)
+
+
+@dataclass
+class CallResult:
+    test_id: str
+    channel: str
+    """The ``;1`` half's channel name: the channel agi-voice serves."""
+    uniqueid: str
+    events: list[AmiMessage]
+    done: AmiMessage | None
+    recording: Path
+
+    @property
+    def outcome(self) -> tuple[str, str, str]:
+        """(AI_STATUS, AI_TRANSFER_TO, AGISTATUS) as the dialplan saw them."""
+        if self.done is None:
+            return ("", "", "")
+        a, b, c = (self.done.get("Outcome") or "||").split("|")
+        return a, b, c
+
+    @property
+    def reason(self) -> str:
+        return (self.done.get("Reason") or "") if self.done is not None else ""
+
+    def named(self, kind: str) -> list[AmiMessage]:
+        return [e for e in self.events
+                if e.event == "UserEvent" and e.get("UserEvent") == kind]
+
+    def agent_audio(self) -> np.ndarray:
+        return read_wav(Path(f"{self.recording}-agent.wav"))
+
+    def caller_audio(self) -> np.ndarray:
+        return read_wav(Path(f"{self.recording}-caller.wav"))
+
+    def agent_said(self) -> list[str]:
+        """The agent's utterances as recorded on the caller's leg, transcribed."""
+        pcm = self.agent_audio()
+        return [transcribe(pcm[int(a * 8000):int(b * 8000)]) for a, b in speech_segments(pcm)]
+
+
+async def place_call(peer: AsteriskPeer, ami: AmiDriver, plan: CallerPlan, *, script: str,
+                     workdir: Path, name: str = "call", caller_name: str = "",
+                     caller_num: str = "5551234", variables: dict[str, str] | None = None,
+                     agent_context_name: str = AGENT_CONTEXT, exten: str = "s",
+                     timeout: float = 90.0, on_started: object = None) -> CallResult:  # noqa: ASYNC109
+    """Originate the call and wait until the PBX side is done with it.
+
+    ``script`` is the AGI path (and query) on agi-voice. ``variables`` are set on the ``;1``
+    half before its dialplan runs (``AI_ASSISTANT``, ...). Returns after the ``;1`` half's
+    Hangup event, within ``timeout`` seconds.
+    """
+    test_id = f"{name}-{next(_ids)}"
+    ctx = f"av-caller-{test_id}"
+    recording = workdir / f"rec-{test_id}"
+    peer.set_context(ctx, plan.dialplan(recording, test_id))
+    since = len(ami.events)
+    chan_id = str(uuidlib.uuid4())
+    headers: dict[str, object] = {
+        "Channel": f"Local/s@{ctx}/n", "Context": agent_context_name, "Exten": exten,
+        "Priority": 1, "Async": "true", "ChannelId": chan_id,
+        "OtherChannelId": str(uuidlib.uuid4()),
+        "Variable": [f"AV_TEST={test_id}", f"AV_SCRIPT={script}",
+                     *(f"{k}={v}" for k, v in (variables or {}).items())],
+    }
+    if caller_name or caller_num:
+        headers["CallerID"] = f'"{caller_name}" <{caller_num}>' if caller_name else caller_num
+    resp = await ami.action("Originate", **headers)
+    assert resp.get("Response") == "Success", resp.as_dict()
+    with trio.fail_after(timeout):
+        hangup = await ami.wait_event(
+            lambda e: e.event == "Hangup" and e.get("Uniqueid") == chan_id, since=since,
+            timeout=timeout)
+    events = [e for e in ami.events[since:]]
+    channel = hangup.get("Channel") or ""
+    done = next((e for e in events if e.event == "UserEvent"
+                 and e.get("UserEvent") in ("AgiDone", "Reached")
+                 and e.get("AvTest") == test_id), None)
+    return CallResult(test_id, channel, chan_id, events, done, recording)
