@@ -21,6 +21,12 @@ from media_sidecar.protocol import control as c
 
 log = logging.getLogger("agi_voice.calls")
 
+REDIRECTED_REASON = "redirected by AMI, not by the assistant"
+
+DISPOSITION_WAIT_SECONDS = 3.0
+"""How long, after the AGI socket closed on a ``HANGUP``, AMI gets to say hangup or redirect
+(the sidecar holds the call record longer: ``control.OUTCOME_WAIT_SECONDS``)."""
+
 
 class AmiActions(Protocol):
     @property
@@ -149,22 +155,40 @@ class CallTracker:
                  dest.exten, dest.priority)
         return c.TransferResult(uuid=req.uuid, ok=True, method="redirect")
 
-    async def resolve_disposition(self, call: TrackedCall, time_limit: float = 3.0) -> str:
+    async def resolve_disposition(self, call: TrackedCall,
+                                  time_limit: float = DISPOSITION_WAIT_SECONDS) -> str:
         """After the AGI side saw HANGUP without our own redirect: hangup or redirect?
 
-        Waits for AMI to say (Asterisk emits the events only after the AGI socket closed).
+        :meth:`wait_disposition`, then, for a redirect, :meth:`mark_redirected`.
         Returns "hangup", "redirect" or "unknown" (no AMI, or no event in time).
         """
+        how = await self.wait_disposition(call, time_limit)
+        if how == "redirect":
+            await self.mark_redirected(call)
+        return how
+
+    async def wait_disposition(self, call: TrackedCall,
+                               time_limit: float = DISPOSITION_WAIT_SECONDS) -> str:
+        """Wait for AMI to say hangup or redirect (Asterisk emits the events only after the AGI
+        socket closed). Returns "hangup", "redirect" or "unknown" (no AMI, or no event in
+        time). Cancellation propagates."""
         if not self.ami_connected:
             return "unknown"
         try:
             await asyncio.wait_for(call.disposed.wait(), time_limit)
         except TimeoutError:
             return "unknown"
-        if call.disposition == "redirect" and self.ami is not None:
-            try:
-                await self.ami.setvar(call.channel, "AI_STATUS", "TRANSFERRED")
-                await self.ami.setvar(call.channel, "AI_REASON", "redirected by AMI, not by the assistant")
-            except Exception as exc:
-                log.info("call %s: could not mark the redirected channel: %s", call.uuid, exc)
         return call.disposition
+
+    async def mark_redirected(self, call: TrackedCall) -> None:
+        """Set AI_STATUS=TRANSFERRED and AI_REASON on a channel a third party redirected (it is
+        alive at the redirect target; AGI can no longer reach it). Each variable is tried on
+        its own; AMI errors are logged (the channel may already be gone)."""
+        if self.ami is None:
+            return
+        for name, value in (("AI_STATUS", "TRANSFERRED"), ("AI_REASON", REDIRECTED_REASON)):
+            try:
+                await self.ami.setvar(call.channel, name, value)
+            except Exception as exc:
+                log.info("call %s: could not set %s on the redirected channel: %s", call.uuid,
+                         name, exc)

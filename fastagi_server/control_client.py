@@ -128,6 +128,16 @@ class ControlClient:
         except ConnectionClosed:
             return False
 
+    async def report_outcome(self, outcome: c.Outcome) -> bool:
+        """Tell the sidecar the AI_* values finally set on a call's channel (for its call
+        record), on whatever link is up now, a reconnected one too. With no link it is dropped
+        with a log line (the sidecar then writes the record with its own verdict)."""
+        if await self.send(outcome):
+            return True
+        log.warning("control link down: outcome of %s (%s) not reported to the sidecar",
+                    outcome.uuid, outcome.status)
+        return False
+
     async def offer(self, offer: c.Offer, time_limit: float) -> c.Accept | c.Refuse:
         """Offer a call; raises ControlUnavailable at once if the link is down, or on timeout."""
         if self._ws is None:

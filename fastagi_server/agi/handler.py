@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from media_sidecar.config.schema import Config
 from media_sidecar.protocol import control as c
 
-from ..calls import CallTracker, TrackedCall
+from ..calls import REDIRECTED_REASON, CallTracker, TrackedCall
 from ..control_client import ControlClient, ControlUnavailable
 from ..routing import RouteInput, call_variables, choose_assistant
 from .connection import AgiConnection
@@ -48,6 +48,13 @@ class AgiOutcome:
 def _safe(value: str, limit: int = 512) -> str:
     """A value fit for SET VARIABLE: control characters become spaces, length capped."""
     return _CONTROL_CHARS.sub(" ", value)[:limit].strip()
+
+
+VERDICT_WAIT_SECONDS = 1.0
+"""After the media leg ended normally (result 0), how long the sidecar's ``ended`` may take;
+0.3 s after a hangup (its verdict is then only CALLER_HANGUP). The sidecar's
+``OUTCOME_WAIT_SECONDS`` covers this plus ``calls.DISPOSITION_WAIT_SECONDS``."""
+HANGUP_VERDICT_WAIT_SECONDS = 0.3
 
 
 class AgiCallHandler:
@@ -146,18 +153,25 @@ class AgiCallHandler:
         finally:
             tracked.agi_closed = True
             self.control.forget(call_uuid)
+        how = ""
         try:
             if not tracked.disposition and not tracked.redirected_to and conn.hung_up:
                 # Asterisk tells a hangup from a redirect on AMI only once the AGI socket has
                 # closed, so close it first (the outcome variables were written above).
                 await conn.close()
-                how = await self.tracker.resolve_disposition(tracked)
+                how = await self.tracker.wait_disposition(tracked)
                 log.info("call %s: AGI saw HANGUP; AMI says %s", call_uuid, how)
                 if how == "redirect":
-                    outcome.status = "TRANSFERRED"
-                    outcome.reason = "redirected by AMI, not by the assistant"
+                    outcome.status, outcome.reason = "TRANSFERRED", REDIRECTED_REASON
         finally:
             self.tracker.remove(tracked)
+        # The sidecar holds the call record until it hears what the channel finally says: the
+        # same values as the AI_* variables (written by _finish, then by AMI for a redirect).
+        await self.control.report_outcome(c.Outcome(
+            uuid=call_uuid, status=outcome.status, reason=_safe(outcome.reason),
+            transfer_to=_safe(outcome.transfer_to)))
+        if how == "redirect":
+            await self.tracker.mark_redirected(tracked)
         return outcome
 
     async def _converse(self, conn: AgiConnection, tracked: TrackedCall,
@@ -166,7 +180,8 @@ class AgiCallHandler:
             await conn.answer()
         setup_ms = (time.perf_counter() - t_start) * 1000
         result = await conn.exec("AudioSocket", f"{tracked.uuid},{self.cfg.audiosocket_address}")
-        verdict = await self.control.wait_ended(tracked.uuid, 1.0 if result == 0 else 0.3)
+        verdict = await self.control.wait_ended(
+            tracked.uuid, VERDICT_WAIT_SECONDS if result == 0 else HANGUP_VERDICT_WAIT_SECONDS)
         out = AgiOutcome("FAILED", uuid=tracked.uuid, assistant=tracked.assistant.name,
                          setup_ms=round(setup_ms, 3))
         if tracked.redirected_to:

@@ -5,8 +5,14 @@ every message except ``hello`` names its call by ``uuid``. This module is pure: 
 messages into JSON text and back and rejects anything malformed with :class:`ControlError`.
 
 FastAGI server -> sidecar: ``hello``, ``offer``, ``dtmf``, ``hangup``, ``transfer_result``,
-``channel_gone``.
+``outcome``.
 Sidecar -> FastAGI server: ``hello``, ``accept``, ``refuse``, ``transfer_request``, ``ended``.
+
+Versioning: ``hello`` carries :data:`PROTOCOL_VERSION` and each side refuses another version.
+A new message type is a compatible addition and keeps the version: a peer that does not know
+it fails to decode it, logs it and ignores it, and the link stays up (both ends already do
+this). A new field in an existing message is not compatible (unknown fields are refused), nor
+is a changed meaning; those bump the version.
 
 Either side that restarts loses only its own calls: offers live in the sidecar, the AGI
 connections in the FastAGI server, and the link is re-established by the FastAGI side.
@@ -20,7 +26,18 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 PROTOCOL_VERSION = 1
+"""1 since the first release; ``outcome`` was added without a bump (see above)."""
 MAX_MESSAGE_BYTES = 64 * 1024
+
+OUTCOME_WAIT_SECONDS = 6.0
+"""How long the sidecar holds a finished call's record for the control plane's ``outcome``.
+
+It must exceed the FastAGI side's own worst case from the end of the media session to the
+``outcome`` it sends: up to 1 s waiting for the sidecar's ``ended`` (handler
+``VERDICT_WAIT_SECONDS``), the outcome variables written over AGI, then, when AGI saw
+``HANGUP``, up to 3 s for AMI to tell a hangup from a redirect (calls
+``DISPOSITION_WAIT_SECONDS``), which Asterisk reports only after the AGI socket closed. That is
+about 4 s; 2 s of margin covers a loaded host. A unit test keeps the two sides in step."""
 
 
 class ControlError(ValueError):
@@ -130,12 +147,28 @@ class Ended:
     summary: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the control plane finally set on the channel: exactly the ``AI_STATUS``,
+    ``AI_REASON`` and ``AI_TRANSFER_TO`` values, including its own late verdict (an AMI
+    Redirect by a third party is told from a hangup only after the AGI socket closed). Sent
+    once per offered call; the sidecar writes the call record with it."""
+
+    TYPE: ClassVar[str] = "outcome"
+    uuid: str
+    status: str
+    reason: str = ""
+    transfer_to: str = ""
+
+
 ControlMessage = (
     Hello | Offer | Accept | Refuse | Dtmf | Hangup | TransferRequest | TransferResult | Ended
+    | Outcome
 )
 _TYPES: dict[str, type[Any]] = {
     cls.TYPE: cls
-    for cls in (Hello, Offer, Accept, Refuse, Dtmf, Hangup, TransferRequest, TransferResult, Ended)
+    for cls in (Hello, Offer, Accept, Refuse, Dtmf, Hangup, TransferRequest, TransferResult, Ended,
+                Outcome)
 }
 
 

@@ -7,6 +7,11 @@ then one session in its own nursery (:class:`CallSession` for the local assistan
 start is handed, on the same connection, to the assistant's ``fallback_assistant``. Whatever
 happens inside a call, the handler returns normally, so the server and every other call keep
 running.
+
+When a call ends, its handler sends the sidecar's verdict (``ended``), then holds the call record
+until the control plane's ``outcome`` says what it finally set on the channel (at most
+``OUTCOME_WAIT_SECONDS``, not at all while the control link is down), and writes the record
+with those values and its own verdict beside them. Only the finished call's own task waits.
 """
 
 from __future__ import annotations
@@ -21,11 +26,11 @@ import trio
 
 from ..config.schema import AssistantConfig, Config
 from ..protocol.audiosocket import AudioFormat, AudioSocketDecoder, AudioSocketError, UuidMessage
-from ..protocol.control import CallContext, Ended, Offer
+from ..protocol.control import OUTCOME_WAIT_SECONDS, CallContext, Ended, Offer
 from ..providers import RELAY_PROVIDERS, SpeechToSpeech, make_provider
 from ..session.base import MediaSession
 from ..session.call import CallServices, CallSession, ControlPort
-from ..session.records import RecordWriter
+from ..session.records import CallRecord, RecordWriter
 from ..session.relay import RelaySession
 from .registry import CallRegistry
 
@@ -49,6 +54,8 @@ class AudioSocketServer:
         self.on_ended = on_ended
         self.calls_started = 0
         self.calls_rejected = 0
+        self.outcome_wait = OUTCOME_WAIT_SECONDS
+        """Seconds a finished call's record waits for the control plane's outcome."""
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         """Serve one AudioSocket connection; never raises (one bad call never disturbs another).
@@ -116,7 +123,27 @@ class AudioSocketServer:
         with trio.CancelScope(shield=True):
             if self.on_ended is not None and not session.verdict_sent:
                 await self.on_ended(ended)  # type: ignore[misc]
+            await self._settle_outcome(uuid, session.record)
             await trio.to_thread.run_sync(self.records.write, session.record)
+
+    async def _settle_outcome(self, uuid: str, record: CallRecord) -> None:
+        """Give the record the AI_* values the control plane finally set, keeping the
+        sidecar's own verdict in ``media_verdict``.
+
+        The control plane learns some outcomes only after the media session is over (a
+        third-party AMI Redirect is told from a hangup only once the AGI socket closed), so
+        the record waits for its ``outcome`` up to ``outcome_wait`` seconds; without a control
+        link it does not wait. Runs shielded in the call's own handler task.
+        """
+        record.media_verdict = {"status": record.status, "reason": record.reason}
+        outcome = await self.registry.wait_outcome(uuid, self.outcome_wait)
+        if outcome is None:
+            log.info("call %s: no outcome from the control plane; the record keeps the "
+                     "sidecar's verdict", uuid)
+            return
+        record.status, record.reason = outcome.status, outcome.reason
+        record.transfer_to = outcome.transfer_to
+        record.outcome_confirmed = True
 
     async def _fall_back(self, uuid: str, failed: MediaSession, offer: Offer,
                          decoder: AudioSocketDecoder, stream: trio.abc.Stream,

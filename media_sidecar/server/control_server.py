@@ -70,6 +70,7 @@ class ControlHub(ControlPort):
             await ws.aclose(code=1002, reason=str(exc)[:100])
             return
         self._ws = ws
+        self.registry.set_link(True)
         log.info("control link up from %s", first.role)
         try:
             while True:
@@ -85,6 +86,7 @@ class ControlHub(ControlPort):
         finally:
             if self._ws is ws:
                 self._ws = None
+                self.registry.set_link(False)
 
     async def _dispatch(self, ws: WebSocketConnection, msg: c.ControlMessage) -> None:
         if isinstance(msg, c.Offer):
@@ -92,6 +94,8 @@ class ControlHub(ControlPort):
             await ws.send_message(c.encode(reply))
         elif isinstance(msg, (c.Dtmf, c.Hangup)):
             self.registry.deliver(msg)
+        elif isinstance(msg, c.Outcome):
+            self.registry.outcome_arrived(msg)
         elif isinstance(msg, c.TransferResult):
             chan = self._transfers.get(msg.uuid.lower())
             if chan is not None:

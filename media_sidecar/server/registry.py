@@ -3,6 +3,10 @@
 An AudioSocket connection is accepted only for a UUID that was offered here and not yet
 claimed or expired; that is the only thing that ties a TCP connection to a call (Asterisk does
 not enforce UUID uniqueness), so an unknown UUID is closed without a byte.
+
+It also holds the control plane's final ``outcome`` of each call until the call's handler picks
+it up for the call record (:meth:`CallRegistry.wait_outcome`), and knows whether the control
+link is up (a record is not held for an outcome that cannot come).
 """
 
 from __future__ import annotations
@@ -14,9 +18,13 @@ from typing import Protocol
 import trio
 
 from ..config.schema import Config
-from ..protocol.control import Accept, Dtmf, Hangup, Offer, Refuse
+from ..protocol.control import Accept, Dtmf, Hangup, Offer, Outcome, Refuse
 
 log = logging.getLogger("agi_voice.registry")
+
+MAX_HELD_OUTCOMES = 1024
+"""Outcomes held for calls whose handler is not waiting yet (one that arrived before the media
+session wound down, or after the handler gave up): the oldest goes first beyond this."""
 
 
 class LiveCall(Protocol):
@@ -38,6 +46,10 @@ class CallRegistry:
         self._live: dict[str, LiveCall] = {}
         self.refused = 0
         self.unknown_uuid = 0
+        self.link_up = False
+        """Whether a control link to the FastAGI server is up (set by the control hub)."""
+        self._outcomes: dict[str, Outcome] = {}
+        self._outcome_waiters: dict[str, trio.Event] = {}
 
     def offer(self, o: Offer) -> Accept | Refuse:
         """Validate an offer and remember it until the AudioSocket connection claims it."""
@@ -86,6 +98,48 @@ class CallRegistry:
         if isinstance(msg, Hangup):
             self.withdraw(msg.uuid)
         return False
+
+    # -- the control plane's final outcome -----------------------------------------------------
+
+    def set_link(self, up: bool) -> None:
+        """The control link came up or went down. Down wakes every outcome waiter: nothing
+        more will come over that link for the calls it carried."""
+        self.link_up = up
+        if not up:
+            for waiter in self._outcome_waiters.values():
+                waiter.set()
+
+    def outcome_arrived(self, msg: Outcome) -> None:
+        """Keep an ``outcome`` for its call's handler (waiting or not yet). An outcome for a
+        call that was offered but never connected withdraws the offer: the call is over."""
+        key = msg.uuid.lower()
+        if key in self._offers:
+            del self._offers[key]
+            return
+        self._outcomes.pop(key, None)
+        self._outcomes[key] = msg
+        while len(self._outcomes) > MAX_HELD_OUTCOMES:
+            del self._outcomes[next(iter(self._outcomes))]
+        waiter = self._outcome_waiters.get(key)
+        if waiter is not None:
+            waiter.set()
+
+    async def wait_outcome(self, uuid: str, time_limit: float) -> Outcome | None:
+        """The control plane's final outcome for a finished call, or None.
+
+        Returns at once when it is already here, or (None) when the control link is down;
+        otherwise waits up to ``time_limit`` seconds, and returns None early if the link goes
+        down meanwhile. Cancellation propagates (callers shield it with the record write).
+        """
+        key = uuid.lower()
+        if key not in self._outcomes and self.link_up:
+            waiter = self._outcome_waiters[key] = trio.Event()
+            try:
+                with trio.move_on_after(time_limit):
+                    await waiter.wait()
+            finally:
+                self._outcome_waiters.pop(key, None)
+        return self._outcomes.pop(key, None)
 
     def _expire(self) -> None:
         now = trio.current_time()

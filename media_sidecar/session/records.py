@@ -93,6 +93,12 @@ class CallRecord:
     """Speech-to-speech calls: provider name, usage it reported, relay timings, its error."""
     fallback_from: dict[str, Any] = field(default_factory=dict)
     """When another assistant took over at the start: the first one, its provider, the error."""
+    media_verdict: dict[str, str] = field(default_factory=dict)
+    """The sidecar's own verdict when the media session ended: ``status`` and ``reason``."""
+    outcome_confirmed: bool = False
+    """True: ``status``, ``reason`` and ``transfer_to`` are the AI_* values the control plane
+    finally set on the channel (its ``outcome`` message). False: it did not say in time, or the
+    control link was down; they are then the sidecar's own verdict."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))

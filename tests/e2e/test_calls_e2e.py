@@ -129,7 +129,8 @@ async def test_caller_hangup_during_exec_and_a_second_call_is_unaffected(tmp_pat
 
 
 async def test_ami_redirect_mid_call_is_told_apart_from_a_hangup(tmp_path):
-    async with open_stack(SHORT, str(tmp_path / "r.jsonl")) as stack:
+    rec_path = tmp_path / "r.jsonl"
+    async with open_stack(SHORT, str(rec_path)) as stack:
         script = CallerScript().redirect("from-internal", "0", 1, at=1.5)
         call = await stack.call(script, seconds=30)
         # after the AGI socket closed, AMI said "redirect" (Newexten at the target, not a
@@ -138,9 +139,15 @@ async def test_ami_redirect_mid_call_is_told_apart_from_a_hangup(tmp_path):
             await stack.ami.wait_for_action("Setvar", Variable="AI_STATUS", Value="TRANSFERRED")
         await stack.settle()
         outcome = stack.fastagi.server.handler.outcomes[-1]
+        await stack.wait_records(1)
     assert call.audiosocket[0].closed_by == "redirect"
     assert call.agi_status == "HANGUP"  # to AGI the redirect looked exactly like a hangup
     assert outcome.status == "TRANSFERRED" and "redirected by AMI" in outcome.reason
+    # the sidecar had closed the call by then; its record waited for the control plane's word
+    (rec,) = records(rec_path)
+    assert (rec["status"], rec["reason"]) == (outcome.status, outcome.reason)
+    assert rec["outcome_confirmed"] is True
+    assert rec["media_verdict"]["status"] == "CALLER_HANGUP"
 
 
 async def test_unknown_uuid_and_garbage_are_closed_without_a_byte(tmp_path):
@@ -172,3 +179,70 @@ async def test_control_link_survives_a_sidecar_restart(tmp_path):
         assert await stack.control_link_up()
         again = await stack.call(goodbye, seconds=30)
     assert again.variables["AI_STATUS"] == "COMPLETED"
+
+
+def final_ai_variables(call, stack) -> dict[str, str]:
+    """The AI_* values the channel ends with: what AGI set, then what AMI Setvar set on it.
+
+    In these calls AMI Setvars come either before AGI's own SET VARIABLEs with the same values
+    (a transfer by the assistant: Setvar, Redirect, then the outcome over AGI) or after the AGI
+    socket closed (a third-party redirect, marked once AMI told it from a hangup), so applying
+    them last gives the values the channel really ends with.
+    """
+    out = {k: v for k, v in call.variables.items() if k.startswith("AI_")}
+    for a in stack.ami_actions("Setvar"):
+        if a["Channel"] == call.channel.name:
+            out[a["Variable"]] = a["Value"]
+    return out
+
+
+async def test_call_records_say_what_ai_status_says(tmp_path, monkeypatch):
+    """The record's status/reason/transfer_to equal the channel's final AI_* variables for
+    every kind of ending, a third-party redirect included: the FastAGI side tells that one
+    from a hangup only after the AGI socket closed, after the media session ended, and the
+    sidecar's record waits for it (keeping its own verdict as media_verdict)."""
+    from media_sidecar.config.schema import RealtimeConfig
+
+    monkeypatch.delenv("AGI_VOICE_E2E_NO_KEY", raising=False)
+    broken = dataclasses.replace(
+        SHORT.assistants[0], name="broken", provider="openai_realtime", apology="",
+        realtime=RealtimeConfig(url="ws://127.0.0.1:9/v1/realtime",
+                                api_key_env="AGI_VOICE_E2E_NO_KEY"))
+    cfg = dataclasses.replace(SHORT, assistants=(*SHORT.assistants, broken))
+    rec_path = tmp_path / "r.jsonl"
+    scripts = {
+        "redirect": (CallerScript().redirect("from-internal", "0", 1, at=1.5), {}),
+        "hangup": (CallerScript().hangup(at=1.5), {}),
+        "completed": (CallerScript().speak_after_agent_quiet(caller_says("goodbye")), {}),
+        "transfer": (CallerScript().speak_after_agent_quiet(
+            caller_says("please transfer me to the billing department")), {}),
+        "failed": (CallerScript(), {"variables": {"AI_ASSISTANT": "broken"}}),
+    }
+    async with open_stack(cfg, str(rec_path)) as stack:
+        calls = {}
+
+        async def one(n, name):
+            script, extra = scripts[name]
+            calls[name] = await stack.call(script, seconds=30, channel=f"PJSIP/t{n}-0000000{n}",
+                                           uniqueid=f"1795267900.{n}", **extra)
+
+        async with trio.open_nursery() as nursery:
+            for n, name in enumerate(scripts, 1):
+                nursery.start_soon(one, n, name)
+        await stack.settle()
+        await stack.wait_records(len(scripts), within=15)
+    by_uuid = {r["uuid"]: r for r in records(rec_path)}
+    expect = {"redirect": "TRANSFERRED", "hangup": "CALLER_HANGUP", "completed": "COMPLETED",
+              "transfer": "TRANSFERRED", "failed": "FAILED"}
+    for name, call in calls.items():
+        final = final_ai_variables(call, stack)
+        rec = by_uuid[call.audiosocket[0].uuid]
+        assert final["AI_STATUS"] == expect[name], (name, final)
+        assert (rec["status"], rec["reason"], rec["transfer_to"]) == (
+            final["AI_STATUS"], final.get("AI_REASON", ""), final.get("AI_TRANSFER_TO", "")), name
+        assert rec["outcome_confirmed"] is True, name
+    # the sidecar saw the redirect only as its caller leg closing: its own verdict is kept
+    red = by_uuid[calls["redirect"].audiosocket[0].uuid]
+    assert red["reason"] == "redirected by AMI, not by the assistant"
+    assert red["media_verdict"]["status"] == "CALLER_HANGUP"
+    assert by_uuid[calls["transfer"].audiosocket[0].uuid]["transfer_to"] == "billing"
