@@ -11,6 +11,7 @@ test gets its own AMI connection (``ami``), a trio fixture.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -108,6 +109,13 @@ ROUTING = {
 
 @pytest.fixture(scope="session")
 def workdir() -> Iterator[Path]:
+    """Everything the tier writes (instance, recordings, agi-voice logs and records). Set
+    AGI_VOICE_TIER_DIR to keep it for a look afterwards."""
+    keep = os.environ.get("AGI_VOICE_TIER_DIR")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        yield Path(keep)
+        return
     # short: the instance's control socket path must stay under 107 bytes
     with tempfile.TemporaryDirectory(prefix="av-") as d:
         yield Path(d)

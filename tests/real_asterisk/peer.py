@@ -16,8 +16,7 @@ import re
 import shutil
 import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -229,6 +228,10 @@ class AmiDriver:
                     raise RuntimeError("AMI connection closed while waiting for an event")
                 await self._changed.wait()
 
+    def time_of(self, ev: AmiMessage) -> float:
+        """When ``ev`` arrived (trio time)."""
+        return next(t for e, t in zip(self.events, self.times, strict=True) if e is ev)
+
     def find(self, pred: Callable[[AmiMessage], bool], since: int = 0) -> list[AmiMessage]:
         return [e for e in self.events[since:] if pred(e)]
 
@@ -253,20 +256,3 @@ def event(name: str, **match: str) -> Callable[[AmiMessage], bool]:
     def pred(ev: AmiMessage) -> bool:
         return ev.event == name and all(ev.get(k) == v for k, v in match.items())
     return pred
-
-
-def wait_file(path: Path, timeout: float = 10.0) -> bool:  # noqa: ASYNC109
-    """Poll (sync, for fixtures) until ``path`` exists."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def lines(*items: Iterable[str] | str) -> str:
-    out: list[str] = []
-    for it in items:
-        out.extend([it] if isinstance(it, str) else it)
-    return "\n".join(out)

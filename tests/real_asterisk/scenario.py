@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import trio
 
 from fastagi_server.ami.codec import AmiMessage
 
@@ -38,11 +37,12 @@ exten => s,1,Answer()
  same => n,GotoIf($["${{AV_CNAME_B64}}" = ""]?agi)
  same => n,Set(CALLERID(name)=${{BASE64_DECODE(${{AV_CNAME_B64}})}})
  same => n(agi),AGI(agi://127.0.0.1:{fastagi_port}/${{AV_SCRIPT}})
- same => n,UserEvent(AgiDone,AvTest: ${{AV_TEST}},Outcome: {out},Reason: ${{AI_REASON}})
+ same => n,UserEvent(AgiDone,AvTest: ${{AV_TEST}},Outcome: {out},"Reason: ${{AI_REASON}}")
  same => n,GotoIf($["${{AI_STATUS}}" = "FAILED" | "${{AI_STATUS}}" = ""]?fallback)
  same => n,Hangup()
- same => n(fallback),UserEvent(Fallback,AvTest: ${{AV_TEST}},Reason: ${{AI_REASON}})
+ same => n(fallback),UserEvent(Fallback,AvTest: ${{AV_TEST}},"Reason: ${{AI_REASON}}")
  same => n,Hangup()
+exten => h,1,UserEvent(AgiHangup,AvTest: ${{AV_TEST}},Outcome: {out},"Reason: ${{AI_REASON}}")
 """
 
 
@@ -53,7 +53,13 @@ def targets_context() -> str:
                         ("2003", "support")):
         rows.append(f"exten => {exten},1,UserEvent(Reached,AvTest: ${{AV_TEST}},Dest: {name},"
                     f"Outcome: ${{AI_STATUS}}|${{AI_TRANSFER_TO}}|${{AGISTATUS}},"
-                    f"Reason: ${{AI_REASON}})\n same => n,Wait(0.5)\n same => n,Hangup()")
+                    f"\"Reason: ${{AI_REASON}}\")\n"
+                    # agi-voice marks a third-party redirect on the channel after the AGI
+                    # socket closed: the Settled event shows what the channel says by then
+                    f" same => n,Wait(1.5)\n"
+                    f" same => n,UserEvent(Settled,AvTest: ${{AV_TEST}},Dest: {name},"
+                    f"Outcome: ${{AI_STATUS}}|${{AI_TRANSFER_TO}}|${{AGISTATUS}},"
+                    f"\"Reason: ${{AI_REASON}}\")\n same => n,Hangup()")
     return "\n".join(rows)
 
 
@@ -89,6 +95,10 @@ class CallerPlan:
                  f"t({recording}-caller.wav))"]
         lines += [f" same => n,{s}" for s in self.steps]
         lines.append(" same => n,Hangup()")
+        # however this half ends, its recordings are closed (StopMixMonitor closes the files
+        # before it returns) before the test reads them
+        lines.append("exten => h,1,StopMixMonitor()")
+        lines.append(" same => n,UserEvent(CallerDone,AvTest: ${AV_TEST})")
         return "\n".join(lines)
 
 
@@ -130,17 +140,46 @@ class CallResult:
         return [transcribe(pcm[int(a * 8000):int(b * 8000)]) for a, b in speech_segments(pcm)]
 
 
-async def place_call(peer: AsteriskPeer, ami: AmiDriver, plan: CallerPlan, *, script: str,
-                     workdir: Path, name: str = "call", caller_name: str = "",
-                     caller_num: str = "5551234", variables: dict[str, str] | None = None,
-                     agent_context_name: str = AGENT_CONTEXT, exten: str = "s",
-                     timeout: float = 90.0, on_started: object = None) -> CallResult:  # noqa: ASYNC109
-    """Originate the call and wait until the PBX side is done with it.
+@dataclass
+class PlacedCall:
+    """A call originated and not yet waited for (see :func:`originate`)."""
 
-    ``script`` is the AGI path (and query) on agi-voice. ``variables`` are set on the ``;1``
-    half before its dialplan runs (``AI_ASSISTANT``, ...). Returns after the ``;1`` half's
-    Hangup event, within ``timeout`` seconds.
-    """
+    test_id: str
+    uniqueid: str
+    recording: Path
+    since: int
+
+    async def channel(self, ami: AmiDriver, timeout: float = 10.0) -> str:  # noqa: ASYNC109
+        """The ``;1`` half's channel name, once Asterisk created it."""
+        ev = await ami.wait_event(lambda e: e.event == "Newchannel"
+                                  and e.get("Uniqueid") == self.uniqueid,
+                                  since=self.since, timeout=timeout)
+        return ev.get("Channel") or ""
+
+    async def finish(self, ami: AmiDriver, timeout: float = 90.0) -> CallResult:  # noqa: ASYNC109
+        """Wait for the ``;1`` half's Hangup and gather what the test asserts on."""
+        hangup = await ami.wait_event(lambda e: e.event == "Hangup"
+                                      and e.get("Uniqueid") == self.uniqueid,
+                                      since=self.since, timeout=timeout)
+        await ami.wait_event(lambda e: e.event == "UserEvent"
+                             and e.get("UserEvent") == "CallerDone"
+                             and e.get("AvTest") == self.test_id,
+                             since=self.since, timeout=timeout)
+        events = list(ami.events[self.since:])
+        done = next((e for e in events if e.event == "UserEvent"
+                     and e.get("UserEvent") in ("AgiDone", "Settled", "AgiHangup")
+                     and e.get("AvTest") == self.test_id), None)
+        return CallResult(self.test_id, hangup.get("Channel") or "", self.uniqueid, events, done,
+                          self.recording)
+
+
+async def originate(peer: AsteriskPeer, ami: AmiDriver, plan: CallerPlan, *, script: str,
+                    workdir: Path, name: str = "call", caller_name: str = "",
+                    caller_num: str = "5551234", variables: dict[str, str] | None = None,
+                    context: str = AGENT_CONTEXT, exten: str = "s") -> PlacedCall:
+    """Originate a call: the ``;2`` half runs ``plan``, the ``;1`` half ``context,exten,1``
+    (by default the agent context, which runs ``AGI(agi://.../<script>)``). ``variables`` are
+    set on the ``;1`` half before its dialplan runs."""
     test_id = f"{name}-{next(_ids)}"
     ctx = f"av-caller-{test_id}"
     recording = workdir / f"rec-{test_id}"
@@ -148,7 +187,7 @@ async def place_call(peer: AsteriskPeer, ami: AmiDriver, plan: CallerPlan, *, sc
     since = len(ami.events)
     chan_id = str(uuidlib.uuid4())
     headers: dict[str, object] = {
-        "Channel": f"Local/s@{ctx}/n", "Context": agent_context_name, "Exten": exten,
+        "Channel": f"Local/s@{ctx}/n", "Context": context, "Exten": exten,
         "Priority": 1, "Async": "true", "ChannelId": chan_id,
         "OtherChannelId": str(uuidlib.uuid4()),
         "Variable": [f"AV_TEST={test_id}", f"AV_SCRIPT={script}",
@@ -158,13 +197,11 @@ async def place_call(peer: AsteriskPeer, ami: AmiDriver, plan: CallerPlan, *, sc
         headers["CallerID"] = f'"{caller_name}" <{caller_num}>' if caller_name else caller_num
     resp = await ami.action("Originate", **headers)
     assert resp.get("Response") == "Success", resp.as_dict()
-    with trio.fail_after(timeout):
-        hangup = await ami.wait_event(
-            lambda e: e.event == "Hangup" and e.get("Uniqueid") == chan_id, since=since,
-            timeout=timeout)
-    events = [e for e in ami.events[since:]]
-    channel = hangup.get("Channel") or ""
-    done = next((e for e in events if e.event == "UserEvent"
-                 and e.get("UserEvent") in ("AgiDone", "Reached")
-                 and e.get("AvTest") == test_id), None)
-    return CallResult(test_id, channel, chan_id, events, done, recording)
+    return PlacedCall(test_id, chan_id, recording, since)
+
+
+async def place_call(peer: AsteriskPeer, ami: AmiDriver, plan: CallerPlan, *,
+                     timeout: float = 90.0, **kwargs: object) -> CallResult:  # noqa: ASYNC109
+    """Originate a call (see :func:`originate`) and wait until the PBX side is done."""
+    placed = await originate(peer, ami, plan, **kwargs)  # type: ignore[arg-type]
+    return await placed.finish(ami, timeout)

@@ -1,0 +1,70 @@
+"""Caller ID is data, never identity: hostile caller names set with ``Set(CALLERID(name)=...)``
+on the real Asterisk (which writes them raw into the FastAGI environment block) cannot move
+another caller's call, choose the assistant, or run anything."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import trio
+
+from .peer import AmiDriver, AsteriskPeer
+from .product import ProductProcess
+from .scenario import CallerPlan, originate, place_call
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+async def test_forged_agi_channel_line_does_not_move_another_callers_call(
+        asterisk: AsteriskPeer, agi_voice: ProductProcess, ami: AmiDriver,
+        workdir: Path) -> None:
+    before = len(asterisk.log_lines())
+    victim = await originate(asterisk, ami, CallerPlan().wait(9).dtmf("#").wait(5),
+                             script="agent", workdir=workdir, name="victim")
+    victim_channel = await victim.channel(ami)
+    forged = (f"Mallory\nagi_channel: {victim_channel}\nagi_uniqueid: {victim.uniqueid}\n"
+              "agi_arg_1: AI_ASSISTANT=nosuch")
+    await trio.sleep(1)
+    hostile = await place_call(asterisk, ami, CallerPlan().wait(2.5).dtmf("1").wait(6),
+                               script="agent", workdir=workdir, name="mallory",
+                               variables={"AV_CNAME_B64": b64(forged)})
+    # the hostile call was transferred, itself; nobody else was
+    reached = hostile.named("Reached")
+    assert [(e.get("Dest"), e.get("Channel")) for e in reached] == [("sales", hostile.channel)]
+    rec = await agi_voice.wait_record(hostile.channel)
+    assert rec["status"] == "TRANSFERRED" and rec["assistant"] == "receptionist", rec
+    assert rec["uniqueid"] == hostile.uniqueid and rec["channel"] == hostile.channel
+    assert rec["caller_name"].startswith("Mallory") and victim_channel not in rec["channel"]
+    # the victim's call went on, untouched, and ended as its caller chose
+    victim_call = await victim.finish(ami)
+    assert not victim_call.named("Reached"), victim_call.events
+    assert victim_call.outcome[0] == "COMPLETED", (victim_call.outcome, victim_call.reason)
+    vrec = await agi_voice.wait_record(victim_call.channel)
+    assert vrec["dtmf"] == ["#"] and vrec["status"] == "COMPLETED"
+    # no second AGI command ran: Asterisk logged no AGI error for either call
+    assert not [ln for ln in asterisk.problems(before) if "res_agi" in ln]
+
+
+async def test_hostile_caller_names_are_kept_as_data(
+        asterisk: AsteriskPeer, agi_voice: ProductProcess, ami: AmiDriver,
+        workdir: Path) -> None:
+    payloads = [
+        "x\nagi_arg_1: AI_ASSISTANT=nosuch",
+        'Eve "${CHANNEL}" $[1+1] \\ ;',
+        "Carol\r\nagi_network_script: echo?assistant=echo",
+        "A" * 300,
+    ]
+    for i, name in enumerate(payloads):
+        call = await place_call(asterisk, ami, CallerPlan().wait(2.5).dtmf("#").wait(5),
+                                script="agent", workdir=workdir, name=f"hostile{i}",
+                                variables={"AV_CNAME_B64": b64(name)})
+        assert call.outcome[0] == "COMPLETED", (name, call.outcome, call.reason)
+        rec = await agi_voice.wait_record(call.channel)
+        assert rec["assistant"] == "receptionist", (name, rec["assistant"])
+        assert rec["channel"] == call.channel and rec["uniqueid"] == call.uniqueid
+        # the name is data: no variable was expanded in it
+        first_line = name.split("\n")[0].split("\r")[0]
+        assert "$" not in first_line or "${CHANNEL}" in rec["caller_name"], rec["caller_name"]

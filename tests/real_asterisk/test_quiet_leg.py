@@ -1,0 +1,56 @@
+"""A caller leg that sends no frames while quiet (silence suppression, DTX, a Local channel in
+``Wait()``) is answered, reprompted and timed out exactly like one that sends silent frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .audio import Phrase, heard, speech_segments
+from .peer import AmiDriver, AsteriskPeer
+from .product import ProductProcess
+from .scenario import CallerPlan, CallResult, place_call
+
+
+async def _quiet_call(asterisk: AsteriskPeer, ami: AmiDriver, phrase: Phrase, workdir: Path,
+                      *, no_frames: bool) -> CallResult:
+    # greeting, the caller asks, then says nothing: reprompt after 3 s, hang-up 3 s later
+    plan = CallerPlan(quiet_sends_no_frames=no_frames).wait(2.5).say(phrase).wait(16)
+    return await place_call(asterisk, ami, plan, script="agent", workdir=workdir,
+                            name="noframes" if no_frames else "silentframes")
+
+
+def _summary(call: CallResult, rec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "status": rec["status"], "reason": rec["reason"],
+        "triggers": [t["trigger"] for t in rec["turns"]],
+        "intents": [t["intent"] for t in rec["turns"]],
+        "latency_ms": [t["latency_ms"] for t in rec["turns"] if t["trigger"] == "speech"],
+        "agent_segments": speech_segments(call.agent_audio()),
+    }
+
+
+async def test_quiet_leg_is_answered_reprompted_and_timed_out_like_a_silent_one(
+        asterisk: AsteriskPeer, agi_voice: ProductProcess, ami: AmiDriver,
+        phrases: dict[str, Phrase], workdir: Path) -> None:
+    results = {}
+    for no_frames in (True, False):
+        call = await _quiet_call(asterisk, ami, phrases["hours"], workdir, no_frames=no_frames)
+        rec = await agi_voice.wait_record(call.channel)
+        results[no_frames] = (call, rec, _summary(call, rec))
+    quiet_call, quiet_rec, quiet = results[True]
+    steady_call, steady_rec, steady = results[False]
+    for call, s in ((quiet_call, quiet), (steady_call, steady)):
+        assert s["status"] == "COMPLETED" and s["reason"] == "no input", s
+        assert s["triggers"] == ["start", "speech", "no-input", "no-input"], s
+        assert s["intents"][1] == "hours", s
+        said = call.agent_said()
+        assert heard(said[-2], "still", "there"), said  # the reprompt
+        assert heard(said[-1], "goodbye"), said  # the no-input hang-up
+    # the quiet leg's turn ended on the clock, as fast as the steady leg's (one frame of
+    # tolerance for the gap filler, plus STT timing noise)
+    assert abs(quiet["latency_ms"][0] - steady["latency_ms"][0]) < 150, (quiet, steady)
+    assert quiet_rec["caller_frames_filled"] > 0 and steady_rec["caller_frames_filled"] == 0
+    # the agent's utterances were heard at the same moments of the two calls (within 0.3 s)
+    for (a0, _), (b0, _) in zip(quiet["agent_segments"], steady["agent_segments"], strict=True):
+        assert abs(a0 - b0) < 0.3, (quiet["agent_segments"], steady["agent_segments"])

@@ -1,0 +1,27 @@
+"""After the tier (this module runs last): Asterisk's own log holds no WARNING or ERROR caused
+by agi-voice. Every line tolerated is listed here with the reason."""
+
+from __future__ import annotations
+
+import re
+
+from .peer import AsteriskPeer
+from .product import ProductProcess
+
+TOLERATED = [
+    # the test instance has no music-on-hold files (none are needed): logged once at start
+    (r"res_musiconhold\.c: No music on hold classes configured", "instance start-up"),
+    # test_shipped_dialplan_falls_back_to_the_operator_when_agi_voice_is_down stops agi-voice
+    # on purpose to show the shipped dialplan's fallback: AGI() logs that it cannot connect
+    (r"res_agi\.c: Connecting to '127\.0\.0\.1:\d+' failed for url 'agi://127\.0\.0\.1:\d+/agent"
+     r"': Connection refused", "agi-voice stopped on purpose"),
+    (r"res_agi\.c: Couldn't connect to any host\.  FastAGI failed\.", "agi-voice stopped on purpose"),
+]
+
+
+def test_asterisk_logged_no_warning_or_error_caused_by_agi_voice(
+        asterisk: AsteriskPeer, agi_voice: ProductProcess) -> None:
+    problems = [ln for ln in asterisk.problems()
+                if not any(re.search(pat, ln) for pat, _why in TOLERATED)]
+    assert not problems, "\n".join(problems)
+    assert not agi_voice.tracebacks(), "\n".join(agi_voice.lines[-200:])
