@@ -1,6 +1,8 @@
 """One FastAGI connection: read the request, pick the assistant, hand the call to the sidecar.
 
-Flow: env block (with a timeout) -> channel variables -> routing -> offer over the control link
+Flow: env block (with a timeout) -> the call's identity and AI_* inputs read from Asterisk (one
+``GET FULL VARIABLE``; the env block is caller-forgeable, see :mod:`.identity`) -> routing ->
+offer over the control link
 -> ANSWER if needed -> ``EXEC AudioSocket "<uuid>,<host:port>"`` (blocks for the conversation)
 -> outcome variables. Any failure before the conversation sets ``AI_STATUS=FAILED`` and
 ``AI_REASON`` at once and returns, so the dialplan falls through to its fallback: a caller never
@@ -9,10 +11,9 @@ sits in dead air because a component is down.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import re
+import secrets
 import time
 import uuid as uuidlib
 from dataclasses import dataclass
@@ -24,7 +25,28 @@ from ..calls import REDIRECTED_REASON, CallTracker, TrackedCall
 from ..control_client import ControlClient, ControlUnavailable
 from ..routing import RouteInput, call_variables, choose_assistant
 from .connection import AgiConnection
-from .protocol import AgiConnectionClosed, AgiError, AgiRequest, UnsafeValueError
+from .identity import (
+    CallIdentity,
+    IdentityError,
+    ai_var_names,
+    cut_short_by,
+    decode_value,
+    encoded,
+    identity_expression,
+    parse_identity,
+    parse_vars,
+    tamper_report,
+    vars_expression,
+)
+from .protocol import (
+    AgiConnectionClosed,
+    AgiError,
+    AgiRequest,
+    UnsafeValueError,
+    cmd_get_full_variable,
+    log_safe,
+    raise_for,
+)
 
 log = logging.getLogger("agi_voice.agi")
 
@@ -43,6 +65,10 @@ class AgiOutcome:
     assistant: str = ""
     setup_ms: float = 0.0
     """From the end of the env block to EXEC AudioSocket sent."""
+    channel: str = ""
+    uniqueid: str = ""
+    """The call's channel and uniqueid as Asterisk gave them (the env block's when the read
+    failed)."""
 
 
 def _safe(value: str, limit: int = 512) -> str:
@@ -72,55 +98,97 @@ class AgiCallHandler:
         except (AgiError, TimeoutError, ConnectionError) as exc:
             log.warning("FastAGI connection dropped before a request: %s", exc)
             return None
+        t_start = time.perf_counter()
+        ident: CallIdentity | None = None
         try:
-            outcome = await self._run(conn, req)
+            ident = await self._identify(conn, req)
+            outcome = await self._run(conn, req, ident, t_start)
+        except IdentityError as exc:  # not Asterisk's reply, a cut value, a block cut short
+            outcome = await self._finish(conn, AgiOutcome("FAILED", reason=str(exc)))
         except (AgiConnectionClosed, ConnectionError) as exc:
-            log.info("AGI connection for %s closed: %s", req.channel, exc)
+            log.info("AGI connection for %s closed: %s", log_safe(req.channel), exc)
             outcome = AgiOutcome("CALLER_HANGUP", reason="AGI connection closed")
         except AgiError as exc:  # 511 after a hangup, a desynchronised connection, ...
-            log.info("AGI call on %s ended: %s", req.channel, exc)
+            log.info("AGI call on %s ended: %s", log_safe(req.channel), exc)
             outcome = AgiOutcome("CALLER_HANGUP" if conn.hung_up else "FAILED", reason=str(exc))
+        outcome.channel = ident.channel if ident is not None else req.channel
+        outcome.uniqueid = ident.uniqueid if ident is not None else req.uniqueid
         self.outcomes.append(outcome)
         del self.outcomes[:-100]
-        log.info("AGI %s (%s): AI_STATUS=%s %s", req.channel, req.uniqueid, outcome.status,
-                 outcome.reason)
+        log.info("AGI %s (%s): AI_STATUS=%s %s", log_safe(outcome.channel),
+                 log_safe(outcome.uniqueid), outcome.status, outcome.reason)
         return outcome
 
-    async def _read_var(self, conn: AgiConnection, name: str) -> str | None:
-        """Read a channel variable safely: through BASE64_ENCODE, so a value holding ')' or a
-        newline cannot confuse the line protocol."""
-        raw = await conn.get_full_variable(f"${{BASE64_ENCODE(${{{name}}})}}")
-        if raw is None or raw == "":
-            return None
-        try:
-            return base64.b64decode(raw, validate=True).decode("utf-8", "replace")
-        except (binascii.Error, ValueError):
-            return None
+    async def _identify(self, conn: AgiConnection, req: AgiRequest) -> CallIdentity:
+        """Read who the call is from Asterisk itself, in one ``GET FULL VARIABLE`` round trip
+        (:mod:`.identity`), and log one WARNING when the env block was tampered with (lines the
+        parser did not believe, or values that disagree with Asterisk's; escaped).
 
-    async def _variables(self, conn: AgiConnection) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for name in ("AI_ASSISTANT", "AI_LANGUAGE", "AI_VARS"):
-            v = await self._read_var(conn, name)
-            if v is not None:
-                out[name] = v
-        for extra in (out.get("AI_VARS") or "").split(",")[:32]:
-            extra = extra.strip()
-            if _VAR_NAME.match(extra):
-                v = await self._read_var(conn, f"AI_VAR_{extra}")
-                if v is not None:
-                    out[f"AI_VAR_{extra}"] = v
+        Raises :class:`IdentityError` when the reply is not Asterisk's, a value came back cut,
+        or a caller-controlled value ended the env block early (its arguments are then not the
+        dialplan's); ``AgiError`` / ``ConnectionError`` when the read fails (a 511, EOF, no
+        reply within ``fastagi.env_timeout``).
+        """
+        nonce = secrets.token_hex(8)
+        ident: CallIdentity | None = None
+        try:
+            line = cmd_get_full_variable(identity_expression(nonce))
+            resp = raise_for(await conn.command(line, self.cfg.fastagi.env_timeout))
+            ident = parse_identity(resp.data if resp.result == "1" else None, nonce)
+            if cut := cut_short_by(ident):
+                raise IdentityError(
+                    f"a blank line in {', '.join(cut)} ended the AGI request block early: its "
+                    "arguments are not the dialplan's"
+                )
+        except IdentityError as exc:
+            refused = tamper_report(req, ident) or (
+                f"AGI request for {log_safe(req.channel)} ({log_safe(req.uniqueid)}) not trusted"
+            )
+            log.warning("%s; call refused: %s", refused, exc)
+            raise
+        except (AgiError, ConnectionError):
+            if (failed := tamper_report(req, None)) is not None:
+                log.warning("%s", failed)
+            raise
+        if (report := tamper_report(req, ident)) is not None:
+            log.warning("%s", report)
+        return ident
+
+    async def _read_var(self, conn: AgiConnection, name: str) -> str | None:
+        """Read one channel variable safely: through BASE64_ENCODE (a value holding ')' or a
+        newline cannot confuse the line protocol) with a nonce after the value (never an empty
+        argument, so no Asterisk warning). None when unset, empty, or returned cut."""
+        nonce = secrets.token_hex(8)
+        raw = await conn.get_full_variable(encoded(name, nonce))
+        return decode_value(raw or "", nonce) or None
+
+    async def _variables(self, conn: AgiConnection, ident: CallIdentity) -> dict[str, str]:
+        """AI_ASSISTANT, AI_LANGUAGE and AI_VARS from the identity read, plus ``AI_VAR_<name>``
+        for each name AI_VARS lists, in one more round trip (only when it lists any). Raises
+        as :meth:`_identify`."""
+        out = dict(ident.inputs)
+        names = ai_var_names(out.get("AI_VARS", ""))
+        if names:
+            nonce = secrets.token_hex(8)
+            line = cmd_get_full_variable(vars_expression(nonce, names))
+            resp = raise_for(await conn.command(line, self.cfg.fastagi.env_timeout))
+            out.update(parse_vars(resp.data if resp.result == "1" else None, nonce, names))
         return out
 
-    async def _run(self, conn: AgiConnection, req: AgiRequest) -> AgiOutcome:
-        t_start = time.perf_counter()
-        variables = await self._variables(conn)
+    async def _run(self, conn: AgiConnection, req: AgiRequest, ident: CallIdentity,
+                   t_start: float) -> AgiOutcome:
+        """Route and serve the call. Everything that names or routes the call comes from
+        ``ident`` (Asterisk); from ``req`` only the script, query and arguments, which a caller
+        cannot forge (see ``EnvParser``)."""
+        variables = await self._variables(conn, ident)
         for arg in req.args:  # AGI(agi://.../agent,AI_VAR_ACCOUNT=123) also works
             key, sep, value = arg.partition("=")
             if sep and key.startswith("AI_") and _VAR_NAME.match(key):
                 variables.setdefault(key, value)
         decision = choose_assistant(self.cfg, RouteInput(
-            script=req.script, query=dict(req.query), dnid=req.dnid, extension=req.extension,
-            callerid=req.callerid, context=req.context, variables=variables))
+            script=req.script, query=dict(req.query), dnid=ident.dnid,
+            extension=ident.extension, callerid=ident.callerid, context=ident.context,
+            variables=variables))
         if not decision.ok or decision.assistant is None:
             return await self._finish(conn, AgiOutcome("FAILED", reason=decision.error or
                                                        "no assistant"))
@@ -129,9 +197,10 @@ class AgiCallHandler:
         call_uuid = str(uuidlib.uuid4())
         call_vars = call_variables(variables)
         ctx = c.CallContext(
-            channel=req.channel, uniqueid=req.uniqueid, callerid=req.callerid,
-            calleridname=req.calleridname, dnid=req.dnid, extension=req.extension,
-            context=req.context, language=call_vars.get("AI_LANGUAGE") or req.language,
+            channel=ident.channel, uniqueid=ident.uniqueid, linkedid=ident.linkedid,
+            callerid=ident.callerid, calleridname=ident.calleridname, dnid=ident.dnid,
+            extension=ident.extension, context=ident.context,
+            language=call_vars.get("AI_LANGUAGE") or req.language,
             script=req.script, query=dict(req.query), args=list(req.args),
             variables=call_vars,
         )
@@ -145,7 +214,7 @@ class AgiCallHandler:
         if isinstance(reply, c.Refuse):
             return await self._finish(conn, AgiOutcome("FAILED", reason=f"sidecar refused: "
                                                        f"{reply.reason}", assistant=assistant.name))
-        tracked = TrackedCall(uuid=call_uuid, channel=req.channel, uniqueid=req.uniqueid,
+        tracked = TrackedCall(uuid=call_uuid, channel=ident.channel, uniqueid=ident.uniqueid,
                               assistant=assistant)
         self.tracker.add(tracked)
         try:

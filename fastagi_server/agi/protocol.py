@@ -11,6 +11,12 @@ Wire facts this module relies on (telephony.md B, verified on Asterisk 22.10.1):
 * The request block is ``agi_<name>: <value>\\n`` lines ended by an empty line, LF only. A value
   may be empty (``agi_accountcode: \\n``). Missing caller id / dnid / rdnis are the literal
   ``unknown``.
+* Asterisk writes caller ID (number and name), dnid and rdnis raw: a line break in them forges
+  further ``agi_*`` lines. So a repeated key keeps its first value, a line that is not
+  ``agi_<name>: <value>`` is recorded, not fatal, and the arguments are only the
+  ``agi_arg_1..N`` run after the last ``agi_threadid`` (every caller-controlled field comes
+  before it). What was not believed is in :attr:`EnvParser.anomalies`. Identity is read from
+  Asterisk afterwards (:mod:`fastagi_server.agi.identity`), never taken from this block.
 * A response is one line ``<code> <text>\\n``, except the usage block
   ``520-...\\n<usage lines>\\n520 End of proper usage.\\n``. A reader loops until a line matching
   ``^\\d{3} ``.
@@ -56,7 +62,9 @@ __all__ = [
     "AgiRequest",
     "AgiTimeout",
     "Bare",
+    "AgiEnv",
     "DeadChannel",
+    "EnvAnomaly",
     "EnvParser",
     "HangupNotice",
     "InvalidCommand",
@@ -75,6 +83,7 @@ __all__ = [
     "cmd_hangup",
     "cmd_set_variable",
     "cmd_verbose",
+    "log_safe",
     "quote_arg",
     "raise_for",
 ]
@@ -90,6 +99,7 @@ DEFAULT_MAX_RESPONSE_LINE = 1 << 20
 MAX_USAGE_LINES = 500
 
 _ENV_KEY = re.compile(r"agi_[A-Za-z0-9_]+")
+_ARG_KEY = re.compile(r"agi_arg_[0-9]+")
 _VAR_NAME = re.compile(r"[A-Za-z0-9_()]+")
 _APP_NAME = re.compile(r"[A-Za-z0-9_]+")
 _BARE = re.compile(r"-?[A-Za-z0-9_()]+")
@@ -156,21 +166,80 @@ class UnexpectedReply(AGIUnknownError, AgiReplyError):
 # --------------------------------------------------------------------------- request block
 
 
+def log_safe(value: str, limit: int = 60) -> str:
+    """``value`` fit for a log line: ``repr`` (CR, LF, NUL, escape sequences and other
+    unprintable characters become ``\\n``, ``\\x1b``, ...), cut to ``limit`` characters with
+    the full length noted. Caller-controlled text never reaches a log raw."""
+    if len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value)} chars)"
+    return repr(value)
+
+
+@dataclass(frozen=True, slots=True)
+class EnvAnomaly:
+    """A line of the request block that was not believed.
+
+    ``kind`` is ``"duplicate"`` (a key seen before: the first value was kept),
+    ``"malformed"`` (not ``agi_<name>: <value>``; ``key`` is ``""`` and ``text`` the whole
+    line) or ``"misplaced_arg"`` (an ``agi_arg_N`` outside the run after the last
+    ``agi_threadid``: ignored). ``line`` counts from 1. ``text`` is the value as decoded,
+    raw: show it with :meth:`describe` or :func:`log_safe`, never as is.
+    """
+
+    line: int
+    kind: str
+    key: str
+    text: str
+
+    def describe(self, limit: int = 60) -> str:
+        """One log-safe phrase, e.g. ``agi_channel repeated at line 11: 'Local/x' ignored``."""
+        shown = log_safe(self.text, limit)
+        if self.kind == "duplicate":
+            return f"{self.key} repeated at line {self.line}: {shown} ignored"
+        if self.kind == "misplaced_arg":
+            return f"{self.key} at line {self.line} is not an argument Asterisk wrote: {shown}"
+        return f"line {self.line} is not 'agi_<name>: <value>': {shown}"
+
+
+class AgiEnv(dict[str, str]):
+    """The environment :meth:`EnvParser.feed` returns: a plain ``dict`` of the believed values
+    (keys in block order) that also carries the parser's :attr:`anomalies`, so that
+    :meth:`AgiRequest.from_env` can keep them."""
+
+    __slots__ = ("anomalies",)
+
+    def __init__(self, anomalies: tuple[EnvAnomaly, ...] = ()) -> None:
+        super().__init__()
+        self.anomalies = anomalies
+
+
 class EnvParser:
     """Incremental parser of the ``agi_*`` request block.
 
-    :meth:`feed` returns ``None`` until the blank line arrives, then the environment as a
-    ``dict`` with the keys as sent (``"agi_network_script"``, ...). Bytes after the blank line
-    (typically an unsolicited ``HANGUP\\n``) are kept in :attr:`leftover` for the response
-    reader. Feeding more bytes after completion appends them to :attr:`leftover`.
+    :meth:`feed` returns ``None`` until the blank line arrives, then the environment as an
+    :class:`AgiEnv` (a ``dict``) with the keys as sent (``"agi_network_script"``, ...). Bytes
+    after the blank line (typically an unsolicited ``HANGUP\\n``) are kept in :attr:`leftover`
+    for the response reader. Feeding more bytes after completion appends them to
+    :attr:`leftover`.
+
+    Asterisk writes caller-controlled values raw, so a caller ID holding a line break forges
+    lines. Hence: a repeated key keeps its **first** value (every identity field Asterisk
+    writes before the caller-controlled ones stays as Asterisk wrote it); a line after the first
+    that is not ``agi_<name>: <value>`` is recorded, not fatal; the arguments ``agi_arg_1..N``
+    are only the run that directly follows the **last** ``agi_threadid`` line (Asterisk writes
+    them there, after every caller-controlled field), or, in a block without ``agi_threadid``,
+    the run that ends the block; any other ``agi_arg_N`` line is ignored. Each of these is an
+    :class:`EnvAnomaly` in :attr:`anomalies` (and in the returned ``AgiEnv.anomalies``).
+    Fields written after the caller-controlled ones (``agi_context``, ``agi_extension``, ...)
+    can still carry a forged first value: read them from Asterisk.
 
     Values that are not valid UTF-8 (a caller-id name from a SIP header can be anything) are
     decoded with ``errors="replace"`` (U+FFFD) instead of failing the call; their keys are
     listed in :attr:`replaced`. Keys must be ASCII ``agi_[A-Za-z0-9_]+``.
 
-    Raises :class:`AgiProtocolError` (from :meth:`feed`) for a line longer than ``max_line``
-    bytes, a block larger than ``max_bytes``, a line that is not ``agi_<name>: <value>`` (an
-    HTTP health check, a port scan), or an empty block.
+    Raises :class:`AgiProtocolError` (from :meth:`feed`) for a first line that is not
+    ``agi_<name>: <value>`` (an HTTP health check, a port scan), a line longer than
+    ``max_line`` bytes, a block larger than ``max_bytes``, or an empty block.
     """
 
     def __init__(
@@ -180,24 +249,25 @@ class EnvParser:
         self.max_line = min(max_line, max_bytes)
         self.leftover = b""
         self.replaced: list[str] = []
+        self.anomalies: list[EnvAnomaly] = []
         self._buf = bytearray()
         self._scan = 0
         self._consumed = 0
         self._lineno = 0
-        self._env: dict[str, str] = {}
-        self._done = False
+        self._lines: list[tuple[int, str, str]] = []
+        self._env: AgiEnv | None = None
 
     @property
     def complete(self) -> bool:
-        return self._done
+        return self._env is not None
 
     @property
     def bytes_received(self) -> int:
         return self._consumed + len(self._buf)
 
-    def feed(self, data: bytes | bytearray) -> dict[str, str] | None:
+    def feed(self, data: bytes | bytearray) -> AgiEnv | None:
         """Consume ``data``; return the environment once the blank line has been seen."""
-        if self._done:
+        if self._env is not None:
             self.leftover += bytes(data)
             return self._env
         self._buf += data
@@ -233,11 +303,11 @@ class EnvParser:
             if raw.endswith(b"\r"):  # Asterisk sends LF only; tolerate hand-written CRLF
                 raw = raw[:-1]
             if not raw:
-                if not self._env:
+                if self._lineno == 1:
                     raise AgiProtocolError(
                         "empty AGI environment: blank line before any agi_ variable"
                     )
-                self._done = True
+                self._env = self._resolve()
                 self.leftover = bytes(self._buf)
                 self._buf.clear()
                 return self._env
@@ -250,18 +320,51 @@ class EnvParser:
         except UnicodeDecodeError:
             key = ""
         if not sep or not _ENV_KEY.fullmatch(key):
-            raise AgiProtocolError(
-                f"malformed AGI environment line {self._lineno}: {raw[:80]!r} "
-                "(expected 'agi_<name>: <value>')"
-            )
+            if self._lineno == 1:  # not Asterisk at all: an HTTP health check, a port scan
+                raise AgiProtocolError(
+                    f"malformed AGI environment line 1: {raw[:80]!r} "
+                    "(expected 'agi_<name>: <value>')"
+                )
+            # A line break inside a caller-controlled value: the rest of that value.
+            text = raw.decode("utf-8", errors="replace")
+            self.anomalies.append(EnvAnomaly(self._lineno, "malformed", "", text))
+            return
         if value_b.startswith(b" "):
             value_b = value_b[1:]
         try:
             value = value_b.decode("utf-8")
         except UnicodeDecodeError:
             value = value_b.decode("utf-8", errors="replace")
-            self.replaced.append(key)
-        self._env[key] = value
+            if key not in self.replaced:
+                self.replaced.append(key)
+        self._lines.append((self._lineno, key, value))
+
+    def _resolve(self) -> AgiEnv:
+        """The believed environment from the lines in block order (see the class docstring)."""
+        lines = self._lines
+        threadids = [i for i, (_, key, _) in enumerate(lines) if key == "agi_threadid"]
+        if threadids:
+            start = threadids[-1] + 1
+        else:  # not written by res_agi's setup_env: the agi_arg run that ends the block
+            start = len(lines)
+            while start > 0 and _ARG_KEY.fullmatch(lines[start - 1][1]):
+                start -= 1
+        real_args: set[int] = set()
+        for i in range(start, len(lines)):
+            if lines[i][1] != f"agi_arg_{len(real_args) + 1}":
+                break
+            real_args.add(i)
+        env = AgiEnv()
+        for i, (lineno, key, value) in enumerate(lines):
+            if _ARG_KEY.fullmatch(key) and i not in real_args:
+                self.anomalies.append(EnvAnomaly(lineno, "misplaced_arg", key, value))
+            elif key in env:
+                self.anomalies.append(EnvAnomaly(lineno, "duplicate", key, value))
+            else:
+                env[key] = value
+        self.anomalies.sort(key=lambda a: a.line)
+        env.anomalies = tuple(self.anomalies)
+        return env
 
 
 def _known(value: str) -> str:
@@ -276,6 +379,11 @@ class AgiRequest:
     ``query`` is the parsed query string (last value wins; Asterisk itself does not parse it).
     ``args`` are ``agi_arg_1..N`` verbatim. Caller id, caller-id name, dnid and rdnis are ``""``
     when Asterisk sent the literal ``unknown`` (``env`` keeps the literal).
+
+    Only ``script``, ``query``, ``request``, ``channel``, ``uniqueid``, ``language`` and ``type``
+    come before the caller-controlled fields, and ``args`` after ``agi_threadid`` (see
+    :class:`EnvParser`). The other fields may be forged by a caller: the call handler reads
+    them from Asterisk. ``anomalies`` are the lines the parser did not believe.
     """
 
     script: str
@@ -296,9 +404,11 @@ class AgiRequest:
     request: str
     accountcode: str
     env: Mapping[str, str] = field(repr=False)
+    anomalies: tuple[EnvAnomaly, ...] = field(default=(), repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AgiRequest:
+        """Build the request; an :class:`AgiEnv` from :class:`EnvParser` brings its anomalies."""
         script_full = env.get("agi_network_script", "")
         script, _, qs = script_full.partition("?")
         query = dict(parse_qsl(qs, keep_blank_values=True))
@@ -324,7 +434,13 @@ class AgiRequest:
             request=env.get("agi_request", ""),
             accountcode=env.get("agi_accountcode", ""),
             env=MappingProxyType(dict(env)),
+            anomalies=env.anomalies if isinstance(env, AgiEnv) else (),
         )
+
+    @property
+    def tampered(self) -> bool:
+        """True when the block held lines that were not believed (see ``anomalies``)."""
+        return bool(self.anomalies)
 
 
 # --------------------------------------------------------------------------- responses

@@ -50,6 +50,12 @@ class ChannelSpec:
     does); ``None`` omits ``agi_network_script``. ``request`` overrides the whole
     ``agi_request`` URL (by default built from the address connected to). ``callingpres``
     defaults to 67 for an unknown caller id and 0 otherwise, as captured.
+
+    ``callerid``, ``calleridname``, ``dnid`` and ``rdnis`` come from the far end and may hold
+    CR and LF: the request block carries them raw, as Asterisk writes them (a line break forges
+    further ``agi_*`` lines). A lone surrogate (``b.decode("utf-8", "surrogateescape")``)
+    stands for a byte that is not UTF-8 and is sent as that byte. No field may hold NUL
+    (Asterisk's strings are C strings); the other fields refuse CR and LF too.
     """
 
     channel: str = "Local/100@test-00000000;2"
@@ -73,11 +79,12 @@ class ChannelSpec:
     answered: bool = False
 
     def __post_init__(self) -> None:
+        for v in (self.callerid, self.calleridname, self.dnid, self.rdnis):
+            if "\0" in v:
+                raise ValueError(f"caller field {v!r} contains NUL (a C string cannot)")
         values = [
             self.channel,
             self.uniqueid,
-            self.callerid,
-            self.calleridname,
             self.context,
             self.extension,
             self.language,
@@ -121,11 +128,20 @@ def env_block(spec: ChannelSpec, request: str) -> bytes:
         f"agi_threadid: {spec.threadid}",
     ]
     lines += [f"agi_arg_{i}: {a}" for i, a in enumerate(spec.args, 1)]
-    return ("\n".join(lines) + "\n\n").encode()
+    return ("\n".join(lines) + "\n\n").encode("utf-8", "surrogateescape")
 
 
 # -- small parsers Asterisk applies -----------------------------------------------------------------
 MAX_ARGS = 128
+_C_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+              "\v": "\\v", "\\": "\\\\", "'": "\\'", '"': '\\"', "?": "\\?"}  # fmt: skip
+
+
+def escape_c(text: str) -> str:
+    """``ast_escape_c``: how AMI channel snapshots carry a caller ID name (a line break in it
+    cannot split the event). The emulator escapes the number the same way: the fake AMI
+    server refuses CR and LF in any header."""
+    return "".join(_C_ESCAPES.get(ch, ch) for ch in text)
 
 
 def parse_args(line: str) -> list[str]:
@@ -213,6 +229,9 @@ class EmulatedChannel:
         self.variables: dict[str, str] = dict(spec.variables)
         self.event_sink = event_sink
         self.events: list[tuple[float, str, dict[str, str]]] = []
+        self.warnings: list[str] = []
+        """What Asterisk would log at WARNING for this channel's dialplan functions, e.g.
+        ``func_base64.c: Syntax: BASE64_ENCODE(<data>) - missing argument!``."""
         self.softhangup: str | None = None  # "hangup" | "redirect"
         self.hangup_cause = 0
         self.redirect_target: tuple[str, str, int] | None = None
@@ -306,8 +325,12 @@ class EmulatedChannel:
 
     def get_variable(self, name: str) -> str | None:
         """``pbx_retrieve_variable``: builtins first, then channel variables; ``NAME(...)`` is a
-        dialplan function (CHANNEL, CALLERID, UUID, LEN, BASE64_ENCODE/DECODE)."""
-        if name.endswith(")"):
+        dialplan function (CHANNEL, CALLERID, UUID, LEN, BASE64_ENCODE/DECODE).
+
+        As in Asterisk, CALLERID(num/name/dnid/rdnis) of an unset caller ID is ``""`` (the
+        request block says ``unknown``), and BASE64_ENCODE/DECODE of an empty argument fail
+        and log ``Syntax: BASE64_ENCODE(<data>) - missing argument!`` (:attr:`warnings`)."""
+        if "(" in name:  # parse_variable_name: any '(' makes it a function call
             return self._function(name)
         builtin = {
             "CHANNEL": self.name,
@@ -320,7 +343,10 @@ class EmulatedChannel:
         return builtin.get(name, self.variables.get(name))
 
     def _function(self, expr: str) -> str | None:
-        fname, _, arg = expr[:-1].partition("(")
+        # func_args: the argument runs from the first '(' to the last ')' (or to the end)
+        fname, _, arg = expr.partition("(")
+        if ")" in arg:
+            arg = arg[: arg.rindex(")")]
         fname, key = fname.strip().upper(), arg.strip().lower()
         if fname == "CHANNEL":
             return {
@@ -329,18 +355,29 @@ class EmulatedChannel:
                 "uniqueid": self.uniqueid,
                 "linkedid": self.linkedid,
                 "language": self.spec.language,
+                "accountcode": self.spec.accountcode,
                 "context": self.context,
                 "exten": self.exten,
             }.get(key)
         if fname == "CALLERID":
-            num, nm = self.spec.callerid, self.spec.calleridname
-            return {"num": num, "name": nm, "all": f'"{nm}" <{num}>'}.get(key)
+            spec = self.spec
+            num, nm, dnid, rdnis = (
+                "" if v == "unknown" else v
+                for v in (spec.callerid, spec.calleridname, spec.dnid, spec.rdnis)
+            )
+            return {
+                "num": num, "name": nm, "all": f'"{nm}" <{num}>', "dnid": dnid, "rdnis": rdnis,
+            }.get(key)  # fmt: skip
         if fname == "UUID":
             return str(uuid_mod.uuid4())
         if fname == "LEN":
             return str(len(arg))
+        if fname in ("BASE64_ENCODE", "BASE64_DECODE") and not arg:
+            # func_base64.c base64_helper: ast_strlen_zero(data) -> LOG_WARNING, return -1
+            self.warnings.append(f"func_base64.c: Syntax: {fname}(<data>) - missing argument!")
+            return None
         if fname == "BASE64_ENCODE":
-            return base64.b64encode(arg.encode()).decode()
+            return base64.b64encode(arg.encode("utf-8", "surrogateescape")).decode()
         if fname == "BASE64_DECODE":
             return base64.b64decode(arg.encode() + b"==").decode("utf-8", "replace")
         return None
@@ -394,8 +431,8 @@ class EmulatedChannel:
             "Channel": self.name,
             "ChannelState": str(self.state),
             "ChannelStateDesc": STATE_DESC.get(self.state, "Unknown"),
-            "CallerIDNum": num if num not in ("", "unknown") else "<unknown>",
-            "CallerIDName": name if name not in ("", "unknown") else "<unknown>",
+            "CallerIDNum": escape_c(num) if num not in ("", "unknown") else "<unknown>",
+            "CallerIDName": escape_c(name) if name not in ("", "unknown") else "<unknown>",
             "ConnectedLineNum": "<unknown>",
             "ConnectedLineName": "<unknown>",
             "Language": self.spec.language,
@@ -452,6 +489,7 @@ __all__ = [
     "ast_false",
     "ast_true",
     "env_block",
+    "escape_c",
     "is_libuuid",
     "parse_args",
     "parse_hostport",
