@@ -7,8 +7,9 @@ Two layers, kept apart so the second can be tested with plain booleans:
   line noise and even digital silence "speech" now and then.
 * :class:`TurnDetector` is a pure state machine over those per-frame decisions: it declares
   when the caller started speaking (after ``start_ms`` of consecutive voiced frames) and when
-  the utterance ended (after ``end_ms`` of unvoiced frames), and hands back the utterance audio
-  for speech-to-text. It keeps no clock of its own; the caller passes each frame's time.
+  the utterance ended (after ``end_ms`` of unvoiced frames, or of frame time: a leg that loses
+  or suppresses frames still ends on the clock), and hands back the utterance audio for
+  speech-to-text. It keeps no clock of its own; the caller passes each frame's time.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ POST_ROLL_MS = 200
 """Unvoiced audio kept after the last voiced frame (the rest of the hangover is dropped)."""
 MAX_UTTERANCE_MS = 30_000
 """An utterance is cut (ended) after this long, so one monologue cannot grow without bound."""
+_EPS = 1e-9  # frame times are t0 + k * 0.02: tolerate float rounding
 
 
 def _check_frame(frame: bytes) -> None:
@@ -98,7 +100,9 @@ class TurnDetector:
     Idle: a run of consecutive voiced frames lasting ``cfg.start_ms`` declares
     :class:`SpeechStarted` (a shorter run, a click or a cough, is forgotten). In speech:
     ``cfg.end_ms`` of consecutive unvoiced frames declares :class:`SpeechEnded` and returns to
-    idle; so does an utterance reaching :data:`MAX_UTTERANCE_MS`. Pure: no I/O, no clock.
+    idle, and so does an unvoiced frame stamped ``cfg.end_ms`` or more after the last voiced
+    one (frames lost or suppressed on the way do not stretch the hangover); so does an
+    utterance reaching :data:`MAX_UTTERANCE_MS`. Pure: no I/O, no clock.
     """
 
     def __init__(self, cfg: VadConfig, *, max_utterance_ms: int = MAX_UTTERANCE_MS) -> None:
@@ -109,6 +113,7 @@ class TurnDetector:
             )
         self._start_frames = -(-cfg.start_ms // FRAME_MS)
         self._end_frames = -(-cfg.end_ms // FRAME_MS)
+        self._end_seconds = self._end_frames * FRAME_SECONDS
         self._max_frames = max(1, max_utterance_ms // FRAME_MS)
         self._pre_roll_frames = PRE_ROLL_MS // FRAME_MS
         self._post_roll_frames = POST_ROLL_MS // FRAME_MS
@@ -142,8 +147,9 @@ class TurnDetector:
     def push(self, is_speech: bool, frame: bytes, t: float) -> list[TurnEvent]:
         """Feed one frame, its speech decision and its start time; returns the events it causes.
 
-        Frames must be pushed in order, every 20 ms of audio. Raises ValueError if ``frame`` is
-        not exactly one 320-byte slin frame.
+        Frames must be pushed in order, every 20 ms of audio, with non-decreasing times (gaps in
+        the times count as unvoiced time for the end of speech). Raises ValueError if ``frame``
+        is not exactly one 320-byte slin frame.
         """
         _check_frame(frame)
         if self._in_speech:
@@ -178,7 +184,8 @@ class TurnDetector:
             self._t_last_voiced = t
         else:
             self._unvoiced_run += 1
-        if self._unvoiced_run >= self._end_frames or len(self._frames) >= self._max_frames:
+        if (self._unvoiced_run >= self._end_frames or len(self._frames) >= self._max_frames
+                or (not is_speech and t - self._t_last_voiced >= self._end_seconds - _EPS)):
             return [self._end()]
         return []
 

@@ -34,7 +34,8 @@ from ..tools.spec import (
     decode_arguments,
 )
 from ..tools.webhook import call_webhook
-from .inbound import CallerAudio, CallerDtmf, DropOldestQueue, StreamClosed
+from .gaps import GapFiller
+from .inbound import CallerAudio, CallerDtmf, DropOldestQueue, InboundEvent, StreamClosed
 from .playout import LATENESS_BINS_MS, Playout, PlayoutFull
 from .records import CallRecord, ToolAction, wall_clock
 
@@ -93,6 +94,8 @@ class MediaSession:
         self._closed = trio.Event()
         self._transfer_pending = ""
         self._pcm_rest = bytearray()
+        self._gaps = GapFiller(0.0)
+        """The caller's 20 ms grid on the clock (restarted at the session start in run())."""
         self._last_dtmf: tuple[str, str, float] | None = None
         self.apology = apology
         """slin 8 kHz said before a mid-call fail-over (rendered once per process)."""
@@ -115,6 +118,7 @@ class MediaSession:
         from .inbound import read_inbound
 
         self._t0 = trio.current_time()
+        self._gaps = GapFiller(self._t0)
         self.playout = Playout(stream.send_all, self.fmt, max_seconds=self.playout_seconds,
                                lead_frames=self.lead_frames)
         try:
@@ -168,16 +172,52 @@ class MediaSession:
     # -- inbound -------------------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        """Consume the reader's events until the caller leg closes (start it in ``_start``)."""
+        """Consume the reader's events until the caller leg closes (start it in ``_start``).
+
+        The caller's time runs on the clock, not on the arrival of frames: a leg with silence
+        suppression or DTX (or a Local channel in ``Wait()``) sends nothing while the caller is
+        quiet. When no caller audio came for :data:`~.gaps.GAP_TOLERANCE` (from the session
+        start or the last audio), silent frames stamped with their 20 ms grid times go through
+        :meth:`_on_frame` up to now, then one every 20 ms until real audio arrives: the VAD,
+        the turn detector, a streaming STT and a speech-to-speech provider all hear the silence,
+        so the turn ends, no-input reprompts and the call times out. A leg that never sends
+        costs one wake-up per 20 ms. Cancellation stops it (nothing is held).
+        """
+        gaps = self._gaps
+        yielded = False
         while True:
-            ev = await self.queue.get()
-            if isinstance(ev, CallerAudio):
+            ev: InboundEvent | None = None
+            # Queued events are returned without waiting, so a past deadline never loses one.
+            with trio.move_on_at(gaps.deadline):
+                ev = await self.queue.get()
+            if ev is None and not yielded:
+                # One scheduling round first: if this loop was stalled, the reader woke in the
+                # same instant and puts what arrived meanwhile; that audio, not silence, then
+                # covers the time (no double count).
+                yielded = True
+                await trio.lowlevel.checkpoint()
+                continue
+            yielded = False
+            if ev is None:
+                self._fill_gap(gaps.due(trio.current_time()))
+            elif isinstance(ev, CallerAudio):
+                gaps.heard(ev.t)
                 self._on_audio(ev)
             elif isinstance(ev, CallerDtmf):
                 self._on_dtmf(ev.digit, ev.source, ev.t)
             elif isinstance(ev, StreamClosed):
                 self._stream_closed(ev)
                 return
+
+    def _fill_gap(self, slots: list[float]) -> None:
+        """Silent caller frames for the grid ``slots`` no audio arrived for (slin 8 kHz, as
+        every frame reaching :meth:`_on_frame` is, whatever the leg's codec)."""
+        for t in slots:
+            frame = bytes(FRAME_BYTES)
+            if self._pcm_rest:  # the tail of a short or 30 ms message: completed with silence
+                frame = bytes(self._pcm_rest) + frame[len(self._pcm_rest):]
+                self._pcm_rest.clear()
+            self._on_frame(frame, t)
 
     def _on_audio(self, ev: CallerAudio) -> None:
         # Asterisk sends one message per channel voice frame: usually 20 ms, but 30 ms ptime
@@ -192,7 +232,8 @@ class MediaSession:
             self._on_frame(frame, ev.t)
 
     def _on_frame(self, frame: bytes, t: float) -> None:
-        """One 20 ms slin 8 kHz caller frame that arrived at trio time ``t``."""
+        """One 20 ms slin 8 kHz caller frame that arrived at trio time ``t``, or a silent one
+        for the grid slot ``t`` of a gap in the caller's audio (:meth:`_listen`)."""
         raise NotImplementedError
 
     def deliver_control(self, msg: object) -> None:
@@ -376,3 +417,4 @@ class MediaSession:
                                                st.lateness_hist, strict=True)),
                      "flushes": st.flushes, "frames_flushed": st.frames_flushed}
         r.caller_frames_dropped = self.queue.dropped
+        r.caller_frames_filled = self._gaps.filled
