@@ -54,7 +54,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for a in cfg.assistants:
         dests = ", ".join(f"{k}={d.context},{d.exten},{d.priority}" for k, d in a.destinations)
         print(f"  assistant {a.name}: provider={a.provider} stt={a.stt.engine} tts={a.tts.engine} "
-              f"format={a.audio_format} intents={len(a.brain.intents)} dtmf={len(a.brain.dtmf)}")
+              f"format={a.audio_format} path={a.media_path} intents={len(a.brain.intents)} "
+              f"dtmf={len(a.brain.dtmf)}")
+        if a.media_path == "dial":
+            print(f"    media: EXEC Dial \"AudioSocket/{cfg.audiosocket_address}/<uuid>/"
+                  f"c({a.audio_format}),...\" (caller audio arrives as {a.audio_format})")
+        else:
+            print(f"    media: EXEC AudioSocket \"<uuid>,{cfg.audiosocket_address}\" (slin 8 kHz)")
         print(f"    destinations: {dests or '(none)'}")
     return 0
 

@@ -3,8 +3,9 @@
 Flow: env block (with a timeout) -> the call's identity and AI_* inputs read from Asterisk (one
 ``GET FULL VARIABLE``; the env block is caller-forgeable, see :mod:`.identity`) -> routing ->
 offer over the control link
--> ANSWER if needed -> ``EXEC AudioSocket "<uuid>,<host:port>"`` (blocks for the conversation)
--> outcome variables. Any failure before the conversation sets ``AI_STATUS=FAILED`` and
+-> ANSWER if needed -> ``EXEC AudioSocket "<uuid>,<host:port>"`` for a slin assistant, or
+``EXEC Dial "AudioSocket/<host:port>/<uuid>/c(<codec>),5,g"`` for a ulaw, alaw or slin16 one
+(either blocks for the conversation) -> outcome variables. Any failure before the conversation sets ``AI_STATUS=FAILED`` and
 ``AI_REASON`` at once and returns, so the dialplan falls through to its fallback: a caller never
 sits in dead air because a component is down.
 """
@@ -81,6 +82,31 @@ VERDICT_WAIT_SECONDS = 1.0
 0.3 s after a hangup (its verdict is then only CALLER_HANGUP). The sidecar's
 ``OUTCOME_WAIT_SECONDS`` covers this plus ``calls.DISPOSITION_WAIT_SECONDS``."""
 HANGUP_VERDICT_WAIT_SECONDS = 0.3
+
+DIAL_ANSWER_TIMEOUT_SECONDS = 5
+"""Dial's answer timeout for the AudioSocket leg. chan_audiosocket connects to the sidecar
+(bounded at 2 s) while Dial requests the channel and answers as soon as it is called, so this
+only ends a leg that never answers (DIALSTATUS=NOANSWER, AI_STATUS=FAILED) instead of leaving
+the caller in silence."""
+DIAL_COULD_NOT_CONNECT = ("CHANUNAVAIL", "CONGESTION")
+"""DIALSTATUS when no AudioSocket channel could be made: chan_audiosocket failed to connect to
+the sidecar (or to parse the UUID or codec), cause 38 -> CHANUNAVAIL."""
+_FORMAT_NAME = re.compile(r"^[a-z][a-z0-9]{1,15}$")
+
+
+def audiosocket_dial(audio_format: str, uuid: str, address: str) -> str:
+    """The argument of ``EXEC Dial`` that bridges the caller to an AudioSocket channel
+    carrying ``audio_format`` (an Asterisk format name: ulaw, alaw, slin16) both ways.
+
+    ``AudioSocket/<host:port>/<uuid>/c(<format>)`` is the channel (chan_audiosocket splits its
+    resource on ``/``), then the answer timeout, then ``g``: go on (back to this AGI, Dial
+    returns 0) when the AudioSocket leg hangs up, the way the AudioSocket() application
+    returns when the sidecar ends the session. Quoting for AGI is ``cmd_exec``'s job.
+    Raises ValueError for a format name that is not one.
+    """
+    if not _FORMAT_NAME.match(audio_format):
+        raise ValueError(f"{audio_format!r} is not an Asterisk format name")
+    return f"AudioSocket/{address}/{uuid}/c({audio_format}),{DIAL_ANSWER_TIMEOUT_SECONDS},g"
 
 
 class AgiCallHandler:
@@ -248,10 +274,22 @@ class AgiCallHandler:
         if await conn.channel_status() != CHANNEL_UP and self.cfg.fastagi.answer:
             await conn.answer()
         setup_ms = (time.perf_counter() - t_start) * 1000
-        result = await conn.exec("AudioSocket", f"{tracked.uuid},{self.cfg.audiosocket_address}")
-        verdict = await self.control.wait_ended(
-            tracked.uuid, VERDICT_WAIT_SECONDS if result == 0 else HANGUP_VERDICT_WAIT_SECONDS)
-        out = AgiOutcome("FAILED", uuid=tracked.uuid, assistant=tracked.assistant.name,
+        assistant, address = tracked.assistant, self.cfg.audiosocket_address
+        dialstatus: str | None = None  # None: the AudioSocket() application served the call
+        if assistant.media_path == "dial":
+            # The caller's codec straight through: Asterisk bridges the caller to an
+            # AudioSocket channel; Dial blocks like the application does, and DIALSTATUS says
+            # whether that channel ever connected to the sidecar.
+            result = await conn.exec(
+                "Dial", audiosocket_dial(assistant.audio_format, tracked.uuid, address))
+            dialstatus = await conn.get_variable("DIALSTATUS") or ""
+        else:
+            result = await conn.exec("AudioSocket", f"{tracked.uuid},{address}")
+        verdict = None
+        if dialstatus in (None, "ANSWER"):  # a leg that never connected has no verdict coming
+            verdict = await self.control.wait_ended(
+                tracked.uuid, VERDICT_WAIT_SECONDS if result == 0 else HANGUP_VERDICT_WAIT_SECONDS)
+        out = AgiOutcome("FAILED", uuid=tracked.uuid, assistant=assistant.name,
                          setup_ms=round(setup_ms, 3))
         if tracked.redirected_to:
             out.status, out.transfer_to = "TRANSFERRED", tracked.redirected_to
@@ -261,7 +299,12 @@ class AgiCallHandler:
             out.transfer_to, out.summary = verdict.transfer_to, verdict.summary
         elif conn.hung_up:
             out.status, out.reason = "CALLER_HANGUP", "channel hung up"
-        elif result == -1:
+        elif dialstatus in DIAL_COULD_NOT_CONNECT:
+            out.reason = (f"Dial(AudioSocket/...) could not connect to the media sidecar "
+                          f"(DIALSTATUS={dialstatus})")
+        elif dialstatus not in (None, "ANSWER"):
+            out.reason = f"Dial(AudioSocket/...) ended with DIALSTATUS={dialstatus or '(unset)'}"
+        elif result == -1 and dialstatus is None:
             out.reason = "AudioSocket could not connect to the media sidecar"
         else:
             out.reason = "the media sidecar gave no verdict"

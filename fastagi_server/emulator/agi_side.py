@@ -12,7 +12,10 @@ It connects to a FastAGI server, sends the request block byte for byte as Asteri
   ``AGISIGHUP=no``; ``AGIEXITONHANGUP=yes`` sends it twice and closes; when the server closes,
   the post-loop ``HANGUP`` (A5);
 * ``EXEC AudioSocket "uuid,host:port"`` blocks for the whole AudioSocket session
-  (:mod:`.audiosocket_side`) and answers with the app's return value.
+  (:mod:`.audiosocket_side`) and answers with the app's return value;
+* ``EXEC Dial "AudioSocket/host:port/uuid/c(codec),timeout,g"`` bridges the caller to an
+  AudioSocket channel (chan_audiosocket): the caller's frames in that codec, ``DIALSTATUS``
+  set, ``CHANUNAVAIL`` when the channel cannot connect (see :meth:`AgiSession._dial`).
 
 The channel is an :class:`EmulatedChannel` built from a :class:`ChannelSpec`; AMI glue drives it
 with :meth:`EmulatedChannel.hangup`, :meth:`~EmulatedChannel.redirect` and
@@ -23,6 +26,8 @@ redirect, come only after the AGI connection closed (A1, A2, A3).
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -32,6 +37,7 @@ from fastagi_server.emulator.audiosocket_side import (
     AudioSocketConfig,
     AudioSocketResult,
     AudioSocketSession,
+    CallerCodec,
 )
 from fastagi_server.emulator.caller import CallerPlayer
 from fastagi_server.emulator.channel import (
@@ -427,6 +433,8 @@ class AgiSession:
         ch = self.channel
         if app == "audiosocket":
             return await self._audiosocket(data)
+        if app == "dial":
+            return await self._dial(data)
         if app == "wait":
             return await self._wait(data)
         if app in ("noop", "verbose", "log"):
@@ -507,6 +515,101 @@ class AgiSession:
             ch.detach_audio(session)
         self.result.audiosocket.append(result)
         return result.result_code
+
+
+    async def _dial(self, data: str) -> int:
+        """``Dial(AudioSocket/host:port/uuid[/c(codec)],timeout,options)`` as app_dial.c and
+        chan_audiosocket.c run it under EXEC, for one AudioSocket destination.
+
+        Requesting the channel parses the UUID and codec and connects to the server (2 s), all
+        before anything is dialled: any failure there is cause 38, ``DIALSTATUS=CHANUNAVAIL``,
+        Dial returns 0 and the caller is left alone. Then the channel is called (it answers at
+        once: the UUID frame goes out first), the caller is answered if it was not, and the two
+        are bridged until one leaves (``DIALSTATUS=ANSWER`` either way):
+
+        * the AudioSocket leg hangs up (the server sent ``00 00 00``, closed, or broke the
+          protocol): with ``g`` Dial returns 0 (the AGI goes on), without it -1;
+        * the caller hangs up, or an AMI Redirect takes it out of the bridge: -1, and AGI sees
+          ``HANGUP`` as with the application.
+
+        Caller frames go out in the leg's codec (``c()``, else the caller's own:
+        ``audiosocket_config.caller_codec``): G.711 160 bytes as kind ``0x10``, slin16 640
+        bytes as ``0x12``. What the server sends is read as Asterisk reads it, kind ``0x10`` as
+        slin 8 kHz whatever the leg's codec. The channel driver has no 2 s idle timeout. Other
+        channel technologies, several destinations and codecs the emulator cannot play are
+        listed in ``result.unsupported`` and give ``CHANUNAVAIL``.
+        """
+        ch = self.channel
+        args = _split_app_args(data)
+        dest, options = args[0], (args[2] if len(args) > 2 else "")
+        if ch.soft_hungup:  # app_dial: the caller hung up before anything was dialled
+            ch.set_variable("DIALSTATUS", "CANCEL")
+            return -1
+        tech, _, resource = dest.partition("/")
+        if tech.lower() != "audiosocket" or "&" in dest:
+            self.result.unsupported.append(f"Dial({data})")
+            ch.set_variable("DIALSTATUS", "CHANUNAVAIL")
+            return 0
+        server, _, rest = resource.partition("/")
+        ident, _, chan_options = rest.partition("/")
+        addr = parse_hostport(server)
+        codec_opt = re.search(r"c\(([^)]*)\)", chan_options)
+        name = codec_opt.group(1).lower() if codec_opt else self._caller_codec()
+        codec = _DIAL_CODECS.get(name)
+        if codec is None:
+            self.result.unsupported.append(f"Dial({data}): codec {name!r}")
+        stream = None
+        if addr is not None and is_libuuid(ident) and codec is not None:
+            try:
+                with trio.fail_after(AUDIOSOCKET_CONNECT_TIMEOUT):
+                    stream = await self._connect(*addr)
+            except (OSError, trio.TooSlowError):
+                stream = None
+        if stream is None or codec is None:  # "Unable to create channel of type 'AudioSocket'"
+            ch.set_variable("DIALSTATUS", "CHANUNAVAIL")
+            return 0
+        ch.answer()  # the AudioSocket channel answered; the bridge answers the caller
+        base = self._as_config or AudioSocketConfig()
+        config = dataclasses.replace(base, caller_codec=codec, agent_codec="slin",
+                                     idle_timeout=None)
+        session = AudioSocketSession(
+            stream, ident, caller=self._caller, config=config, on_action=ch.apply_caller_action
+        )
+        ch.attach_audio(session)
+        try:
+            result = await session.run()
+        finally:
+            ch.detach_audio(session)
+        self.result.audiosocket.append(result)
+        ch.set_variable("DIALSTATUS", "ANSWER")
+        if result.closed_by in ("caller_hangup", "redirect"):
+            return -1
+        return 0 if "g" in re.sub(r"\([^)]*\)", "", options) else -1
+
+    def _caller_codec(self) -> str:
+        """The caller's own format: what Dial without ``c()`` gives the AudioSocket leg."""
+        return self._as_config.caller_codec if self._as_config is not None else "slin"
+
+
+_DIAL_CODECS: dict[str, CallerCodec] = {"slin": "slin", "slin16": "slin16", "ulaw": "ulaw",
+                                        "alaw": "alaw"}
+"""Formats the emulated AudioSocket channel can carry (``c(...)``)."""
+
+
+def _split_app_args(data: str) -> list[str]:
+    """``AST_STANDARD_APP_ARGS``: split on commas outside parentheses (``c(ulaw)`` is one)."""
+    out: list[str] = []
+    cur: list[str] = []
+    depth = 0
+    for ch in data:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth <= 0:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur))
+    return out
 
 
 async def _tcp_connect(host: str, port: int) -> trio.abc.Stream:

@@ -6,7 +6,8 @@ Works over any :class:`trio.abc.Stream`: a TCP stream to the sidecar, or one end
 
 * sends the UUID frame (``0x01``) first; then one caller frame every 20 ms on an absolute
   deadline schedule from the UUID send time (the first at +20 ms, as captured): slin 320 bytes,
-  or G.711 160 bytes still labelled kind ``0x10`` as ``Dial(AudioSocket/...c(ulaw))`` does;
+  or G.711 160 bytes still labelled kind ``0x10`` as ``Dial(AudioSocket/...c(ulaw))`` does, or
+  slin16 640 bytes as kind ``0x12`` as ``Dial(AudioSocket/...c(slin16))`` does (22.7+);
   silence when the caller script is quiet (a real phone keeps sending RTP) unless
   ``send_silence=False`` (a far end that sends nothing, as a Local channel in ``Wait()``);
 * DTMF as ``03 00 01 <digit>``, sent in the tick the script or AMI asked for it;
@@ -29,7 +30,7 @@ import uuid as uuid_mod
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import trio
@@ -53,7 +54,11 @@ from media_sidecar.protocol.audiosocket import (
     encode_uuid,
 )
 
-CallerCodec = Literal["slin", "ulaw", "alaw"]
+if TYPE_CHECKING:
+    from media_sidecar.dsp.resample import Resampler
+
+CallerCodec = Literal["slin", "ulaw", "alaw", "slin16"]
+_G711 = ("ulaw", "alaw")
 ClosedBy = Literal[
     "sidecar_hangup",  # 00 00 00 -> 0
     "sidecar_eof",  # the sidecar closed -> 0
@@ -131,7 +136,7 @@ class AudioSocketResult:
 
 def agent_samples(frame: Frame, codec: CallerCodec = "slin") -> np.ndarray:
     """The int16 8 kHz samples of one audio frame from the sidecar (resampled if not 8 kHz)."""
-    if frame.kind == Kind.AUDIO and codec != "slin":
+    if frame.kind == Kind.AUDIO and codec in _G711:
         from media_sidecar.dsp import g711  # lazy: only G.711 legs need it
 
         return (
@@ -161,7 +166,7 @@ def _raw(msg: Message) -> tuple[int, bytes]:
 
 
 def _frame_seconds(kind: int, payload_len: int, codec: CallerCodec) -> float:
-    width = 1 if (kind == Kind.AUDIO and codec != "slin") else 2
+    width = 1 if (kind == Kind.AUDIO and codec in _G711) else 2
     return payload_len / width / AUDIO_KIND_RATES[kind]
 
 
@@ -197,6 +202,8 @@ class AudioSocketSession:
         self._playout_end = -math.inf
         self._write_error: str | None = None
         self._reader_done = trio.Event()
+        self._up: Resampler | None = None
+        self._up_buf = np.zeros(0, dtype=np.int16)
         self.result = AudioSocketResult(
             str(self._uuid),
             agent_codec=self.config.agent_codec,
@@ -292,7 +299,8 @@ class AudioSocketSession:
             pcm = bytes(FRAME_BYTES)
         if pcm is not None:
             payload = self._encode_caller(pcm)
-            if not await self._send(encode_audio(payload), int(Kind.AUDIO), payload):
+            kind = int(Kind.AUDIO_SLIN16 if self.config.caller_codec == "slin16" else Kind.AUDIO)
+            if not await self._send(encode_audio(payload, kind), kind, payload):
                 return False
             self._last_caller = now
             self._activity.set()
@@ -312,9 +320,25 @@ class AudioSocketSession:
         codec = self.config.caller_codec
         if codec == "slin":
             return pcm
+        if codec == "slin16":
+            return self._upsample(pcm)
         from media_sidecar.dsp import g711  # lazy: only G.711 legs need it
 
         return g711.ulaw_encode(pcm) if codec == "ulaw" else g711.alaw_encode(pcm)
+
+    def _upsample(self, pcm: bytes) -> bytes:
+        """One 8 kHz caller frame as one 640-byte slin16 frame (a stateful resampler; its
+        start-up delay is filled with silence so every frame is whole)."""
+        from media_sidecar.dsp.resample import Resampler  # lazy: only slin16 legs need it
+
+        if self._up is None:
+            self._up = Resampler(SAMPLE_RATE, 16000)
+        out = np.concatenate([self._up_buf, self._up.process(np.frombuffer(pcm, dtype="<i2"))])
+        want = len(pcm)  # bytes of 8 kHz = samples of 16 kHz
+        if len(out) < want:
+            out = np.concatenate([np.zeros(want - len(out), dtype=np.int16), out])
+        self._up_buf = out[want:]
+        return out[:want].astype("<i2").tobytes()
 
     async def _reader(self) -> None:
         try:

@@ -1,8 +1,9 @@
 """One emulated call end to end: the AGI session, its AudioSocket sessions, the scripted caller.
 
 :func:`run_call` is what the test-suite and ``agi-voice call`` use: it dials the FastAGI server
-like ``AGI(agi://host:port/...)``; the server's ``EXEC AudioSocket "uuid,host:port"`` makes the
-emulator connect to the sidecar it named and play the :class:`CallerScript` there. While no
+like ``AGI(agi://host:port/...)``; the server's ``EXEC AudioSocket "uuid,host:port"`` (or
+``EXEC Dial "AudioSocket/host:port/uuid/c(codec),..."``) makes the emulator connect to the
+sidecar it named and play the :class:`CallerScript` there. While no
 AudioSocket is up, the runner still fires the script's timed hangup, redirect and AMI DTMF.
 
 With ``ami=`` (a :class:`~fastagi_server.emulator.ami_server.FakeAmiServer`) the channel is

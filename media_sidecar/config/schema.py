@@ -385,8 +385,10 @@ class AssistantConfig:
     (speech to speech), or ``echo``."""
     language: str = "en"
     audio_format: str = "slin"
-    """The call's AudioSocket payload codec: slin (AudioSocket() app), or ulaw/alaw/slin16 when
-    the dialplan used Dial(AudioSocket/...,c(...))."""
+    """The call's AudioSocket payload codec (an Asterisk format name): ``slin`` (the
+    AudioSocket() application, always slin 8 kHz), or ``ulaw``/``alaw``/``slin16``, which the
+    FastAGI server connects with ``Dial(AudioSocket/host:port/uuid/c(<format>))`` so the
+    caller's codec reaches the sidecar as it is (see :attr:`media_path`)."""
     stt: SttConfig = SttConfig()
     tts: TtsConfig = TtsConfig()
     llm: LlmConfig = LlmConfig()
@@ -420,6 +422,13 @@ class AssistantConfig:
     fallback_destination: str = ""
     """Where a failing call goes (a destinations key); empty ends the call with AI_STATUS."""
     max_call_seconds: float = 900.0
+
+    @property
+    def media_path(self) -> Literal["app", "dial"]:
+        """How Asterisk joins the call to the sidecar: ``app`` (``EXEC AudioSocket``, slin
+        8 kHz) or ``dial`` (``EXEC Dial "AudioSocket/...c(<audio_format>)..."``, any other
+        format)."""
+        return "app" if self.audio_format == "slin" else "dial"
 
     @property
     def is_pipeline(self) -> bool:

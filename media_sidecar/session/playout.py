@@ -13,8 +13,12 @@ dropped), and the AudioSocket() app hangs up after 2 s without frames, so:
 - the hand-back frame ``00 00 00`` is sent by the writer itself, after the last audio frame, so
   nothing can interleave with it.
 
-Audio inside the playout is slin 8 kHz; the per-call :class:`AudioFormat` decides the wire
-payload (slin, or G.711 when the dialplan used ``Dial(AudioSocket/...,c(ulaw))``).
+Audio inside the playout is slin 8 kHz, and so is every frame it sends (kind ``0x10``, 320
+bytes), whatever the call's :class:`AudioFormat`: Asterisk reads kind ``0x10`` as slin 8 kHz
+on every leg (``res_audiosocket.c``: ``KIND_AUDIO -> ast_format_slin``), so mu-law or A-law
+payloads sent back on a ``Dial(AudioSocket/...c(ulaw))`` leg would play as noise; Asterisk
+translates slin to the caller's codec itself. The link is asymmetric: what the call's format
+decides is only how the caller's audio arrives (see ``session.inbound``).
 """
 
 from __future__ import annotations
@@ -26,12 +30,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import trio
 
 from ..constants import FRAME_BYTES, FRAME_SECONDS
-from ..dsp import g711
-from ..protocol.audiosocket import AudioFormat, Codec, encode_audio, encode_hangup
+from ..protocol.audiosocket import AudioFormat, encode_audio, encode_hangup
 
 SendFn = Callable[[bytes], Awaitable[None]]
 SLIN8 = AudioFormat()
@@ -109,7 +111,7 @@ class Playout:
         lead_frames: int = 0,
     ) -> None:
         self._send = send
-        self._fmt = fmt
+        self._fmt = fmt  # the call's format; what goes out is slin 8 kHz on every leg
         self._max_frames = int(max_seconds / FRAME_SECONDS)
         self._lead = lead_frames * FRAME_SECONDS
         self._queue: deque[Segment] = deque()
@@ -272,11 +274,5 @@ class Playout:
             self._idle.set()
 
     def _encode(self, slin: bytes) -> bytes:
-        fmt = self._fmt
-        if fmt.codec is Codec.ULAW:
-            payload = g711.ulaw_encode(np.frombuffer(slin, dtype="<i2"))
-        elif fmt.codec is Codec.ALAW:
-            payload = g711.alaw_encode(np.frombuffer(slin, dtype="<i2"))
-        else:
-            payload = slin
-        return encode_audio(payload, fmt.wire_kind)
+        """One frame toward Asterisk: slin 8 kHz as kind ``0x10`` on every leg (see above)."""
+        return encode_audio(slin, SLIN8.wire_kind)

@@ -147,15 +147,22 @@ async def test_hand_back_after_queued_audio(autojump_clock):
     assert sum(isinstance(m, AudioMessage) and m.payload != bytes(FRAME_BYTES) for m in msgs) == 3
 
 
-async def test_ulaw_call_gets_ulaw_payloads(autojump_clock):
+@pytest.mark.parametrize("fmt", [AudioFormat(Codec.ULAW, 8000), AudioFormat(Codec.ALAW, 8000),
+                                 AudioFormat(Codec.SLIN, 16000)])
+async def test_every_leg_gets_slin_8khz_back(autojump_clock, fmt):
+    """Asterisk reads kind 0x10 as slin 8 kHz whatever the leg's codec (res_audiosocket.c), so
+    a Dial(AudioSocket/...c(ulaw|alaw|slin16)) leg gets slin 8 kHz back, as the app does."""
     wire = Wire()
-    p = Playout(wire.send, AudioFormat(Codec.ULAW, 8000))
+    p = Playout(wire.send, fmt)
     async with trio.open_nursery() as n:
         n.start_soon(p.run)
-        await trio.sleep(0.03)
+        p.enqueue(tone(1))
+        await trio.sleep(0.05)
         n.cancel_scope.cancel()
-    (t, msg), *_ = wire.frames()
-    assert msg.kind == 0x10 and msg.payload == b"\xff" * 160  # mu-law silence
+    (_, first), (_, second), *_ = wire.frames()
+    assert first.kind == second.kind == 0x10
+    assert len(first.payload) == len(second.payload) == 320
+    assert first.payload == tone(1)[:320]
 
 
 def test_bounded_buffer_refuses_more():
