@@ -12,6 +12,7 @@ sits in dead air because a component is down.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
@@ -82,6 +83,9 @@ VERDICT_WAIT_SECONDS = 1.0
 0.3 s after a hangup (its verdict is then only CALLER_HANGUP). The sidecar's
 ``OUTCOME_WAIT_SECONDS`` covers this plus ``calls.DISPOSITION_WAIT_SECONDS``."""
 HANGUP_VERDICT_WAIT_SECONDS = 0.3
+HANGUP_LINE_WAIT_SECONDS = 0.2
+"""After ``EXEC AudioSocket`` returned -1 with no verdict: how long to look for the ``HANGUP``
+line that tells a hangup from a failure to connect (it follows the result at once)."""
 
 DIAL_ANSWER_TIMEOUT_SECONDS = 5
 """Dial's answer timeout for the AudioSocket leg. chan_audiosocket connects to the sidecar
@@ -289,6 +293,15 @@ class AgiCallHandler:
         if dialstatus in (None, "ANSWER"):  # a leg that never connected has no verdict coming
             verdict = await self.control.wait_ended(
                 tracked.uuid, VERDICT_WAIT_SECONDS if result == 0 else HANGUP_VERDICT_WAIT_SECONDS)
+        if verdict is None and result == -1 and dialstatus is None and not conn.hung_up:
+            # -1 is also what a hangup gives. Asterisk then writes HANGUP right after the EXEC
+            # result, and nothing reads it until the next command: look for it before calling
+            # this a failure to connect. (The Dial path's GET VARIABLE has read it already.)
+            try:
+                async with asyncio.timeout(HANGUP_LINE_WAIT_SECONDS):
+                    await conn.wait_hangup()
+            except TimeoutError:
+                pass
         out = AgiOutcome("FAILED", uuid=tracked.uuid, assistant=assistant.name,
                          setup_ms=round(setup_ms, 3))
         if tracked.redirected_to:

@@ -206,7 +206,11 @@ async def test_provider_down_at_start_falls_back_and_dying_mid_call_spares_other
             async def place(dnid: str) -> None:
                 script = (CallerScript().speak_after_agent_quiet(tone(500, 0.8), quiet_ms=300)
                           .hangup(at=AgentQuiet(1500)))
-                results[dnid] = await stack.call(script, seconds=40, dnid=dnid)
+                # each call its own channel and uniqueid, as Asterisk gives them: the control
+                # plane tells calls apart by them (AMI events, redirects)
+                results[dnid] = await stack.call(script, seconds=40, dnid=dnid,
+                                                 channel=f"PJSIP/in-{dnid}",
+                                                 uniqueid=f"1795267900.{dnid}")
 
             async with trio.open_nursery() as calls:
                 for dnid in ("7001", "7002", "7003"):

@@ -14,7 +14,11 @@ import uuid as uuidlib
 import pytest
 import trio
 
-from fastagi_server.agi.handler import HANGUP_VERDICT_WAIT_SECONDS, VERDICT_WAIT_SECONDS
+from fastagi_server.agi.handler import (
+    HANGUP_LINE_WAIT_SECONDS,
+    HANGUP_VERDICT_WAIT_SECONDS,
+    VERDICT_WAIT_SECONDS,
+)
 from fastagi_server.calls import DISPOSITION_WAIT_SECONDS
 from fastagi_server.control_client import ControlClient
 from media_sidecar.config.loader import load_config
@@ -54,7 +58,8 @@ def test_a_new_message_type_is_a_compatible_addition():
 
 
 def test_the_sidecar_waits_longer_than_the_fastagi_side_can_take():
-    fastagi_worst = max(VERDICT_WAIT_SECONDS, HANGUP_VERDICT_WAIT_SECONDS) \
+    fastagi_worst = max(VERDICT_WAIT_SECONDS,
+                        HANGUP_VERDICT_WAIT_SECONDS + HANGUP_LINE_WAIT_SECONDS) \
         + DISPOSITION_WAIT_SECONDS
     assert c.OUTCOME_WAIT_SECONDS >= fastagi_worst + 1.0
 

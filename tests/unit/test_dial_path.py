@@ -7,6 +7,7 @@ app_dial + chan_audiosocket do (virtual time over memory streams).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import pytest
@@ -181,3 +182,106 @@ async def test_caller_leaving_the_bridge_ends_dial_like_the_app(autojump_clock, 
                                                       else "redirect")
     if how == "redirect":
         assert (channel.context, channel.exten) == ("t", "2001")
+
+
+# -- the outcome after EXEC returns ---------------------------------------------------------------
+class FakeConn:
+    """What ``_converse`` uses of an AgiConnection, scripted."""
+
+    def __init__(self, result: int, dialstatus: str | None = None,
+                 hangup_line: bool = False) -> None:
+        self.result, self.dialstatus, self.hangup_line = result, dialstatus, hangup_line
+        self.hung_up = False
+        self.sent: list[tuple[str, ...]] = []
+        self.variables: dict[str, str] = {}
+
+    async def channel_status(self) -> int:
+        return 6
+
+    async def exec(self, app: str, options: str) -> int:
+        self.sent.append(("EXEC", app, options))
+        return self.result
+
+    async def get_variable(self, name: str) -> str | None:
+        self.sent.append(("GET VARIABLE", name))
+        self.hung_up = self.hung_up or self.hangup_line  # HANGUP comes before the reply
+        return self.dialstatus
+
+    async def wait_hangup(self) -> None:
+        if self.hangup_line:
+            self.hung_up = True
+            return
+        await asyncio.sleep(3600)
+
+    async def set_variable(self, name: str, value: str) -> None:
+        self.variables[name] = value
+
+
+class FakeControl:
+    def __init__(self, verdict=None) -> None:
+        self.verdict = verdict
+        self.waited: list[float] = []
+
+    async def wait_ended(self, uuid: str, time_limit: float):
+        self.waited.append(time_limit)
+        return self.verdict
+
+
+def converse(conn: FakeConn, audio_format: str = "slin", verdict=None):
+    from fastagi_server.agi.handler import AgiCallHandler
+    from fastagi_server.calls import TrackedCall
+
+    cfg = load_config()
+    assistant = dataclasses.replace(cfg.assistants[0], audio_format=audio_format)
+    control = FakeControl(verdict)
+    handler = AgiCallHandler(cfg, control, object())  # type: ignore[arg-type]
+    tracked = TrackedCall(uuid=ASID, channel="PJSIP/a-1", uniqueid="1.1", assistant=assistant)
+
+    async def main():
+        t0 = asyncio.get_running_loop().time()
+        out = await handler._converse(conn, tracked, 0.0)  # type: ignore[arg-type]
+        return out, asyncio.get_running_loop().time() - t0
+
+    out, took = asyncio.run(main())
+    return out, control, took
+
+
+def test_app_minus_one_then_hangup_line_is_a_caller_hangup_not_a_connect_failure():
+    """EXEC AudioSocket gives -1 for a hangup too; the HANGUP line that follows the result is
+    read before the call is classed (the verdict can be late: a provider closing)."""
+    out, control, _ = converse(FakeConn(-1, hangup_line=True))
+    assert (out.status, out.reason) == ("CALLER_HANGUP", "channel hung up")
+    out, _, took = converse(FakeConn(-1, hangup_line=False))
+    assert (out.status, out.reason) == ("FAILED",
+                                        "AudioSocket could not connect to the media sidecar")
+    assert took < 1.0
+
+
+@pytest.mark.parametrize(("result", "dialstatus", "status", "reason"), [
+    (0, "CHANUNAVAIL", "FAILED",
+     "Dial(AudioSocket/...) could not connect to the media sidecar (DIALSTATUS=CHANUNAVAIL)"),
+    (0, "CONGESTION", "FAILED",
+     "Dial(AudioSocket/...) could not connect to the media sidecar (DIALSTATUS=CONGESTION)"),
+    (0, "NOANSWER", "FAILED", "Dial(AudioSocket/...) ended with DIALSTATUS=NOANSWER"),
+    (0, "", "FAILED", "Dial(AudioSocket/...) ended with DIALSTATUS=(unset)"),
+    (0, "ANSWER", "FAILED", "the media sidecar gave no verdict"),
+])
+def test_dial_outcome_follows_dialstatus(result, dialstatus, status, reason):
+    conn = FakeConn(result, dialstatus)
+    out, control, _ = converse(conn, "ulaw")
+    assert (out.status, out.reason) == (status, reason)
+    assert conn.sent[0] == ("EXEC", "Dial", f"AudioSocket/127.0.0.1:9092/{ASID}/c(ulaw),5,g")
+    assert conn.sent[1] == ("GET VARIABLE", "DIALSTATUS")
+    assert conn.variables["AI_STATUS"] == status
+    # a leg that never connected has no verdict to wait for
+    assert control.waited == ([1.0] if dialstatus == "ANSWER" else [])
+
+
+def test_dial_with_a_verdict_or_a_caller_hangup():
+    from media_sidecar.protocol.control import Ended
+
+    out, _, _ = converse(FakeConn(0, "ANSWER"), "alaw",
+                         verdict=Ended(uuid=ASID, status="COMPLETED", reason="goodbye"))
+    assert (out.status, out.reason) == ("COMPLETED", "goodbye")
+    out, _, _ = converse(FakeConn(-1, "ANSWER", hangup_line=True), "slin16")
+    assert (out.status, out.reason) == ("CALLER_HANGUP", "channel hung up")
