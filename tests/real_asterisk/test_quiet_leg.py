@@ -39,18 +39,21 @@ async def test_quiet_leg_is_answered_reprompted_and_timed_out_like_a_silent_one(
         rec = await agi_voice.wait_record(call.channel)
         results[no_frames] = (call, rec, _summary(call, rec))
     quiet_call, quiet_rec, quiet = results[True]
-    steady_call, steady_rec, steady = results[False]
-    for call, s in ((quiet_call, quiet), (steady_call, steady)):
+    _, steady_rec, steady = results[False]
+    for s in (quiet, steady):
         assert s["status"] == "COMPLETED" and s["reason"] == "no input", s
         assert s["triggers"] == ["start", "speech", "no-input", "no-input"], s
-        assert s["intents"][1] == "hours", s
-        said = call.agent_said()
-        assert heard(said[-2], "still", "there"), said  # the reprompt
-        assert heard(said[-1], "goodbye"), said  # the no-input hang-up
-    # the quiet leg's turn ended on the clock, as fast as the steady leg's (one frame of
-    # tolerance for the gap filler, plus STT timing noise)
-    assert abs(quiet["latency_ms"][0] - steady["latency_ms"][0]) < 150, (quiet, steady)
+        assert s["intents"] == ["greeting", "hours", "no_input", "no_input_hangup"], s
+        # greeting, answer, reprompt, farewell: all four heard on the caller's leg
+        assert len(s["agent_segments"]) == 4, s
+    # the quiet leg's turn ended on the clock: its answer came as fast as the steady leg's
+    # (the same 700 ms end-of-speech hangover; the rest is STT and TTS compute, which varies
+    # with the machine's load, hence the margin)
+    assert quiet["latency_ms"][0] < 1500, quiet
+    assert abs(quiet["latency_ms"][0] - steady["latency_ms"][0]) < 300, (quiet, steady)
     assert quiet_rec["caller_frames_filled"] > 0 and steady_rec["caller_frames_filled"] == 0
-    # the agent's utterances were heard at the same moments of the two calls (within 0.3 s)
+    # the agent's utterances were heard at the same moments of the two calls (within 0.4 s)
     for (a0, _), (b0, _) in zip(quiet["agent_segments"], steady["agent_segments"], strict=True):
-        assert abs(a0 - b0) < 0.3, (quiet["agent_segments"], steady["agent_segments"])
+        assert abs(a0 - b0) < 0.4, (quiet["agent_segments"], steady["agent_segments"])
+    # and the reprompt is the configured one
+    assert heard(quiet_call.agent_said()[2], "still", "there")
