@@ -145,7 +145,12 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="agi-voice", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="agi-voice", description=(
+        "An AI voice agent for Asterisk and FreePBX: the dialplan hands a call to it with "
+        "AGI(agi://host:4573/agent), and the caller talks with an assistant that can be "
+        "interrupted, hears keypad digits, and transfers or hangs up. 'serve' runs it; "
+        "'check-config' validates a config; 'call' places a simulated call against a running "
+        "serve."))
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -163,23 +168,57 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("file", nargs="?", help="YAML config (default: the embedded one)")
     c.set_defaults(func=cmd_check_config)
 
-    k = sub.add_parser("call", help="simulate a call through the Asterisk emulator")
-    k.add_argument("--config", help="the config the running serve uses (for its addresses)")
-    k.add_argument("--agi", default="", help="FastAGI host:port (default: from the config)")
-    k.add_argument("--script", default="agent", help="AGI script path and query, e.g. agent?x=1")
-    k.add_argument("--wav", action="append", default=[],
-                   help="what the caller says: FILE or FILE@SECONDS (repeatable; without @ the "
-                        "caller speaks after the agent has been quiet for a moment)")
-    k.add_argument("--say", action="append", default=[],
-                   help="text the caller says, synthesized with the local Piper voice (repeatable)")
-    k.add_argument("--dtmf", action="append", default=[],
-                   help="DIGIT@SECONDS, sent as an AudioSocket frame and an AMI DTMFEnd event")
-    k.add_argument("--hangup-at", type=float, default=None, help="caller hangs up at SECONDS")
-    k.add_argument("--max-seconds", type=float, default=60.0, help="give up after SECONDS")
-    k.add_argument("--callerid", default="5551234")
-    k.add_argument("--dnid", default="7000")
-    k.add_argument("--out", help="write the conversation to this WAV file")
-    k.add_argument("--out-side", choices=("both", "agent"), default="both")
+    k = sub.add_parser(
+        "call", help="simulate a call through the Asterisk emulator against a running serve",
+        description="Place one simulated call through the built-in Asterisk emulator against a "
+                    "running 'agi-voice serve' and print it: the conversation as the product "
+                    "recognised and said it (from its call record), what the emulated caller "
+                    "did, and the outcome variables.",
+        epilog="Exit status: 0 the call got an outcome other than FAILED; 1 the FastAGI server "
+               "is unreachable; 3 AI_STATUS=FAILED or unset; 4 timed out (--max-seconds).")
+    k.add_argument("--config", help="the config the running serve uses: its FastAGI address, "
+                                    "its records file, its assistants (default: the embedded one)")
+    k.add_argument("--agi", default="", metavar="HOST:PORT",
+                   help="FastAGI address to call (default: fastagi.listen of the config)")
+    k.add_argument("--script", default="agent", metavar="PATH[?QUERY]",
+                   help="AGI script path and query, as in AGI(agi://host:port/PATH?QUERY) "
+                        "(default: agent)")
+    k.add_argument("--assistant", metavar="NAME",
+                   help="ask for this assistant, as the dialplan's Set(AI_ASSISTANT=NAME) does "
+                        "(the serve's routing decides; see routing.allow_channel_override)")
+    k.add_argument("--wav", action="append", default=[], metavar="FILE[@SECONDS]",
+                   help="what the caller says: a 16-bit PCM WAV file, at SECONDS from the start "
+                        "of the audio or, without @, once the agent has been quiet for 0.7 s "
+                        "(repeatable)")
+    k.add_argument("--say", action="append", default=[], metavar="TEXT",
+                   help="text the caller says, spoken by the local Piper voice (needs the "
+                        "local extra; repeatable). With no --wav, --say, --dtmf or --hangup-at "
+                        "the caller asks for billing")
+    k.add_argument("--dtmf", action="append", default=[], metavar="DIGITS[@SECONDS]",
+                   help="keys the caller presses (0-9, *, #, A-D), sent as AudioSocket DTMF "
+                        "frames, at SECONDS or, without @, once the agent has been quiet for "
+                        "0.5 s (repeatable)")
+    k.add_argument("--hangup-at", type=float, default=None, metavar="SECONDS",
+                   help="the caller hangs up at SECONDS from the start of the audio")
+    k.add_argument("--max-seconds", type=float, default=60.0, metavar="SECONDS",
+                   help="give up after SECONDS: the caller hangs up and what was gathered is "
+                        "printed, marked as timed out (default: 60)")
+    k.add_argument("--callerid", default="5551234", metavar="NUMBER",
+                   help="the caller's number (default: 5551234)")
+    k.add_argument("--dnid", default="7000", metavar="NUMBER",
+                   help="the number dialled, also the extension (default: 7000)")
+    k.add_argument("--records", default=None, metavar="FILE",
+                   help="the call records file the serve writes, where the conversation is "
+                        "read from (default: sidecar.records_path of the config)")
+    k.add_argument("--transcribe", action="store_true",
+                   help="also re-transcribe the agent's audio with the local STT, printed as "
+                        "such (a check of the audio, not the product's own text)")
+    k.add_argument("--show-agi", action="store_true",
+                   help="also print the AGI exchange between the emulator and the server")
+    k.add_argument("--out", metavar="FILE.wav", help="write the conversation to this WAV file")
+    k.add_argument("--out-side", choices=("both", "agent"), default="both",
+                   help="--out holds both sides as stereo (left caller, right agent), or only "
+                        "the agent (default: both)")
     k.set_defaults(func=cmd_call)
     return p
 
