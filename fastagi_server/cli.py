@@ -23,21 +23,32 @@ from media_sidecar.config.loader import ConfigError, load_config
 from media_sidecar.config.schema import Config
 
 log = logging.getLogger("agi_voice")
+_VERBOSE = [False]
+"""Whether -v was given (read when the config is loaded and logging is set up again)."""
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _setup_logging(verbose: bool, fmt: str | None = None, cfg: Config | None = None) -> None:
+    """Log to stderr in ``fmt`` (text, kv or json), with ``cfg``'s levels once it is loaded.
+
+    A format given on the command line is put in the environment, so the two planes that
+    ``serve`` starts log the same way. Secrets the config names are redacted from every line.
+    """
+    from media_sidecar.ops.logs import FORMAT_ENV, secret_values, setup_logging
+
+    if fmt:
+        os.environ[FORMAT_ENV] = fmt
+    setup_logging(fmt, verbose=verbose, config=cfg.logging if cfg else None,
+                  secrets=secret_values(cfg))
 
 
 def _load(path: str | None) -> Config:
     try:
-        return load_config(path)
+        cfg = load_config(path)
     except ConfigError as exc:
         print(f"agi-voice: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    _setup_logging(_VERBOSE[0], None, cfg)  # the config's format and levels, its secrets
+    return cfg
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -152,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
         "'check-config' validates a config; 'call' places a simulated call against a running "
         "serve."))
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    log_format = {"choices": ("text", "kv", "json"),
+                  "help": "log line format: text (default), kv (key=value) or json; "
+                          "overrides logging.format in the config"}
+    p.add_argument("--log-format", **log_format)  # type: ignore[arg-type]
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the FastAGI server and the media sidecar")
@@ -220,13 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--out holds both sides as stereo (left caller, right agent), or only "
                         "the agent (default: both)")
     k.set_defaults(func=cmd_call)
+    for command in sub.choices.values():  # also after the command: agi-voice serve --log-format
+        command.add_argument("--log-format", default=argparse.SUPPRESS,
+                             **log_format)  # type: ignore[arg-type]
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose or bool(os.environ.get("AGI_VOICE_DEBUG")))
+    _VERBOSE[0] = args.verbose or bool(os.environ.get("AGI_VOICE_DEBUG"))
+    _setup_logging(_VERBOSE[0], getattr(args, "log_format", None))
     return int(args.func(args) or 0)
 
 

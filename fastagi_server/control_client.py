@@ -9,6 +9,7 @@ falls through to its fallback without making the caller wait.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -20,6 +21,10 @@ from media_sidecar.protocol import control as c
 log = logging.getLogger("agi_voice.control_client")
 
 TransferHandler = Callable[[c.TransferRequest], Awaitable[c.TransferResult]]
+
+STILL_DOWN_WARNING_SECONDS = 10.0
+"""A link that is not up yet is logged at DEBUG (at start-up the sidecar is still loading its
+models: that race is normal); one WARNING once it has been down this long."""
 
 
 class ControlUnavailable(Exception):
@@ -38,6 +43,9 @@ class ControlClient:
         self._ended: dict[str, _Verdict] = {}
         self._up = asyncio.Event()
         self.reconnects = 0
+        self.unanswered: collections.Counter[str] = collections.Counter()
+        """Offers that got no answer, by reason (``sidecar_unreachable``, ``sidecar_timeout``):
+        reported to the sidecar's metrics as refused offers."""
 
     @property
     def connected(self) -> bool:
@@ -53,6 +61,8 @@ class ControlClient:
     async def run(self) -> None:
         """Keep the link up until cancelled. Transfer requests are served in a TaskGroup."""
         delay = self.backoff_min
+        loop = asyncio.get_running_loop()
+        down_since: float | None = loop.time()
         while True:
             try:
                 async with connect(self.url, open_timeout=2, ping_interval=5, ping_timeout=5,
@@ -64,6 +74,7 @@ class ControlClient:
                     self._ws = ws
                     self._up.set()
                     delay = self.backoff_min
+                    down_since = None
                     log.info("control link up: %s", self.url)
                     async with asyncio.TaskGroup() as tg:
                         try:
@@ -73,9 +84,19 @@ class ControlClient:
                             log.warning("control link to %s closed: %s", self.url, exc)
             except (OSError, ConnectionClosed, InvalidHandshake, InvalidURI, TimeoutError,
                     c.ControlError) as exc:
-                if self._ws is not None or self.reconnects == 0:
-                    log.warning("control link to %s down: %s", self.url, exc or type(exc).__name__)
+                why = exc or type(exc).__name__
+                if self._ws is not None:
+                    log.warning("control link to %s down: %s", self.url, why)
+                elif down_since is not None and loop.time() - down_since >= \
+                        STILL_DOWN_WARNING_SECONDS:
+                    log.warning("control link to %s still down after %.0f s: %s (retrying)",
+                                self.url, loop.time() - down_since, why)
+                    down_since = None  # once per outage
+                else:
+                    log.debug("control link to %s not up: %s", self.url, why)
             finally:
+                if self._ws is not None:
+                    down_since = loop.time()
                 self._link_lost()
             self.reconnects += 1
             await asyncio.sleep(delay)
@@ -141,15 +162,18 @@ class ControlClient:
     async def offer(self, offer: c.Offer, time_limit: float) -> c.Accept | c.Refuse:
         """Offer a call; raises ControlUnavailable at once if the link is down, or on timeout."""
         if self._ws is None:
+            self.unanswered["sidecar_unreachable"] += 1
             raise ControlUnavailable("media sidecar not connected")
         fut: asyncio.Future[c.Accept | c.Refuse] = asyncio.get_running_loop().create_future()
         self._offers[offer.uuid.lower()] = fut
         self._verdict(offer.uuid)
         try:
             if not await self.send(offer):
+                self.unanswered["sidecar_unreachable"] += 1
                 raise ControlUnavailable("media sidecar not connected")
             return await asyncio.wait_for(fut, time_limit)
         except TimeoutError:
+            self.unanswered["sidecar_timeout"] += 1
             raise ControlUnavailable(f"media sidecar did not answer within {time_limit:.1f} s") from None
         finally:
             self._offers.pop(offer.uuid.lower(), None)

@@ -126,7 +126,7 @@ class AgiCallHandler:
         try:
             req = await conn.read_env(self.cfg.fastagi.env_timeout)
         except (AgiError, TimeoutError, ConnectionError) as exc:
-            log.warning("FastAGI connection dropped before a request: %s", exc)
+            log.debug("FastAGI connection dropped before a request: %s", exc)
             return None
         t_start = time.perf_counter()
         ident: CallIdentity | None = None

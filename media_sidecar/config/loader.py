@@ -109,7 +109,7 @@ class _Builder:
         return ConfigError(self.source, path, msg)
 
     def build_config(self, raw: dict[str, Any]) -> s.Config:
-        allowed = {"fastagi", "sidecar", "ami", "routing", "assistants"}
+        allowed = {"fastagi", "sidecar", "ami", "routing", "assistants", "health", "logging"}
         for key in raw:
             if key not in allowed:
                 raise self.err(str(key), f"unknown section (expected one of {sorted(allowed)})")
@@ -127,7 +127,14 @@ class _Builder:
             routing=self.build_routing(raw.get("routing"), "routing"),
             assistants=assistants,
             source=self.source,
+            health=self.build(s.HealthConfig, raw.get("health"), "health"),
+            logging=self.build_logging(raw.get("logging"), "logging"),
         )
+
+    def build_logging(self, raw: Any, path: str) -> s.LoggingConfig:
+        raw = self.mapping(raw, path)
+        levels = self.pairs(raw.pop("levels"), f"{path}.levels") if "levels" in raw else ()
+        return dataclasses.replace(self.build(s.LoggingConfig, raw, path), levels=levels)
 
     def build_routing(self, raw: Any, path: str) -> s.RoutingConfig:
         raw = self.mapping(raw, path)
@@ -317,9 +324,11 @@ def _validate(cfg: s.Config, source: str) -> None:
                                       f"not a valid regular expression: {exc}") from None
     for port_path, port in (("fastagi.listen.port", cfg.fastagi.listen.port),
                             ("sidecar.audiosocket.port", cfg.sidecar.audiosocket.port),
-                            ("sidecar.control.port", cfg.sidecar.control.port)):
+                            ("sidecar.control.port", cfg.sidecar.control.port),
+                            ("health.listen.port", cfg.health.listen.port)):
         if not 0 <= port <= 65535:
             raise ConfigError(source, port_path, f"expected a TCP port 0..65535, got {port}")
+    _validate_ops(cfg, source)
     if not 0 <= cfg.sidecar.playout.lead_frames <= 5:
         raise ConfigError(source, "sidecar.playout.lead_frames",
                           "expected 0..5 frames (Asterisk drops a burst toward a real channel)")
@@ -358,6 +367,27 @@ def _validate(cfg: s.Config, source: str) -> None:
             raise ConfigError(source, f"{p}.fallback_destination",
                               f"unknown destination {a.fallback_destination!r}")
         _validate_model_assistant(a, names, source, p)
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _validate_ops(cfg: s.Config, source: str) -> None:
+    """Logging levels and the call-record policy."""
+    lc = cfg.logging
+    for key, level in (("logging.level", lc.level),
+                       *((f"logging.levels.{name}", lv) for name, lv in lc.levels)):
+        if level.upper() not in _LOG_LEVELS:
+            raise ConfigError(source, key, f"expected one of {list(_LOG_LEVELS)}, got {level!r}")
+    r = cfg.sidecar.records
+    if r.max_bytes != 0 and r.max_bytes < 4096:
+        raise ConfigError(source, "sidecar.records.max_bytes",
+                          "expected 0 (no size limit) or at least 4096 bytes")
+    if not 0 <= r.backups <= 1000:
+        raise ConfigError(source, "sidecar.records.backups", "expected 0..1000 rotated files")
+    if r.max_age_days < 0:
+        raise ConfigError(source, "sidecar.records.max_age_days",
+                          "expected days >= 0 (0: no age limit)")
 
 
 def _validate_model_assistant(a: s.AssistantConfig, names: list[str], source: str,

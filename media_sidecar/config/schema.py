@@ -44,6 +44,24 @@ class PlayoutConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordsConfig:
+    """Rotation, retention and content of the call-record file (``sidecar.records``); the
+    file itself is ``sidecar.records_path``."""
+
+    max_bytes: int = 64 * 1024 * 1024
+    """The file is rotated (``calls.jsonl`` -> ``calls.jsonl.1`` ...) before a record would
+    take it past this size; 0: no size limit."""
+    backups: int = 8
+    """Rotated files kept; the oldest beyond this is deleted."""
+    max_age_days: float = 90.0
+    """Records older than this are deleted (checked at start-up and hourly); 0: kept until
+    rotation drops them."""
+    transcripts: bool = True
+    """False: records keep outcomes, timings and actions but no caller or agent text (and no
+    keypad digits or tool arguments)."""
+
+
+@dataclass(frozen=True, slots=True)
 class SidecarConfig:
     audiosocket: Listen = Listen("127.0.0.1", 9092)
     control: Listen = Listen("127.0.0.1", 9093)
@@ -58,6 +76,33 @@ class SidecarConfig:
     playout: PlayoutConfig = PlayoutConfig()
     caller_queue_frames: int = 50
     """Caller audio frames buffered per call; when full the oldest is dropped and counted."""
+    records: RecordsConfig = RecordsConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    """The HTTP listener for ``/live``, ``/ready``, ``/health`` and ``/metrics`` (served by
+    the media sidecar process; see :mod:`media_sidecar.server.health`)."""
+
+    enabled: bool = True
+    listen: Listen = Listen("127.0.0.1", 9094)
+    """Port 0 turns the listener off, like ``enabled: false``. Loopback by default: the
+    endpoints are unauthenticated."""
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and self.listen.port != 0
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    """Log format and levels for both planes (``logging``). ``--log-format`` on the command
+    line wins over ``format``; ``-v`` makes everything DEBUG."""
+
+    level: str = "INFO"
+    format: Literal["text", "kv", "json"] = "text"
+    levels: tuple[tuple[str, str], ...] = ()
+    """Logger name -> level, e.g. ``agi_voice.ami: DEBUG`` (written as a YAML mapping)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,6 +505,8 @@ class Config:
     routing: RoutingConfig = RoutingConfig()
     assistants: tuple[AssistantConfig, ...] = ()
     source: str = "<embedded default>"
+    health: HealthConfig = HealthConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     def assistant(self, name: str) -> AssistantConfig | None:
         for a in self.assistants:

@@ -25,6 +25,7 @@ from typing import Any
 import trio
 
 from ..config.schema import AssistantConfig, Config
+from ..ops.logs import fields
 from ..protocol.audiosocket import AudioFormat, AudioSocketDecoder, AudioSocketError, UuidMessage
 from ..protocol.control import OUTCOME_WAIT_SECONDS, CallContext, Ended, Offer
 from ..providers import RELAY_PROVIDERS, SpeechToSpeech, make_provider
@@ -114,16 +115,20 @@ class AudioSocketServer:
         if session is None:
             return  # the registry refused such offers already: no engines
         self.calls_started += 1
-        log.info("call %s started (assistant %s, caller %s)", uuid, assistant.name,
-                 offer.context.callerid or "unknown")
+        log.info("call started", extra=fields(uuid=uuid, assistant=assistant.name,
+                                              caller=offer.context.callerid or "unknown"))
         ended = await self._run(uuid, session, stream, rest)
         if session.fallback_requested:
             session, ended = await self._fall_back(uuid, session, offer, decoder, stream, ended)
-        log.info("call %s ended: %s %s", uuid, ended.status, ended.reason)
+        log.debug("call %s media ended: %s %s", uuid, ended.status, ended.reason)
         with trio.CancelScope(shield=True):
             if self.on_ended is not None and not session.verdict_sent:
                 await self.on_ended(ended)  # type: ignore[misc]
             await self._settle_outcome(uuid, session.record)
+            rec = session.record  # the final outcome: what the channel's AI_STATUS says
+            log.info("call ended", extra=fields(uuid=uuid, assistant=rec.assistant,
+                                                outcome=rec.status, duration=rec.duration,
+                                                reason=rec.reason))
             await trio.to_thread.run_sync(self.records.write, session.record)
 
     async def _settle_outcome(self, uuid: str, record: CallRecord) -> None:

@@ -1,0 +1,1 @@
+"""Running the product as a service: log set-up, Prometheus metrics, the call-record file."""
