@@ -4,6 +4,10 @@ The record holds who called, which assistant answered, how it ended, every turn 
 transcripts and its timings, and every tool action. Timings are seconds on the call's clock
 (trio time relative to the AudioSocket connection); ``started_at``/``ended_at`` are wall-clock
 ISO stamps for people and CRMs (``time.time`` is used for stamps only).
+
+The file is rotated by size and pruned by age (``sidecar.records``, see
+:mod:`media_sidecar.ops.recordfile`); with ``transcripts: false`` a record keeps outcomes,
+timings and actions but none of the caller's or the agent's words (:func:`without_text`).
 """
 
 from __future__ import annotations
@@ -13,8 +17,12 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from ..config.schema import RecordsConfig
+from ..ops.recordfile import RotatingJsonLines
 
 log = logging.getLogger("agi_voice.records")
 
@@ -107,26 +115,72 @@ class CallRecord:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
 
 
+_TURN_TEXT = ("caller_text", "agent_text", "heard_text")
+
+
+def without_text(body: dict[str, Any]) -> dict[str, Any]:
+    """A record (as :func:`dataclasses.asdict` gives it) without what was said: turn texts,
+    keypad digits, tool arguments and results are emptied, and ``transcripts: false`` marks
+    it. Outcomes, timings, intents and action kinds and destinations stay."""
+    body = dict(body)
+    body["turns"] = [{**t, **dict.fromkeys(_TURN_TEXT, "")} for t in body.get("turns", [])]
+    body["actions"] = [{**a, "arguments": {}, "result": ""} for a in body.get("actions", [])]
+    body["dtmf"] = []
+    body["transcripts"] = False
+    return body
+
+
 class RecordWriter:
     """Appends records to a JSON-lines file (or only logs them when no path is configured).
 
-    Writes are small and serialised by a lock; callers run :meth:`write` in a worker thread.
-    A write error is logged and never ends the process or another call.
+    Writes are small and serialised by a lock; callers run :meth:`write` and :meth:`sweep` in
+    a worker thread. A write error is logged and never ends the process or another call.
+    ``policy`` sets rotation, retention and whether transcripts are kept (default: the
+    schema's). Each function in :attr:`observers` sees every record first (metrics, the
+    call-end log line); one that raises is logged and skipped.
     """
 
-    def __init__(self, path: str = "") -> None:
+    def __init__(self, path: str = "", policy: RecordsConfig | None = None) -> None:
         self.path = path
+        self.policy = policy or RecordsConfig()
+        self.observers: list[Callable[[CallRecord], None]] = []
         self._lock = threading.Lock()
+        self._file: RotatingJsonLines | None = None
         if path:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self._file = RotatingJsonLines(path, max_bytes=self.policy.max_bytes,
+                                           backups=self.policy.backups,
+                                           max_age_days=self.policy.max_age_days)
+
+    def encode(self, record: CallRecord) -> str:
+        """The record's JSON line, without its text when the policy keeps no transcripts."""
+        if self.policy.transcripts:
+            return record.to_json()
+        return json.dumps(without_text(asdict(record)), ensure_ascii=False,
+                          separators=(",", ":"))
 
     def write(self, record: CallRecord) -> None:
-        line = record.to_json()
+        for observe in self.observers:
+            try:
+                observe(record)
+            except Exception:
+                log.exception("call record observer failed")
+        line = self.encode(record)
         log.info("call record %s", line)
-        if not self.path:
+        if self._file is None:
             return
         try:
-            with self._lock, open(self.path, "a", encoding="utf-8") as f:
-                f.write(line + "\n")
+            with self._lock:
+                self._file.append(line)
         except OSError as exc:
             log.error("cannot write call record to %s: %s", self.path, exc)
+
+    def sweep(self) -> None:
+        """Delete records past ``max_age_days`` (see :mod:`media_sidecar.ops.recordfile`)."""
+        if self._file is None:
+            return
+        try:
+            with self._lock:
+                self._file.sweep()
+        except OSError as exc:
+            log.error("cannot apply call-record retention to %s: %s", self.path, exc)
