@@ -77,10 +77,30 @@ EVENT_CLASSES: dict[str, str] = {
 }
 """Event -> class for the ``Privilege:`` header; anything else is ``call``."""
 
-ALL_CLASSES = frozenset(
+CLASS_ORDER = (
     "system call log verbose command agent user config dtmf reporting cdr dialplan originate "
     "agi cc aoc test security message".split()
 )
+"""Asterisk's ``perms[]`` order (how ``manager show user`` lists a user's classes)."""
+ALL_CLASSES = frozenset(CLASS_ORDER)
+
+ACTION_PRIVILEGES: dict[str, frozenset[str]] = {
+    "redirect": frozenset({"call"}),
+    "setvar": frozenset({"call"}),
+    "playdtmf": frozenset({"call"}),
+    "getvar": frozenset({"call", "reporting"}),
+    "hangup": frozenset({"system", "call"}),
+    "coreshowchannels": frozenset({"system", "reporting"}),
+    "coresettings": frozenset({"system", "reporting"}),
+    "modulecheck": frozenset({"system"}),
+    "command": frozenset({"command"}),
+    "userevent": frozenset({"user"}),
+    "originate": frozenset({"originate"}),
+}
+"""Write classes that allow an action (any one of them), as ``main/manager.c`` registers them
+(Asterisk 22.10.1); actions not listed need none (Login, Ping, Events, Logoff, ...)."""
+
+AUDIOSOCKET_MODULES = frozenset({"app_audiosocket", "chan_audiosocket", "res_audiosocket"})
 
 Q850_TEXT = {
     0: "Unknown",
@@ -201,6 +221,11 @@ class FakeAmiServer:
     secret), ``bad_login_delay`` (Asterisk sleeps 1 s before "Authentication failed").
     Call :meth:`drop_connections` to cut every client at once.
 
+    The user's classes: ``read_classes`` (events it receives, ANDed with its event mask) and
+    ``write_classes`` (actions it may run, per :data:`ACTION_PRIVILEGES`; any other gets
+    ``Permission denied`` as from Asterisk). ``modules`` are the loaded modules ``ModuleCheck``
+    and ``module show like`` report; ``asterisk_version`` is what ``CoreSettings`` says.
+
     Records: ``actions`` (every action as ``AmiMessage.as_dict()``), ``received``
     (the :class:`AmiMessage` objects), ``connections``, ``login_attempts``, ``logins``.
 
@@ -233,6 +258,10 @@ class FakeAmiServer:
         self.clock = clock
         self.answer_pings = True
         self.reject_logins = False
+        self.read_classes: frozenset[str] = ALL_CLASSES
+        self.write_classes: frozenset[str] = ALL_CLASSES
+        self.modules: set[str] = set(AUDIOSOCKET_MODULES | {"res_agi"})
+        self.asterisk_version = "22.10.1"
         self.channels: dict[str, FakeChannel] = {}
         self.global_vars: dict[str, str] = {}
         self.actions: list[dict[str, str | list[str]]] = []
@@ -326,7 +355,7 @@ class FakeAmiServer:
         data = encode_message([("Event", event), ("Privilege", f"{cls},all"), *_pairs(fields)])
         n = 0
         for s in list(self._sessions):
-            if s.authenticated and cls in s.classes:
+            if s.authenticated and cls in s.classes and cls in self.read_classes:
                 s.queue(data)
                 n += 1
         return n
@@ -419,6 +448,10 @@ class FakeAmiServer:
             self._error(s, msg, "Permission denied")
             return
         handler = getattr(self, f"_action_{key}", None) if key.isalpha() else None
+        needs = ACTION_PRIVILEGES.get(key)
+        if handler is not None and needs is not None and not needs & self.write_classes:
+            self._error(s, msg, "Permission denied")
+            return
         if handler is None:
             self._error(
                 s,
@@ -447,7 +480,7 @@ class FakeAmiServer:
         s.classes = _event_mask(msg.get("Events"))
         self.logins += 1
         self._ack(s, msg, "Authentication accepted")
-        if "system" in s.classes:
+        if "system" in s.classes and "system" in self.read_classes:
             s.message(
                 [
                     ("Event", "FullyBooted"),
@@ -645,6 +678,40 @@ class FakeAmiServer:
         extra = [(k, v) for k, v in msg.pairs if k.lower() not in ("action", "userevent")]
         self.emit("UserEvent", [("UserEvent", name), *extra])
 
+    async def _action_modulecheck(self, s: _Session, msg: AmiMessage) -> None:
+        module = (msg.get("Module") or "").removesuffix(".so")
+        if module not in self.modules:
+            self._error(s, msg, "Module not loaded")
+            return
+        self._ack(s, msg, None, [("Version", "")])
+
+    async def _action_coresettings(self, s: _Session, msg: AmiMessage) -> None:
+        self._ack(s, msg, None, [("AMIversion", self.version),
+                                 ("AsteriskVersion", self.asterisk_version),
+                                 ("SystemName", ""), ("CoreMaxCalls", "0")])
+
+    async def _action_command(self, s: _Session, msg: AmiMessage) -> None:
+        """CLI commands over AMI: ``manager show user NAME`` and ``module show like TEXT``."""
+        words = (msg.get("Command") or "").split()
+        if words[:3] == ["manager", "show", "user"] and len(words) == 4:
+            if words[3] != self.username:
+                lines = [f"There is no manager called {words[3]}"]
+            else:
+                lines = ["", f"          username: {self.username}", "            secret: <Set>",
+                         f"         read perm: {_perm_text(self.read_classes)}",
+                         f"        write perm: {_perm_text(self.write_classes)}"]
+        elif words[:3] == ["module", "show", "like"] and len(words) == 4:
+            found = sorted(m for m in self.modules if words[3] in m)
+            lines = [f"{'Module':<31}{'Description':<41}Use Count  Status      Support Level",
+                     *(f"{m + '.so':<31}{'(fake)':<41}{0:<11}Running          extended"
+                       for m in found), f"{len(found)} modules loaded"]
+        else:
+            s.message(self._response(msg, "Error", "Command output follows", [
+                ("Output", f"No such command '{' '.join(words)}' (type 'core show help' for "
+                 "other possible commands)")]))
+            return
+        self._ack(s, msg, "Command output follows", [("Output", ln) for ln in lines])
+
     # ------------------------------------------------------------------ hooks
 
     def _call_hook(self, hook: Hook | None, *args: Any) -> None:
@@ -659,6 +726,14 @@ class FakeAmiServer:
 
 async def _await(aw: Awaitable[Any]) -> None:
     await aw
+
+
+def _perm_text(classes: frozenset[str]) -> str:
+    """Classes as ``manager show user`` prints them: Asterisk's order, ``all`` if all."""
+    names = [c for c in CLASS_ORDER if c in classes]
+    if classes >= ALL_CLASSES:
+        names.append("all")
+    return ",".join(names) or "<none>"
 
 
 def _event_mask(value: str | None) -> frozenset[str]:
