@@ -6,7 +6,12 @@
   competes with the control plane's event loop, and a restart of one loses only its own calls.
 - ``agi-voice fastagi`` / ``agi-voice sidecar``: one plane alone (what ``serve`` starts).
 - ``agi-voice call``: a simulated call through the Asterisk emulator against a running serve.
-- ``agi-voice check-config [FILE]``: validate a config file and print what it sets up.
+- ``agi-voice check-config [FILE] [--strict]``: validate a config file, run the preflight
+  (:mod:`fastagi_server.preflight`) and print what it sets up. Exit status 0: usable (warnings
+  are printed); 1: preflight errors (``--strict``: warnings too); 2: not a valid config.
+- ``agi-voice doctor [--config FILE]``: connect to what the config names (AMI, ports, models)
+  and print a checklist with the fix for each failure (:mod:`fastagi_server.doctor`). Exit
+  status 0: no FAIL; 1: at least one FAIL; 2: not a valid config.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import sys
 import time
 
 from media_sidecar.config.loader import ConfigError, load_config
-from media_sidecar.config.schema import Config
+from media_sidecar.config.schema import AssistantConfig, Config
 
 log = logging.getLogger("agi_voice")
 _VERBOSE = [False]
@@ -51,9 +56,37 @@ def _load(path: str | None) -> Config:
     return cfg
 
 
+def _assistant_engines(a: AssistantConfig) -> str:
+    """What serves an assistant, as fits its provider (a speech-to-speech provider has no
+    separate STT or TTS: its model and voice instead)."""
+    if a.provider == "openai_realtime":
+        r = a.realtime
+        return f"model={r.model} voice={r.voice} audio={r.audio} turns={r.turn_detection}"
+    if a.provider == "deepgram_agent":
+        d = a.deepgram
+        return (f"listen={d.listen_model} think={d.think_provider}/{d.think_model} "
+                f"speak={d.speak_model} audio={d.audio}")
+    if not a.is_pipeline:
+        return ""
+    stt = a.stt.engine + (f":{a.stt.model}" if a.stt.model else "")
+    tts = a.tts.engine + (f":{a.tts.voice}" if a.tts.voice else "")
+    llm = a.llm.engine + (f":{a.llm.model}" if a.llm.model else "")
+    rules = (f" intents={len(a.brain.intents)} dtmf={len(a.brain.dtmf)}"
+             if not a.uses_llm or a.llm.rules_first else "")
+    return f"stt={stt} llm={llm} tts={tts}{rules}"
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate, run the preflight (never the port check: serve does that), print a summary.
+    Exit status: 0 usable, 1 preflight errors (--strict: warnings too), 2 invalid config."""
+    from .preflight import format_finding, has_errors, preflight
+
     cfg = _load(args.file)
-    print(f"{cfg.source}: OK")
+    findings = preflight(cfg, strict=args.strict)
+    errors = sum(f.level == "error" for f in findings)
+    warnings = len(findings) - errors
+    status = f"{errors} error(s)" if errors else "OK"
+    print(f"{cfg.source}: {status}" + (f", {warnings} warning(s)" if warnings else ""))
     print(f"  FastAGI      {cfg.fastagi.listen.host}:{cfg.fastagi.listen.port}")
     print(f"  AudioSocket  {cfg.sidecar.audiosocket.host}:{cfg.sidecar.audiosocket.port} "
           f"(Asterisk connects to {cfg.audiosocket_address})")
@@ -64,16 +97,34 @@ def cmd_check_config(args: argparse.Namespace) -> int:
           f"{len(cfg.routing.rules)} rule(s)")
     for a in cfg.assistants:
         dests = ", ".join(f"{k}={d.context},{d.exten},{d.priority}" for k, d in a.destinations)
-        print(f"  assistant {a.name}: provider={a.provider} stt={a.stt.engine} tts={a.tts.engine} "
-              f"format={a.audio_format} path={a.media_path} intents={len(a.brain.intents)} "
-              f"dtmf={len(a.brain.dtmf)}")
+        engines = _assistant_engines(a)
+        print(f"  assistant {a.name}: provider={a.provider} {engines + ' ' if engines else ''}"
+              f"format={a.audio_format} path={a.media_path}")
         if a.media_path == "dial":
             print(f"    media: EXEC Dial \"AudioSocket/{cfg.audiosocket_address}/<uuid>/"
                   f"c({a.audio_format}),...\" (caller audio arrives as {a.audio_format})")
         else:
             print(f"    media: EXEC AudioSocket \"<uuid>,{cfg.audiosocket_address}\" (slin 8 kHz)")
         print(f"    destinations: {dests or '(none)'}")
-    return 0
+    for f in findings:
+        print(format_finding(f, cfg.source))
+    return 1 if has_errors(findings) else 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Print the doctor's checklist as it goes. Exit status: 0 no FAIL, 1 a FAIL, 2 invalid
+    config."""
+    import asyncio
+
+    from .doctor import run_doctor
+
+    cfg = _load(args.config)
+    checks = asyncio.run(run_doctor(cfg, action_timeout=args.timeout,
+                                    report=lambda c: print(c.line(), flush=True)))
+    fails = sum(c.status == "FAIL" for c in checks)
+    warns = sum(c.status == "WARN" for c in checks)
+    print(f"{fails} failure(s), {warns} warning(s)")
+    return 1 if fails else 0
 
 
 def cmd_fastagi(args: argparse.Namespace) -> int:
@@ -102,9 +153,21 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preflight_serve(cfg: Config) -> None:
+    """The preflight with the port check: each finding as one line on stderr; exit 2 on an
+    error (a port in use, an unknown voice, the AMI secret missing ...)."""
+    from .preflight import format_finding, has_errors, preflight
+
+    findings = preflight(cfg, serve=True)
+    for f in findings:
+        print(f"agi-voice: {format_finding(f, cfg.source)}", file=sys.stderr)
+    if has_errors(findings):
+        raise SystemExit(2)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Supervise the two planes until SIGINT/SIGTERM."""
-    _load(args.config)  # fail fast, before starting anything
+    _preflight_serve(_load(args.config))  # fail fast, before starting anything
     base = [sys.executable, "-m", "fastagi_server.cli"]
     extra = ["--config", args.config] if args.config else []
     if args.verbose:
@@ -181,7 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check-config", help="validate a config file")
     c.add_argument("file", nargs="?", help="YAML config (default: the embedded one)")
+    c.add_argument("--strict", action="store_true",
+                   help="treat warnings (an unset API key, ...) as errors (exit status 1)")
     c.set_defaults(func=cmd_check_config)
+
+    d = sub.add_parser("doctor", help="check what the config names: AMI login and classes, "
+                                      "Asterisk modules and version, ports, keys, models",
+                       epilog="Exit status: 0 no FAIL; 1 at least one FAIL; 2 invalid config.")
+    d.add_argument("--config", help="YAML config (default: the embedded one)")
+    d.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="for each AMI step (default: ami.action_timeout)")
+    d.set_defaults(func=cmd_doctor)
 
     k = sub.add_parser(
         "call", help="simulate a call through the Asterisk emulator against a running serve",
