@@ -20,6 +20,7 @@ from .agi.connection import AgiConnection
 from .agi.handler import AgiCallHandler
 from .calls import CallTracker
 from .control_client import ControlClient
+from .stats import report_stats
 
 log = logging.getLogger("agi_voice.fastagi")
 
@@ -48,6 +49,7 @@ class FastAgiServer:
         """Serve until cancelled."""
         async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as tg:
             tg.create_task(self.control.run())
+            tg.create_task(report_stats(self))  # for the sidecar's /health and /metrics
             if self.cfg.ami.enabled:
                 from .ami.client import AmiClient
 

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 import trio
 
 from .brain.rules import RulesBrain
-from .config.schema import AssistantConfig, Config, TtsConfig
+from .config.schema import AssistantConfig, Config, Listen, TtsConfig
+from .ops.metrics import MeteredRegistry, SidecarMetrics
 from .protocol.control import CallContext
 from .providers import SpeechToSpeech, make_provider
 from .server.audiosocket_server import AudioSocketServer, serve_audiosocket
 from .server.control_server import ControlHub, serve_control
-from .server.registry import CallRegistry
+from .server.health import SidecarHealth, serve_health
 from .session.call import CallServices
 from .session.records import RecordWriter
 from .session.speaker import Speaker
@@ -34,6 +35,8 @@ ProviderFactory = Callable[[AssistantConfig, CallContext], SpeechToSpeech]
 class SidecarPorts:
     audiosocket: int
     control: int
+    health: int = 0
+    """0 when the health listener is off (or could not bind)."""
 
 
 def rules_brain(assistant: AssistantConfig, context: CallContext) -> RulesBrain:
@@ -100,25 +103,66 @@ def load_prompts(cfg: Config, services: CallServices | None) -> dict[str, bytes]
     return render_apologies(cfg, tts_for)
 
 
+RETENTION_SWEEP_SECONDS = 3600.0
+"""How often records past ``sidecar.records.max_age_days`` are deleted (and once at start)."""
+
+
+async def sweep_records(records: RecordWriter) -> None:
+    """Apply the record retention at start-up and every hour, in a worker thread (it may
+    rewrite a file). Runs until cancelled; cancellation waits for a sweep in progress."""
+    while True:
+        await trio.to_thread.run_sync(records.sweep)
+        await trio.sleep(RETENTION_SWEEP_SECONDS)
+
+
 async def run_sidecar(cfg: Config, services: CallServices | None = None,
                       unavailable: dict[str, str] | None = None, *,
                       provider_factory: ProviderFactory = make_provider,
                       prompts: dict[str, bytes] | None = None,
                       records: RecordWriter | None = None,
+                      health: SidecarHealth | None = None,
+                      health_listen: Listen | None = None,
                       task_status: trio.TaskStatus[SidecarPorts] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve until cancelled. Engines and prompts are loaded here unless given."""
+    """Serve until cancelled. Engines and prompts are loaded here unless given.
+
+    The health listener (``cfg.health``, or ``health_listen`` where port 0 picks a free
+    port: for tests) starts first, so ``/live`` answers and ``/ready`` says "models loading"
+    while the engines load. ``health`` is the readiness state to fill in (the drain sets
+    its ``draining``); one is made when not given.
+    """
+    health = health or SidecarHealth()
+    metrics = SidecarMetrics()
+    metrics.health = health
+    async with trio.open_nursery() as nursery:
+        listen = health_listen or (cfg.health.listen if cfg.health.active else None)
+        health_port = 0
+        if listen is not None:
+            health_port = await nursery.start(serve_health, health, metrics, listen.host,
+                                              listen.port)
+        await _serve(cfg, services, unavailable, provider_factory, prompts, records, health,
+                     metrics, health_port, task_status)
+        nursery.cancel_scope.cancel()  # reached only if serving ended by itself
+
+
+async def _serve(cfg: Config, services: CallServices | None, unavailable: dict[str, str] | None,
+                 provider_factory: ProviderFactory, prompts: dict[str, bytes] | None,
+                 records: RecordWriter | None, health: SidecarHealth, metrics: SidecarMetrics,
+                 health_port: int, task_status: trio.TaskStatus[SidecarPorts]) -> None:
     if services is None:
         services, unavailable = await trio.to_thread.run_sync(load_local_services, cfg)
     if prompts is None:
         prompts = await trio.to_thread.run_sync(load_prompts, cfg, services)
-    registry = CallRegistry(cfg, unavailable or {})
+    health.models_loaded = True
+    registry = MeteredRegistry(cfg, unavailable or {}, metrics)
     if services is None:
         # Nothing can take a call, but the control link still answers so every offer is refused
         # at once with the reason (AI_STATUS=FAILED) instead of timing out.
         registry.unavailable = {a.name: "no speech engines available" for a in cfg.assistants
                                 if a.is_pipeline} | (unavailable or {})
     hub = ControlHub(registry)
-    records = records or RecordWriter(cfg.sidecar.records_path)
+    health.registry, health.hub = registry, hub
+    records = records or RecordWriter(cfg.sidecar.records_path, cfg.sidecar.records)
+    records.observers.append(metrics.observe_record)
     server = AudioSocketServer(cfg, registry, services, hub, records, on_ended=hub.send,
                                provider_factory=provider_factory, prompts=prompts)
     sc = cfg.sidecar
@@ -128,10 +172,17 @@ async def run_sidecar(cfg: Config, services: CallServices | None = None,
                                                sc.control.port)
             as_port = await nursery.start(functools.partial(
                 serve_audiosocket, server, sc.audiosocket.host, sc.audiosocket.port))
-            log.info("sidecar ready: AudioSocket %s:%d, control ws://%s:%d/control",
-                     sc.audiosocket.host, as_port, sc.control.host, control_port)
-            task_status.started(SidecarPorts(audiosocket=as_port, control=control_port))
+            nursery.start_soon(sweep_records, records)
+            health.ports = {"audiosocket": as_port, "control": control_port,
+                            "health": health_port}
+            health.listening = True
+            log.info("sidecar ready: AudioSocket %s:%d, control ws://%s:%d/control%s",
+                     sc.audiosocket.host, as_port, sc.control.host, control_port,
+                     f", health and metrics on port {health_port}" if health_port else "")
+            task_status.started(SidecarPorts(audiosocket=as_port, control=control_port,
+                                             health=health_port))
     finally:
+        records.observers.remove(metrics.observe_record)  # a restart brings its own metrics
         if services is not None:  # the pipeline's pooled HTTP connections
             with trio.CancelScope(shield=True), trio.move_on_after(2.0):
                 await services.net.aclose()

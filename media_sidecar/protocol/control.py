@@ -5,7 +5,7 @@ every message except ``hello`` names its call by ``uuid``. This module is pure: 
 messages into JSON text and back and rejects anything malformed with :class:`ControlError`.
 
 FastAGI server -> sidecar: ``hello``, ``offer``, ``dtmf``, ``hangup``, ``transfer_result``,
-``outcome``.
+``outcome``, ``stats``.
 Sidecar -> FastAGI server: ``hello``, ``accept``, ``refuse``, ``transfer_request``, ``ended``.
 
 Versioning: ``hello`` carries :data:`PROTOCOL_VERSION` and each side refuses another version.
@@ -161,14 +161,33 @@ class Outcome:
     transfer_to: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """The control plane's own state and counters, for the sidecar's ``/health`` and
+    ``/metrics`` (sent when the link comes up, then every few seconds). Counters are
+    cumulative since the FastAGI process started; the only message without a ``uuid``
+    besides ``hello``. The receiver checks the types of the values it uses."""
+
+    TYPE: ClassVar[str] = "stats"
+    version: str = ""
+    uptime: float = 0.0
+    ami: str = "off"
+    """off (not configured: degraded mode), up or down."""
+    ami_reconnects: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    """Offers that ended at the control plane without the sidecar's answer, by reason."""
+    agi_connections: int = 0
+    draining: bool = False
+
+
 ControlMessage = (
     Hello | Offer | Accept | Refuse | Dtmf | Hangup | TransferRequest | TransferResult | Ended
-    | Outcome
+    | Outcome | Stats
 )
 _TYPES: dict[str, type[Any]] = {
     cls.TYPE: cls
     for cls in (Hello, Offer, Accept, Refuse, Dtmf, Hangup, TransferRequest, TransferResult, Ended,
-                Outcome)
+                Outcome, Stats)
 }
 
 

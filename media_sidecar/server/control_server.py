@@ -27,6 +27,8 @@ class ControlHub(ControlPort):
         self.registry = registry
         self._ws: WebSocketConnection | None = None
         self._transfers: dict[str, trio.MemorySendChannel[c.TransferResult]] = {}
+        self.peer_stats: c.Stats | None = None
+        """The control plane's latest ``stats`` (for /health and /metrics)."""
 
     async def send(self, msg: c.ControlMessage) -> bool:
         """Send on the current link; False (logged) when there is none or it just closed."""
@@ -96,6 +98,8 @@ class ControlHub(ControlPort):
             self.registry.deliver(msg)
         elif isinstance(msg, c.Outcome):
             self.registry.outcome_arrived(msg)
+        elif isinstance(msg, c.Stats):
+            self.peer_stats = msg
         elif isinstance(msg, c.TransferResult):
             chan = self._transfers.get(msg.uuid.lower())
             if chan is not None:

@@ -1,0 +1,47 @@
+"""The control plane's state and counters, reported to the sidecar over the control link.
+
+The sidecar serves the one health/metrics listener (see ``media_sidecar.server.health``): it
+knows the calls, turns and playout. What only this process knows (AMI up or down, AMI
+reconnects, offers that never got the sidecar's answer, AGI connections, whether this plane is
+draining) goes to it in a ``stats`` message when the link comes up and every
+:data:`STATS_INTERVAL` seconds after, as cumulative counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from media_sidecar.protocol import control as c
+
+from . import __version__
+
+STATS_INTERVAL = 2.0
+"""Seconds between reports; /metrics shows this plane's counters at most this late."""
+
+
+def snapshot(server: Any, started: float) -> c.Stats:
+    """The ``stats`` message for a :class:`~fastagi_server.server.FastAgiServer` now."""
+    ami = "off"
+    reconnects = 0
+    if server.cfg.ami.enabled:
+        client = server.ami
+        ami = "up" if client is not None and client.connected else "down"
+        reconnects = max(0, getattr(client, "logins", 0) - 1)
+    return c.Stats(version=__version__, uptime=round(time.monotonic() - started, 3), ami=ami,
+                   ami_reconnects=reconnects, refused=dict(server.control.unanswered),
+                   agi_connections=server.active,
+                   # set by the drain on SIGTERM where this plane has one
+                   draining=bool(getattr(server, "draining", False)))
+
+
+async def report_stats(server: Any, interval: float = STATS_INTERVAL) -> None:
+    """Send :func:`snapshot` whenever the control link is up: at once when it comes up, then
+    every ``interval`` seconds. Runs until cancelled; a send on a closing link is dropped."""
+    started = time.monotonic()
+    control = server.control
+    while True:
+        if await control.wait_connected(interval):
+            await control.send(snapshot(server, started))
+            await asyncio.sleep(interval)
