@@ -296,10 +296,13 @@ def conversation_lines(rec: dict[str, Any]) -> list[str]:
     just before the agent's answer. An agent line is at the turn's first frame sent."""
     events: list[tuple[float, int, str]] = []
     last_t = 0.0
+    kept = rec.get("transcripts") is not False  # sidecar.records.transcripts: false empties them
     for turn in rec.get("turns", []):
         agent_t = _number(turn.get("first_frame_sent"))
-        caller = _caller_said(turn) or ("(said nothing)" if turn.get("trigger") == "no-input"
-                                         else "")
+        trigger = turn.get("trigger")
+        caller = _caller_said(turn) or ("(said nothing)" if trigger == "no-input" else
+                                        "(words not kept)" if not kept and trigger in
+                                        ("speech", "dtmf") else "")
         if caller:
             t = _number(turn.get("speech_end"))
             start = _number((turn.get("stage_ms") or {}).get("first_frame"))
@@ -309,6 +312,8 @@ def conversation_lines(rec: dict[str, Any]) -> list[str]:
             last_t = max(last_t, key)
             events.append((key, len(events), f"{_seconds(t)}  caller  {caller}"))
         agent = str(turn.get("agent_text") or "")
+        if not agent and not kept and agent_t is not None:
+            agent = "(words not kept)"
         if agent:
             last_t = agent_t if agent_t is not None else last_t
             notes = []
@@ -384,6 +389,9 @@ def report(placed: PlacedCall, out: IO[str] = sys.stdout, *, show_agi: bool = Fa
     if rec is not None:
         say(f"== conversation (the product's call record {rec.get('uuid')}: assistant "
             f"{rec.get('assistant')}; seconds from the AudioSocket start)")
+        if rec.get("transcripts") is False:
+            say("  (this serve keeps records without what was said: sidecar.records.transcripts "
+                "is false; --transcribe re-transcribes the agent's audio)")
         for said in conversation_lines(rec) or ["(no turns)"]:
             say(f"  {said}")
     else:

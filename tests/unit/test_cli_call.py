@@ -96,3 +96,15 @@ def test_a_record_reads_as_turns_in_order_with_keys_and_actions():
         "caller (said nothing)",
         "14.00 agent Are you still there?",
     ]
+
+
+def test_a_record_without_transcripts_says_the_words_were_not_kept():
+    rec = {"transcripts": False, "turns": [
+        {"index": 0, "trigger": "start", "caller_text": "", "agent_text": "",
+         "first_frame_sent": 0.2, "intent": "greeting"},
+        {"index": 1, "trigger": "speech", "caller_text": "", "agent_text": "", "speech_end": 3.1,
+         "first_frame_sent": 3.5, "intent": "hours"}]}
+    lines = [" ".join(x.split()) for x in conversation_lines(rec)]
+    assert lines == ["0.20 agent (words not kept) [intent greeting]",
+                     "3.10 caller (words not kept)",
+                     "3.50 agent (words not kept) [intent hours]"]
