@@ -3,9 +3,11 @@
 AMI events reach calls here: ``Hangup`` ends the call's media session, ``DTMFEnd`` (received)
 delivers digits on every Asterisk version, ``BlindTransfer``/``AttendedTransfer`` are recorded.
 Transfers the assistant asks for are checked against the assistant's allowed destinations and
-done with AMI ``Setvar`` + ``Redirect``. An AMI Redirect looks exactly like a hangup on the AGI
-side (``HANGUP`` line); after the AGI connection closes, Asterisk tells them apart on AMI: a
-``Hangup`` event for a hangup, a ``Newexten`` in another place for a redirect.
+done as a dialplan Goto after the sidecar's hand-back where Asterisk supports it (20.14, 21.9,
+22.4, 23.0 and later), else with AMI ``Setvar`` + ``Redirect``. A Redirect by anyone looks
+exactly like a hangup on the AGI side (``HANGUP`` line); Asterisk tells them apart on AMI: a
+hang-up sends ``HangupRequest``/``SoftHangupRequest`` (and then runs the ``h`` extension), a
+redirect sends neither and a ``Newexten`` at its target once the AGI connection closed.
 """
 
 from __future__ import annotations
@@ -53,6 +55,26 @@ class TrackedCall:
     """After the AGI side saw HANGUP: "hangup" or "redirect" as AMI tells it."""
     disposed: asyncio.Event = field(default_factory=asyncio.Event)
     transfers_seen: list[str] = field(default_factory=list)
+    hangup_requested: bool = False
+    """AMI said the channel is being hung up (HangupRequest / SoftHangupRequest). A redirect
+    sends neither; a caller's hang-up sends one before the ``h`` extension runs."""
+    handback: bool = False
+    """Asterisk continues the dialplan after AudioSocket's ``00 00 00`` (20.14, 21.9, 22.4,
+    23.0 and later): a transfer can then be a dialplan Goto instead of an AMI Redirect."""
+    goto: tuple[str, str, str] | None = None
+    """(context, exten, priority) the FastAGI side sends the channel to after the hand-back."""
+
+
+def supports_handback(version: str) -> bool:
+    """True for an Asterisk whose ``AudioSocket()`` returns 0 to the dialplan on ``00 00 00``
+    (telephony.md A.3): 20.14+, 21.9+, 22.4+, 23+. Unknown or certified versions: False."""
+    parts = version.split(".")
+    try:
+        major, minor = int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return False
+    need = {20: 14, 21: 9, 22: 4}
+    return major >= 23 or (major in need and minor >= need[major])
 
 
 def _get(ev: Mapping[str, Any] | Any, key: str) -> str:
@@ -62,9 +84,13 @@ def _get(ev: Mapping[str, Any] | Any, key: str) -> str:
 
 
 class CallTracker:
-    def __init__(self, control: ControlSender, ami: AmiActions | None = None) -> None:
+    def __init__(self, control: ControlSender, ami: AmiActions | None = None,
+                 transfer_mode: str = "auto") -> None:
         self.control = control
         self.ami = ami
+        self.transfer_mode = transfer_mode
+        """auto: a dialplan Goto after the hand-back where Asterisk supports it, else AMI
+        Redirect; goto / redirect: always that one."""
         self._by_uuid: dict[str, TrackedCall] = {}
         self._by_uniqueid: dict[str, TrackedCall] = {}
 
@@ -104,7 +130,11 @@ class CallTracker:
             return
         if call is None:
             return
-        if name == "Hangup":
+        if name in ("HangupRequest", "SoftHangupRequest"):
+            call.hangup_requested = True
+            if call.agi_closed:
+                self._dispose(call, "hangup")
+        elif name == "Hangup":
             self._dispose(call, "hangup")
             if not call.agi_closed:
                 await self.control.send(c.Hangup(uuid=call.uuid, cause=_get(ev, "Cause-txt")))
@@ -113,7 +143,10 @@ class CallTracker:
             if len(digit) == 1 and not call.agi_closed:
                 await self.control.send(c.Dtmf(uuid=call.uuid, digit=digit, source="ami"))
         elif name == "Newexten" and call.agi_closed:
-            self._dispose(call, "redirect")
+            # A hang-up runs the h extension (and hangup handlers) too: only a channel nobody
+            # hung up that goes on in the dialplan was redirected.
+            hanging_up = call.hangup_requested or _get(ev, "Exten") == "h"
+            self._dispose(call, "hangup" if hanging_up else "redirect")
 
     @staticmethod
     def _dispose(call: TrackedCall, how: str) -> None:
@@ -124,9 +157,12 @@ class CallTracker:
     # -- transfers -----------------------------------------------------------------------------
 
     async def transfer(self, req: c.TransferRequest) -> c.TransferResult:
-        """Do an assistant's transfer by AMI Redirect, only to a destination it allows.
+        """Do an assistant's transfer, only to a destination it allows.
 
-        Returns ok=False with method "dialplan" when AMI is unavailable or fails (the sidecar
+        Returns ok=True with method "goto" when the channel can be sent there by the FastAGI
+        side after the sidecar's hand-back (see ``transfer_mode``), else ok=True with method
+        "redirect" after an AMI Redirect; ok=False with method "dialplan" when AMI is
+        unavailable or fails (the sidecar
         then hands the call back with AI_STATUS=TRANSFERRED for the dialplan to route), and
         ok=False with method "refused" for a destination the assistant does not allow.
         """
@@ -140,6 +176,15 @@ class CallTracker:
                         req.destination, call.assistant.name)
             return c.TransferResult(uuid=req.uuid, ok=False, method="refused",
                                     detail="destination not allowed")
+        if self.transfer_mode == "goto" or (self.transfer_mode == "auto" and call.handback):
+            # The sidecar hands the call back (00 00 00) after the announcement; the FastAGI
+            # side then sends the channel to the destination with EXEC Goto: no AMI needed, and
+            # none of the warnings Asterisk logs when a Redirect pulls a channel out of the
+            # AudioSocket application.
+            call.goto = (dest.context, dest.exten, dest.priority)
+            log.info("call %s: transfer to %s by dialplan Goto after the hand-back", call.uuid,
+                     req.destination)
+            return c.TransferResult(uuid=req.uuid, ok=True, method="goto")
         if self.ami is None or not self.ami.connected:
             return c.TransferResult(uuid=req.uuid, ok=False, method="dialplan",
                                     detail="AMI not connected")
@@ -174,6 +219,8 @@ class CallTracker:
         time). Cancellation propagates."""
         if not self.ami_connected:
             return "unknown"
+        if call.hangup_requested:  # AMI already said so while the AGI was still open
+            self._dispose(call, "hangup")
         try:
             await asyncio.wait_for(call.disposed.wait(), time_limit)
         except TimeoutError:

@@ -30,7 +30,7 @@ class FastAgiServer:
         self.cfg = cfg
         self.ami: Any = None
         self.control = ControlClient(cfg.control_url, self._transfer)
-        self.tracker = CallTracker(self.control, None)
+        self.tracker = CallTracker(self.control, None, transfer_mode=cfg.fastagi.transfer)
         self.handler = AgiCallHandler(cfg, self.control, self.tracker)
         self.port: int | None = None
         self.ready = asyncio.Event()

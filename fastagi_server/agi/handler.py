@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from media_sidecar.config.schema import Config
 from media_sidecar.protocol import control as c
 
-from ..calls import REDIRECTED_REASON, CallTracker, TrackedCall
+from ..calls import REDIRECTED_REASON, CallTracker, TrackedCall, supports_handback
 from ..control_client import ControlClient, ControlUnavailable
 from ..routing import RouteInput, call_variables, choose_assistant
 from .connection import AgiConnection
@@ -245,7 +245,7 @@ class AgiCallHandler:
             return await self._finish(conn, AgiOutcome("FAILED", reason=f"sidecar refused: "
                                                        f"{reply.reason}", assistant=assistant.name))
         tracked = TrackedCall(uuid=call_uuid, channel=ident.channel, uniqueid=ident.uniqueid,
-                              assistant=assistant)
+                              assistant=assistant, handback=supports_handback(req.version))
         self.tracker.add(tracked)
         try:
             outcome = await self._converse(conn, tracked, t_start)
@@ -310,6 +310,10 @@ class AgiCallHandler:
         elif verdict is not None:
             out.status, out.reason = verdict.status, verdict.reason
             out.transfer_to, out.summary = verdict.transfer_to, verdict.summary
+            if tracked.goto is not None and out.status == "TRANSFERRED" and not conn.hung_up:
+                await self._finish(conn, out)
+                await self._goto(conn, tracked, tracked.goto)
+                return out
         elif conn.hung_up:
             out.status, out.reason = "CALLER_HANGUP", "channel hung up"
         elif dialstatus in DIAL_COULD_NOT_CONNECT:
@@ -322,6 +326,25 @@ class AgiCallHandler:
         else:
             out.reason = "the media sidecar gave no verdict"
         return await self._finish(conn, out)
+
+    async def _goto(self, conn: AgiConnection, tracked: TrackedCall,
+                    target: tuple[str, str, str]) -> None:
+        """Send the channel to an assistant's transfer destination: the AGI then ends and the
+        dialplan goes on there (``Goto`` inside AGI leaves the priority so that the PBX loop
+        lands on it). If Asterisk refuses, the dialplan after AGI() still has AI_STATUS and
+        AI_TRANSFER_TO to route by (asterisk_conf's [agi-voice-transfer])."""
+        try:
+            result = await conn.exec("Goto", ",".join(target))
+        except (AgiError, ConnectionError, UnsafeValueError) as exc:
+            result, detail = None, str(exc)
+        else:
+            detail = f"result {result}"
+        if result == 0:
+            log.info("call %s: transferred to %s by dialplan Goto", tracked.uuid,
+                     ",".join(target))
+        else:
+            log.warning("call %s: Goto %s failed (%s); the dialplan routes by AI_TRANSFER_TO",
+                        tracked.uuid, ",".join(target), detail)
 
     async def _finish(self, conn: AgiConnection, out: AgiOutcome) -> AgiOutcome:
         """Write the outcome variables (SET VARIABLE works on a hung-up channel too)."""

@@ -439,6 +439,8 @@ class AgiSession:
             return await self._wait(data)
         if app in ("noop", "verbose", "log"):
             return 0
+        if app == "goto":
+            return ch.goto(data)
         if app == "userevent":
             name, *pairs = data.split(",")
             fields = dict(p.partition(":")[::2] for p in pairs if ":" in p)

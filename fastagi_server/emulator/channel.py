@@ -77,6 +77,8 @@ class ChannelSpec:
     args: tuple[str, ...] = ("arg1", "arg2")
     variables: Mapping[str, str] = field(default_factory=dict)
     answered: bool = False
+    version: str = AGI_VERSION
+    """``agi_version``: the Asterisk release the channel claims (behaviour stays 22.10.1's)."""
 
     def __post_init__(self) -> None:
         for v in (self.callerid, self.calleridname, self.dnid, self.rdnis):
@@ -111,7 +113,7 @@ def env_block(spec: ChannelSpec, request: str) -> bytes:
         f"agi_language: {spec.language}",
         f"agi_type: {spec.channel.split('/', 1)[0]}",
         f"agi_uniqueid: {spec.uniqueid}",
-        f"agi_version: {AGI_VERSION}",
+        f"agi_version: {spec.version}",
         f"agi_callerid: {spec.callerid or 'unknown'}",
         f"agi_calleridname: {spec.calleridname or 'unknown'}",
         f"agi_callingpres: {pres}",
@@ -235,6 +237,8 @@ class EmulatedChannel:
         self.softhangup: str | None = None  # "hangup" | "redirect"
         self.hangup_cause = 0
         self.redirect_target: tuple[str, str, int] | None = None
+        self.goto_target: tuple[str, str, int] | None = None
+        """Set by ``EXEC Goto``: where the dialplan went on after the AGI."""
         self.finished = False
         self.audio_session: AudioSocketSession | None = None
         self._hup = trio.Event()
@@ -260,6 +264,17 @@ class EmulatedChannel:
         self.softhangup, self.redirect_target = "redirect", (context, exten, int(priority))
         self._wake("redirect")
         return True
+
+    def goto(self, data: str) -> int:
+        """The ``Goto([[context,]exten,]priority)`` application (from ``EXEC Goto``): where the
+        dialplan goes on once the AGI ends. Returns the app's result (-1 for bad arguments)."""
+        parts = [p.strip() for p in data.split(",")]
+        if not 1 <= len(parts) <= 3 or not all(parts) or not parts[-1].isdigit():
+            self.warnings.append(f"pbx.c: Goto ({data}) rejected")
+            return -1
+        context, exten, priority = ([self.context, self.exten] + parts)[-3:]
+        self.goto_target = (context, exten, int(priority))
+        return 0
 
     def play_dtmf(self, digit: str, duration_ms: int = 0) -> None:
         """AMI ``PlayDTMF ... Receive: yes``: a ``DTMFEnd`` event (B6: no DTMFBegin, DurationMs
@@ -473,6 +488,9 @@ class EmulatedChannel:
             self.emit("Newexten", Application="", AppData="")
         elif self.softhangup == "hangup":
             cause = self.hangup_cause
+        elif self.goto_target is not None:
+            self.context, self.exten, self.priority = self.goto_target
+            self.emit("Newexten", Application="", AppData="")
         self.finished = True
         self.emit("SoftHangupRequest", Cause="16")
         self.emit("Hangup", Cause=str(cause), **{"Cause-txt": CAUSE_TEXT.get(cause, "Unknown")})

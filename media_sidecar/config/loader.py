@@ -332,6 +332,9 @@ def _validate(cfg: s.Config, source: str) -> None:
     if not 0 <= cfg.sidecar.playout.lead_frames <= 5:
         raise ConfigError(source, "sidecar.playout.lead_frames",
                           "expected 0..5 frames (Asterisk drops a burst toward a real channel)")
+    if cfg.fastagi.transfer not in ("auto", "goto", "redirect"):
+        raise ConfigError(source, "fastagi.transfer",
+                          f"expected auto, goto or redirect, got {cfg.fastagi.transfer!r}")
     if not 0 < cfg.fastagi.offer_timeout < 1.0:
         raise ConfigError(source, "fastagi.offer_timeout",
                           "expected seconds above 0 and below 1 (a caller must never wait longer)")

@@ -32,6 +32,11 @@ class FastAgiConfig:
     """ws:// URL of the sidecar control link; empty means the sidecar's control listen address."""
     answer: bool = True
     """Send ANSWER before EXEC AudioSocket when the channel is not up."""
+    transfer: str = "auto"
+    """How an assistant's transfer moves the channel: ``goto`` (the sidecar hands the call back
+    and the FastAGI side runs ``EXEC Goto`` to the destination: no AMI needed, no Asterisk
+    warnings; needs Asterisk 20.14, 21.9, 22.4, 23.0 or later), ``redirect`` (AMI Redirect, any
+    version) or ``auto`` (goto where the channel's Asterisk version allows it, else redirect)."""
 
 
 @dataclass(frozen=True, slots=True)

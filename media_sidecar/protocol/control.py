@@ -129,7 +129,9 @@ class TransferResult:
     uuid: str
     ok: bool
     method: str = "redirect"
-    """redirect (AMI did it) or dialplan (hand back with AI_STATUS=TRANSFERRED)."""
+    """goto (hand the call back; the control plane sends the channel to the destination),
+    redirect (AMI did it), dialplan (hand back with AI_STATUS=TRANSFERRED for the dialplan to
+    route) or refused."""
     detail: str = ""
 
 

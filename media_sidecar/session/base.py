@@ -299,6 +299,13 @@ class MediaSession:
                                  detail="control plane did not answer")
         finally:
             self._transfer_pending = ""
+        if res.ok and res.method == "goto":
+            # the control plane sends the channel on once the AudioSocket is handed back
+            action.result = "handed back; the dialplan goes on at the destination"
+            self._set_outcome("TRANSFERRED", transfer_to=key, method="goto",
+                              reason=reason or f"transferred to {key}")
+            await self._hand_back()
+            return True
         if res.ok and res.method == "redirect":
             self._set_outcome("TRANSFERRED", transfer_to=key, method="redirect",
                               reason=reason or f"transferred to {key}")

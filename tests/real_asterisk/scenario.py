@@ -137,7 +137,9 @@ class CallResult:
     def agent_said(self) -> list[str]:
         """The agent's utterances as recorded on the caller's leg, transcribed."""
         pcm = self.agent_audio()
-        return [transcribe(pcm[int(a * 8000):int(b * 8000)]) for a, b in speech_segments(pcm)]
+        # 0.2 s either side: the energy floor cuts the soft ends of words ("billi(ng)")
+        return [transcribe(pcm[max(0, int((a - 0.2) * 8000)):int((b + 0.2) * 8000)])
+                for a, b in speech_segments(pcm)]
 
 
 @dataclass

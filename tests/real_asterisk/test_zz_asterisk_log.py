@@ -16,6 +16,12 @@ TOLERATED = [
     (r"res_agi\.c: Connecting to '127\.0\.0\.1:\d+' failed for url 'agi://127\.0\.0\.1:\d+/agent"
      r"': Connection refused", "agi-voice stopped on purpose"),
     (r"res_agi\.c: Couldn't connect to any host\.  FastAGI failed\.", "agi-voice stopped on purpose"),
+    # AudioSocket() logs this when its channel goes away under it: the caller hanging up
+    # (test_caller_hangs_up_mid_reply...) or someone else's AMI Redirect
+    # (test_third_party_redirect...). agi-voice's own transfers never do it: they hand the call
+    # back and Goto the destination (fastagi.transfer: auto)
+    (r"app_audiosocket\.c: Failed to receive frame from channel 'Local/s@av-caller-"
+     r"(hangup-mid-reply|redirect)-\d+-", "the caller hung up / a third party redirected"),
 ]
 
 

@@ -115,3 +115,78 @@ def test_disposition_after_agi_closed():
     call2.agi_closed = True
     asyncio.run(t2.on_ami_event(snapshot("Hangup", Cause="16")))
     assert call2.disposition == "hangup" and sent2.messages == []  # AGI side already done
+
+
+def test_hangup_request_before_the_agi_closed_means_a_hangup_whatever_the_h_extension_does():
+    """Found on the real Asterisk: a caller's hang-up runs the h extension (a Newexten after
+    the AGI closed) and was taken for a third-party redirect."""
+    t, _, call = tracker(Ami())
+
+    async def main():
+        await t.on_ami_event(snapshot("HangupRequest", Cause="16"))
+        call.agi_closed = True
+        await t.on_ami_event(snapshot("Newexten", Exten="h", Application="UserEvent"))
+        return await t.wait_disposition(call, 0.1)
+
+    assert asyncio.run(main()) == "hangup"
+
+
+def test_h_extension_alone_is_a_hangup_and_a_newexten_elsewhere_a_redirect():
+    async def run(exten: str) -> str:
+        t, _, call = tracker(Ami())
+        call.agi_closed = True
+        await t.on_ami_event(snapshot("Newexten", Exten=exten, Context="from-internal"))
+        return await t.wait_disposition(call, 0.1)
+
+    assert asyncio.run(run("h")) == "hangup"
+    assert asyncio.run(run("0")) == "redirect"
+
+
+def test_soft_hangup_request_after_the_agi_closed_is_a_hangup():
+    t, _, call = tracker(Ami())
+
+    async def main():
+        call.agi_closed = True
+        await t.on_ami_event(snapshot("SoftHangupRequest", Cause="16"))
+        await t.on_ami_event(snapshot("Newexten", Exten="0"))
+        return await t.wait_disposition(call, 0.1)
+
+    assert asyncio.run(main()) == "hangup"
+
+
+def test_handback_versions():
+    from fastagi_server.calls import supports_handback
+
+    yes = ["20.14.0", "20.17.1", "21.9.0", "21.12.2", "22.4.0", "22.10.1", "23.0.0", "24.1.0"]
+    no = ["18.26.0", "20.13.0", "21.8.1", "22.3.0", "20.7-cert5", "", "GIT-master", "22"]
+    assert [v for v in yes if not supports_handback(v)] == []
+    assert [v for v in no if supports_handback(v)] == []
+
+
+def test_transfer_mode_picks_goto_redirect_or_dialplan():
+    def run(mode: str, handback: bool, ami: Ami | None) -> tuple[c.TransferResult, TrackedCall]:
+        sent = Sent()
+        t = CallTracker(sent, ami, transfer_mode=mode)
+        call = TrackedCall(uuid=UUID, channel="PJSIP/100-0000001", uniqueid="1795267856.1",
+                           assistant=ASSISTANT, handback=handback)
+        t.add(call)
+        dest = ASSISTANT.destination("sales")
+        assert dest is not None
+        req = c.TransferRequest(uuid=UUID, destination="sales", context=dest.context,
+                                exten=dest.exten, priority=dest.priority)
+        return asyncio.run(t.transfer(req)), call
+
+    res, call = run("auto", True, Ami())
+    assert (res.ok, res.method, call.goto) == (True, "goto", ("from-internal", "2002", "1"))
+    res, call = run("auto", True, None)  # no AMI needed for a goto
+    assert (res.ok, res.method) == (True, "goto")
+    ami = Ami()
+    res, call = run("auto", False, ami)  # an Asterisk that hangs up on 00 00 00
+    assert (res.ok, res.method, call.goto) == (True, "redirect", None)
+    assert ami.actions[-1][0] == "Redirect"
+    res, call = run("redirect", True, Ami())
+    assert res.method == "redirect" and call.goto is None
+    res, call = run("goto", False, None)
+    assert res.method == "goto"
+    res, call = run("auto", False, None)
+    assert (res.ok, res.method) == (False, "dialplan")

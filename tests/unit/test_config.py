@@ -172,6 +172,10 @@ def test_error_is_a_value_error_with_source_and_path() -> None:
             "test.yaml: fastagi.listen.port: expected a TCP",
         ),
         (ONE + "fastagi: {answer: maybe}", "test.yaml: fastagi.answer: expected true or false"),
+        (
+            ONE + "fastagi: {transfer: blind}",
+            "test.yaml: fastagi.transfer: expected auto, goto or redirect, got 'blind'",
+        ),
         (ONE + "sidecar: {max_calls: 1.5}", "test.yaml: sidecar.max_calls: expected an integer"),
         (ONE + "routing: {default: y}", "test.yaml: routing.default: unknown assistant 'y'"),
         (
