@@ -173,6 +173,8 @@ def _config(base: Config, sidecar: SidecarPorts | None, ami_port: int | None,
             records: str, transfer: str = "redirect") -> Config:
     cfg = dataclasses.replace(
         base,
+        # no health listener: a fixed port would be shared by every stack and test run
+        health=dataclasses.replace(base.health, enabled=False),
         sidecar=dataclasses.replace(base.sidecar, records_path=records,
                                     audiosocket=Listen("127.0.0.1", 0),
                                     control=Listen("127.0.0.1", 0)),

@@ -109,7 +109,7 @@ def speech_segments(pcm: np.ndarray, *, floor_dbfs: float = -45.0, gap_ms: int =
 
 
 def words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z']+", text.lower()))
+    return set(re.findall(r"[a-z']+", text.lower().replace("-", "")))
 
 
 def heard(text: str, *expected: str) -> bool:

@@ -35,6 +35,7 @@ class ProductProcess:
     lines: list[str] = field(default_factory=list)
     _ready: threading.Event = field(default_factory=threading.Event)
     _exited: threading.Event = field(default_factory=threading.Event)
+    _saw_ready_line: bool = False
     _new_line: threading.Condition = field(default_factory=threading.Condition)
 
     @property
@@ -56,7 +57,8 @@ class ProductProcess:
             cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
         threading.Thread(target=self._pump, name=f"log-{self.command}", daemon=True).start()
-        if not self._ready.wait(timeout) or self._exited.is_set() and not self._ready.is_set():
+        self._ready.wait(timeout)
+        if not self._saw_ready_line:  # timed out, or the process exited before it was ready
             tail = "\n".join(self.lines[-30:])
             self.stop()
             raise RuntimeError(f"agi-voice {self.command} did not become ready within "
@@ -72,6 +74,7 @@ class ProductProcess:
                 log.write(line)
                 log.flush()
                 if self.ready_line in line:
+                    self._saw_ready_line = True
                     self._ready.set()
         self._exited.set()
         self._ready.set()  # wake a waiting start(); it checks _exited
@@ -137,6 +140,7 @@ def product_config(workdir: Path, assistants: dict[str, Any], routing: dict[str,
     return {
         "fastagi": {"listen": {"host": "127.0.0.1", "port": fastagi}, "env_timeout": 5.0,
                     "offer_timeout": 0.8},
+        "health": {"listen": {"host": "127.0.0.1", "port": free_port()}},
         "sidecar": {"audiosocket": {"host": "127.0.0.1", "port": audiosocket},
                     "control": {"host": "127.0.0.1", "port": control},
                     "records_path": str(workdir / "calls.jsonl")},

@@ -125,8 +125,10 @@ class CallResult:
         return (self.done.get("Reason") or "") if self.done is not None else ""
 
     def named(self, kind: str) -> list[AmiMessage]:
+        """This call's own UserEvents ``kind`` (other calls' events are in ``events`` too)."""
         return [e for e in self.events
-                if e.event == "UserEvent" and e.get("UserEvent") == kind]
+                if e.event == "UserEvent" and e.get("UserEvent") == kind
+                and e.get("AvTest") == self.test_id]
 
     def agent_audio(self) -> np.ndarray:
         return read_wav(Path(f"{self.recording}-agent.wav"))
