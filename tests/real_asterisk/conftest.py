@@ -11,10 +11,12 @@ test gets its own AMI connection (``ami``), a trio fixture.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -159,6 +161,34 @@ async def ami(asterisk: AsteriskPeer) -> AsyncIterator[AmiDriver]:
         finally:
             await drv.aclose()
             nursery.cancel_scope.cancel()
+
+
+MEASURED: dict[str, object] = {}
+"""Figures the tier's tests measured (reported, never asserted on): printed at the end of the
+run and written to measurements.json in the tier's directory."""
+
+
+@pytest.fixture
+def measured(request: pytest.FixtureRequest) -> dict[str, object]:
+    """This test's entry in :data:`MEASURED`."""
+    entry: dict[str, object] = {}
+    MEASURED[request.node.name] = entry
+    return entry
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _write_measurements(workdir: Path) -> Iterator[None]:
+    yield
+    if MEASURED:
+        (workdir / "measurements.json").write_text(json.dumps(MEASURED, indent=1))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if MEASURED:
+        terminalreporter.section("real Asterisk: measured")
+        for name, entry in MEASURED.items():
+            if entry:
+                terminalreporter.write_line(f"{name}: {json.dumps(entry)}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -33,11 +33,12 @@ DEFAULT_PREFIX = Path.home() / ".cache" / "agi-voice" / f"asterisk-{VERSION}"
 def asterisk_prefix() -> tuple[Path | None, str]:
     """Where a built Asterisk is, or None and the reason it is not usable (for a skip)."""
     prefix = Path(os.environ.get("AGI_VOICE_ASTERISK_PREFIX", str(DEFAULT_PREFIX)))
+    if not (SHARED_ASTERISK / "instance.sh").is_file():
+        return None, (f"no Asterisk test peer: {SHARED_ASTERISK} is missing (put ../shared "
+                      "beside the repository, with asterisk/build.sh and instance.sh, to run "
+                      "the real-Asterisk tier)")
     if (prefix / f".built-{VERSION}").is_file() and (prefix / "sbin" / "asterisk").is_file():
         return prefix, ""
-    if not (SHARED_ASTERISK / "build.sh").is_file():
-        return None, (f"no Asterisk test peer: {SHARED_ASTERISK} is missing (clone ../shared "
-                      "beside the repository to run the real-Asterisk tier)")
     return None, (f"Asterisk {VERSION} is not built in {prefix}: run "
                   f"`bash {SHARED_ASTERISK}/build.sh {prefix}` (about 3 minutes; .ci/run does "
                   "it) or set AGI_VOICE_ASTERISK_PREFIX to a build")

@@ -136,6 +136,19 @@ class CallResult:
     def caller_audio(self) -> np.ndarray:
         return read_wav(Path(f"{self.recording}-caller.wav"))
 
+    def answer_gaps(self) -> list[float]:
+        """For each utterance of the caller (in the caller's own recording), seconds from its
+        end to the start of the agent's next utterance, as recorded on the caller's leg: what
+        the caller experiences as the agent's reaction time (it includes the 700 ms
+        end-of-speech hangover). Both recordings share MixMonitor's timeline."""
+        agent = speech_segments(self.agent_audio())
+        gaps = []
+        for _start, end in speech_segments(self.caller_audio()):
+            nxt = next((a for a, _ in agent if a >= end), None)
+            if nxt is not None:
+                gaps.append(round(nxt - end, 3))
+        return gaps
+
     def agent_said(self) -> list[str]:
         """The agent's utterances as recorded on the caller's leg, transcribed."""
         pcm = self.agent_audio()

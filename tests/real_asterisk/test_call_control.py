@@ -15,7 +15,7 @@ from .scenario import AGENT_CONTEXT, CallerPlan, agent_context, originate, place
 
 async def test_keypad_by_senddtmf_runs_the_mapped_action_once(
         asterisk: AsteriskPeer, agi_voice: ProductProcess, ami: AmiDriver,
-        workdir: Path) -> None:
+        workdir: Path, measured: dict[str, object]) -> None:
     plan = CallerPlan().wait(2.5).dtmf("1").wait(6)
     call = await place_call(asterisk, ami, plan, script="agent", workdir=workdir, name="dtmf")
     assert [e.get("Dest") for e in call.named("Reached")] == ["sales"], call.events
@@ -23,6 +23,8 @@ async def test_keypad_by_senddtmf_runs_the_mapped_action_once(
     assert rec["dtmf"] == ["1"], rec["dtmf"]  # AMI DTMFEnd and the AudioSocket frame: once
     assert [a["kind"] for a in rec["actions"]] == ["transfer"], rec["actions"]
     assert rec["status"] == "TRANSFERRED" and rec["transfer_to"] == "sales"
+    key_turn = next(t for t in rec["turns"] if t["trigger"] == "dtmf")
+    measured["key_to_first_frame_ms"] = key_turn["stage_ms"].get("first_frame")
 
 
 async def test_keypad_by_ami_playdtmf_runs_the_mapped_action_once(
@@ -82,7 +84,7 @@ async def test_third_party_redirect_is_recorded_as_such(
 
 async def test_media_plane_down_fails_fast_to_the_dialplan_fallback(
         asterisk: AsteriskPeer, agi_voice: ProductProcess, ami: AmiDriver,
-        workdir: Path) -> None:
+        workdir: Path, measured: dict[str, object]) -> None:
     # a FastAGI plane whose media plane is not running (nothing listens on its control port)
     cfg = product_config(workdir / "no-sidecar", {"receptionist": {"provider": "echo"}},
                          {"default": "receptionist"})
@@ -104,3 +106,4 @@ async def test_media_plane_down_fails_fast_to_the_dialplan_fallback(
     assert len(fallback) == 1 and fallback[0].get("Reason") == call.reason
     assert call.done is not None
     assert ami.time_of(call.done) - t0 < 3.0, ami.time_of(call.done) - t0
+    measured["originate_to_fallback_s"] = round(ami.time_of(call.done) - t0, 3)

@@ -17,7 +17,7 @@ from .scenario import CallerPlan, place_call
 @pytest.mark.parametrize("script", ["agent", "ulaw_desk", "alaw_desk", "slin16_desk"])
 async def test_each_media_path_is_heard_intact_and_transfers(
         script: str, asterisk: AsteriskPeer, agi_voice: ProductProcess, ami: AmiDriver,
-        phrases: dict[str, Phrase], workdir: Path) -> None:
+        phrases: dict[str, Phrase], workdir: Path, measured: dict[str, object]) -> None:
     plan = CallerPlan().wait(2.5).say(phrases["billing"]).wait(6)
     call = await place_call(asterisk, ami, plan, script=script, workdir=workdir,
                             name=f"codec-{script}")
@@ -30,3 +30,5 @@ async def test_each_media_path_is_heard_intact_and_transfers(
     assert rec["turns"][1]["intent"] == "billing", rec["turns"]
     # the caller's words reached the STT intact through the codec too
     assert heard(rec["turns"][1]["caller_text"], "question", "bill"), rec["turns"][1]
+    measured["answer_gap_s"] = call.answer_gaps()
+    measured["latency_ms"] = rec["turns"][1]["latency_ms"]

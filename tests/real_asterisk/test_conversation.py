@@ -19,7 +19,8 @@ def first_agent_audio_after(agent: list[tuple[float, float]], t: float) -> float
 
 async def test_transfer_by_voice_reaches_the_destination(
         asterisk: AsteriskPeer, agi_voice: ProductProcess, ami: AmiDriver,
-        phrases: dict[str, Phrase], workdir: Path) -> None:
+        phrases: dict[str, Phrase], workdir: Path,
+        measured: dict[str, object]) -> None:
     plan = CallerPlan().wait(2.5).say(phrases["transfer_sales"]).wait(6)
     call = await place_call(asterisk, ami, plan, script="agent", workdir=workdir,
                             name="transfer")
@@ -30,11 +31,14 @@ async def test_transfer_by_voice_reaches_the_destination(
     assert rec["status"] == "TRANSFERRED" and rec["transfer_to"] == "sales"
     said = " ".join(call.agent_said())
     assert heard(said, "transferring", "sales"), said
+    measured["answer_gap_s"] = call.answer_gaps()
+    measured["latency_ms"] = [t["latency_ms"] for t in rec["turns"] if t["trigger"] == "speech"]
 
 
 async def test_goodbye_plays_the_whole_farewell_then_completes(
         asterisk: AsteriskPeer, agi_voice: ProductProcess, ami: AmiDriver,
-        phrases: dict[str, Phrase], workdir: Path) -> None:
+        phrases: dict[str, Phrase], workdir: Path,
+        measured: dict[str, object]) -> None:
     plan = CallerPlan().wait(2.5).say(phrases["goodbye"]).wait(8)
     call = await place_call(asterisk, ami, plan, script="agent", workdir=workdir,
                             name="goodbye")
@@ -43,13 +47,17 @@ async def test_goodbye_plays_the_whole_farewell_then_completes(
     assert len(said) >= 2, said
     assert heard(said[0], *words(GREETING)), said
     assert heard(said[-1], *words(FAREWELL)), said
+    measured["answer_gap_s"] = call.answer_gaps()
+    measured["farewell_s"] = round(speech_segments(call.agent_audio())[-1][1]
+                                   - speech_segments(call.agent_audio())[-1][0], 2)
     rec = await agi_voice.wait_record(call.channel)
     assert rec["status"] == "COMPLETED"
 
 
 async def test_ten_caller_turns_without_a_drop(
         asterisk: AsteriskPeer, agi_voice: ProductProcess, ami: AmiDriver,
-        phrases: dict[str, Phrase], workdir: Path) -> None:
+        phrases: dict[str, Phrase], workdir: Path,
+        measured: dict[str, object]) -> None:
     plan = CallerPlan().wait(2.5)
     for i in range(10):
         plan.say(phrases["hours" if i % 2 else "hello"]).wait(3.5)
@@ -62,3 +70,7 @@ async def test_ten_caller_turns_without_a_drop(
     assert len(speech_turns) == 11, [t["caller_text"] for t in rec["turns"]]
     agent = speech_segments(call.agent_audio())
     assert len(agent) >= 12, agent  # greeting + 10 answers + farewell, all heard by the caller
+    gaps = sorted(call.answer_gaps())
+    measured["answer_gap_s_p50_max"] = [gaps[len(gaps) // 2], gaps[-1]]
+    lat = sorted(t["latency_ms"] for t in speech_turns if t["latency_ms"] is not None)
+    measured["latency_ms_p50_max"] = [lat[len(lat) // 2], lat[-1]]

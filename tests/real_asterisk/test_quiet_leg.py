@@ -32,7 +32,7 @@ def _summary(call: CallResult, rec: dict[str, Any]) -> dict[str, Any]:
 
 async def test_quiet_leg_is_answered_reprompted_and_timed_out_like_a_silent_one(
         asterisk: AsteriskPeer, agi_voice: ProductProcess, ami: AmiDriver,
-        phrases: dict[str, Phrase], workdir: Path) -> None:
+        phrases: dict[str, Phrase], workdir: Path, measured: dict[str, object]) -> None:
     results = {}
     for no_frames in (True, False):
         call = await _quiet_call(asterisk, ami, phrases["hours"], workdir, no_frames=no_frames)
@@ -52,6 +52,10 @@ async def test_quiet_leg_is_answered_reprompted_and_timed_out_like_a_silent_one(
     assert quiet["latency_ms"][0] < 1500, quiet
     assert abs(quiet["latency_ms"][0] - steady["latency_ms"][0]) < 300, (quiet, steady)
     assert quiet_rec["caller_frames_filled"] > 0 and steady_rec["caller_frames_filled"] == 0
+    measured.update(latency_ms_quiet=quiet["latency_ms"][0],
+                    latency_ms_steady=steady["latency_ms"][0],
+                    frames_filled_quiet=quiet_rec["caller_frames_filled"],
+                    answer_gap_s_quiet=quiet_call.answer_gaps())
     # the agent's utterances were heard at the same moments of the two calls (within 0.4 s)
     for (a0, _), (b0, _) in zip(quiet["agent_segments"], steady["agent_segments"], strict=True):
         assert abs(a0 - b0) < 0.4, (quiet["agent_segments"], steady["agent_segments"])
