@@ -503,12 +503,14 @@ class AgiSession:
             res = await self._audio_runner(stream, ident, ch)
             self.result.audiosocket.append(res)
             return res.result_code
+        return (await self._serve_audio(stream, ident, self._as_config)).result_code
+
+    async def _serve_audio(self, stream: trio.abc.Stream, ident: str,
+                           config: AudioSocketConfig | None) -> AudioSocketResult:
+        """One AudioSocket session on this channel (the app's, or Dial's AudioSocket leg)."""
+        ch = self.channel
         session = AudioSocketSession(
-            stream,
-            ident,
-            caller=self._caller,
-            config=self._as_config,
-            on_action=ch.apply_caller_action,
+            stream, ident, caller=self._caller, config=config, on_action=ch.apply_caller_action
         )
         ch.attach_audio(session)
         try:
@@ -516,7 +518,7 @@ class AgiSession:
         finally:
             ch.detach_audio(session)
         self.result.audiosocket.append(result)
-        return result.result_code
+        return result
 
 
     async def _dial(self, data: str) -> int:
@@ -574,15 +576,7 @@ class AgiSession:
         base = self._as_config or AudioSocketConfig()
         config = dataclasses.replace(base, caller_codec=codec, agent_codec="slin",
                                      idle_timeout=None)
-        session = AudioSocketSession(
-            stream, ident, caller=self._caller, config=config, on_action=ch.apply_caller_action
-        )
-        ch.attach_audio(session)
-        try:
-            result = await session.run()
-        finally:
-            ch.detach_audio(session)
-        self.result.audiosocket.append(result)
+        result = await self._serve_audio(stream, ident, config)
         ch.set_variable("DIALSTATUS", "ANSWER")
         if result.closed_by in ("caller_hangup", "redirect"):
             return -1
