@@ -98,9 +98,23 @@ class RelayPort(Protocol):
     def response_done(self, status: str, usage: dict[str, object] | None) -> None:
         """A provider response ended (completed, cancelled, failed, incomplete)."""
 
+    def provider_note(self, key: str, value: object) -> None:
+        """A provider fact for the call record's ``provider`` section (a close reason, session
+        seconds); may be called while the session is being torn down."""
+
     async def call_tool(self, name: str, arguments: str | dict[str, Any] | None) -> ToolReply:
         """Run the model's function call; the reply's ``output`` goes back to the model, and
         the model is asked to go on speaking only when ``respond`` is true."""
+
+    def tool_cancelled(self, name: str) -> bool:
+        """The provider withdrew function call ``name`` after :meth:`call_tool` had answered
+        it (Deepgram ``FunctionCallCancelled``): a transfer or hang-up it started that is not
+        carried out yet is called off, and the caller may interrupt again. Returns whether
+        one was (the provider then hears the caller again)."""
+
+    def provider_latency(self, item_id: str, figures: Mapping[str, float]) -> None:
+        """The provider's own latency figures (seconds, by its names) for the response that
+        spoke item ``item_id`` (Deepgram ``LatencyReport``): kept in that turn's record."""
 
 
 class SpeechToSpeech(Protocol):

@@ -42,6 +42,7 @@ log = logging.getLogger("agi_voice.deepgram_agent")
 
 LOUD_RMS = 300.0
 """Caller frames louder than this (about -40 dBFS) count as speech for the end-of-speech time."""
+MAX_ANSWERED = 16
 _PERMANENT_CODES = frozenset({"INVALID_SETTINGS", "UNPARSABLE_CLIENT_MESSAGE"})
 _ids = itertools.count(1)
 
@@ -66,11 +67,19 @@ class DeepgramAgentSession:
         self._out_box = Outbox(bytes)
         self._item = self._new_item()
         self._item_has_audio = False
+        self._spoken_item = ""
+        """The last item that had audio: the response a LatencyReport is about."""
         self._agent_text: list[str] = []
         self._sent_ms = 0
         self._last_loud_ms: int | None = None
         self.keepalives = 0
         self.latencies: list[dict[str, float]] = []
+        self._calls: dict[str, trio.CancelScope] = {}
+        """Function calls whose tool is running (or about to), by id: FunctionCallCancelled
+        cancels the scope."""
+        self._answered: dict[str, str] = {}
+        """Recently answered function calls, id -> name: a FunctionCallCancelled that crossed
+        our response on the wire still calls off the transfer or hang-up it started."""
 
     @staticmethod
     def _new_item() -> str:
@@ -197,6 +206,7 @@ class DeepgramAgentSession:
             return
         if not self._item_has_audio:
             self._item_has_audio = True
+            self._spoken_item = self._item
             self._codec.reset_down()
         port.agent_audio(self._codec.decode(data), self._item, t_in)
         self._flush_agent_text()
@@ -237,12 +247,23 @@ class DeepgramAgentSession:
             self.latencies.append({k: float(msg[k]) for k in
                                    ("total_latency", "tts_latency", "ttt_latency")
                                    if isinstance(msg.get(k), (int, float))})
+        elif kind == "LatencyReport":  # after each turn; every figure optional (seconds)
+            figures = {k: float(v) for k, v in msg.items() if k.endswith("_latency")
+                       and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            if figures:
+                port.provider_latency(self._spoken_item or self._item, figures)
         elif kind == "FunctionCallRequest":
             for f in msg.get("functions") or ():
                 if isinstance(f, Mapping) and f.get("client_side", True):
                     assert self._nursery is not None
-                    self._nursery.start_soon(self._run_tool, str(f.get("id", "")),
-                                             str(f.get("name", "")), f.get("arguments"))
+                    call_id = str(f.get("id", ""))
+                    self._calls[call_id] = trio.CancelScope()  # before the task runs
+                    self._nursery.start_soon(self._run_tool, call_id, str(f.get("name", "")),
+                                             f.get("arguments"))
+        elif kind == "FunctionCallCancelled":
+            for f in msg.get("functions") or ():
+                if isinstance(f, Mapping):
+                    self._cancel_call(str(f.get("id", "")), str(f.get("name", "")))
         elif kind == "Error":
             code = str(msg.get("code") or "")
             raise ProviderError(f"provider error {code}: {msg.get('description', '')}",
@@ -252,8 +273,47 @@ class DeepgramAgentSession:
                         msg.get("description") or msg.get("message") or msg.get("code"))
 
     async def _run_tool(self, call_id: str, name: str, arguments: object) -> None:
+        """Run one client-side function call and answer it, unless the server cancels it
+        first: then the tool does not start, or (a webhook in flight) is cancelled and its
+        result dropped, and no ``FunctionCallResponse`` is sent (SDK 7.17
+        ``agent_v1function_call_cancelled_functions_item.py``: "Send no FunctionCallResponse
+        for this id")."""
         assert self._port is not None
         args = arguments if isinstance(arguments, (str, dict)) else None
-        reply = await self._port.call_tool(name, args)
+        scope = self._calls.get(call_id) or trio.CancelScope()
+        reply = None
+        try:
+            with scope:
+                if not scope.cancel_called:  # call_tool may finish without a checkpoint
+                    reply = await self._port.call_tool(name, args)
+        finally:
+            self._calls.pop(call_id, None)
+        if scope.cancel_called:
+            if reply is not None:  # it ran to its end in the same tick: undo what it started
+                self._withdraw(name)
+            log.info("deepgram agent: function call %s (%s) cancelled by the server",
+                     call_id, name)
+            return
+        assert reply is not None
+        self._answered[call_id] = name
+        while len(self._answered) > MAX_ANSWERED:
+            del self._answered[next(iter(self._answered))]
         self._send_json({"type": "FunctionCallResponse", "id": call_id, "name": name,
                          "content": reply.output})
+
+    def _cancel_call(self, call_id: str, name: str) -> None:
+        scope = self._calls.get(call_id)
+        if scope is not None:
+            scope.cancel()
+        elif call_id in self._answered:  # our response crossed the cancellation
+            self._withdraw(self._answered.pop(call_id))
+        else:
+            log.warning("deepgram agent: FunctionCallCancelled for unknown call %s (%s)",
+                        call_id, name)
+
+    def _withdraw(self, name: str) -> None:
+        """A cancelled call's tool already ran: a transfer or hang-up it started and that is
+        not carried out yet is called off, and the caller is heard again."""
+        assert self._port is not None
+        if self._port.tool_cancelled(name):
+            self._muted = False

@@ -58,6 +58,10 @@ class TurnRecord:
     """Each stage's time from the caller's end of speech (from the turn's start when there was
     no speech: greeting, keypad, no-input): stt, llm_first_token, first_sentence,
     tts_first_audio, first_frame, llm_done."""
+    provider_latency_ms: dict[str, float] = field(default_factory=dict)
+    """A speech-to-speech provider's own figures for this turn, in ms under its names
+    (Deepgram ``LatencyReport``: stt_latency, ttt_token_latency, tts_latency, total_latency,
+    ...), beside ours in ``latency_ms`` and ``stage_ms``."""
 
 
 @dataclass

@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +46,7 @@ from ..config.schema import VadConfig
 from ..constants import FRAME_BYTES, FRAME_MS
 from ..dsp.vad import SpeechEnded, SpeechStarted, TurnDetector, VoiceDetector
 from ..providers.base import ProviderError, SpeechToSpeech
-from ..tools.spec import ToolReply
+from ..tools.spec import HANGUP, TRANSFER, ToolReply
 from .base import MediaSession, leaf_exception
 from .digits import DigitGroup
 from .playout import PlayoutFull, Segment
@@ -117,6 +117,9 @@ class RelaySession(MediaSession):
         self._proc_ms: list[float] = []
         self._idle_waits: list[tuple[Segment, float]] = []
         self._usage: dict[str, int] = {}
+        self._leave_scope: trio.CancelScope | None = None
+        """The pending transfer or hang-up, until it is carried out (the provider may still
+        withdraw the function call that started it)."""
         self.record.provider = {"name": provider.name}
 
     def _start(self, nursery: trio.Nursery) -> None:
@@ -395,18 +398,42 @@ class RelaySession(MediaSession):
 
     async def _leave(self, announced: bool, act: Callable[[], Awaitable[None]]) -> None:
         mark = self._item_seq
-        if not announced or self.provider.speaks_after_tool:
-            # The announcement or farewell comes after the tool result: wait for it to arrive
-            # completely (a provider that says nothing only costs the timeout).
+        with trio.CancelScope() as scope:  # cancelled by tool_cancelled
+            self._leave_scope = scope
+            if not announced or self.provider.speaks_after_tool:
+                # The announcement or farewell comes after the tool result: wait for it to
+                # arrive completely (a provider that says nothing only costs the timeout).
+                await self._wait_until(
+                    lambda: any(i.seq > mark and (i.done or i.cut) for i in self._items.values()),
+                    ANNOUNCE_TIMEOUT if not announced else MORE_SPEECH_TIMEOUT)
             await self._wait_until(
-                lambda: any(i.seq > mark and (i.done or i.cut) for i in self._items.values()),
-                ANNOUNCE_TIMEOUT if not announced else MORE_SPEECH_TIMEOUT)
-        await self._wait_until(
-            lambda: all(i.done or i.cut or not (i.segments or i.rest)
-                        for i in self._items.values()), DRAIN_TIMEOUT)
-        self.playout.protect()
-        await self.playout.wait_idle()
-        await act()
+                lambda: all(i.done or i.cut or not (i.segments or i.rest)
+                            for i in self._items.values()), DRAIN_TIMEOUT)
+            self.playout.protect()
+            await self.playout.wait_idle()
+        self._leave_scope = None
+        if not scope.cancel_called:
+            await act()
+
+    def tool_cancelled(self, name: str) -> bool:
+        kind = {TRANSFER: "transfer", HANGUP: "hangup"}.get(name)
+        if kind is None or self._leaving != kind or self._committed or self._leave_scope is None:
+            return False
+        self._leave_scope.cancel()
+        self._leave_scope = None
+        self._leaving = ""
+        self.record.actions.append(ToolAction(self._rel(trio.current_time()) or 0.0, kind,
+                                              result="cancelled by the provider"))
+        log.info("call %s: the provider withdrew its %s", self.uuid, kind)
+        return True
+
+    def provider_latency(self, item_id: str, figures: Mapping[str, float]) -> None:
+        item = self._items.get(item_id)
+        turn = item.turn if item is not None else (
+            self.record.turns[-1] if self.record.turns else None)
+        if turn is not None:
+            turn.provider_latency_ms.update(
+                {k: round(v * 1000, 1) for k, v in figures.items()})
 
     async def _wait_until(self, ready: Callable[[], bool], within: float) -> bool:
         with trio.move_on_after(within):

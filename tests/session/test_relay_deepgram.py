@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import trio
 
 from fastagi_server.emulator.caller import CallerScript
@@ -167,20 +168,6 @@ async def test_bad_key_at_start_hands_the_call_to_the_fallback_assistant(autojum
     assert out.record.turns[0].agent_text == "This is the backup assistant."
 
 
-class _Port:
-    """The least a provider session needs, to watch its idle behaviour alone."""
-
-    def agent_audio(self, pcm, item_id, t_in): pass
-    def agent_audio_done(self, item_id): pass
-    def caller_speech_started(self): return None
-    def caller_speech_stopped(self, audio_end_ms): pass
-    def transcript(self, role, text): pass
-    def response_done(self, status, usage): pass
-
-    async def call_tool(self, name, arguments):
-        return ToolReply("{}")
-
-
 async def test_keepalive_keeps_an_idle_session_open(autojump_clock):
     mock = MockAgentServer(script=AgentScript(idle_timeout=10.0))
     a = config().assistant("dg")
@@ -195,3 +182,118 @@ async def test_keepalive_keeps_an_idle_session_open(autojump_clock):
     assert log.close_reason is None or "TIMEOUT" not in log.close_reason
     gaps = np.diff(log.keepalive_times)
     assert len(log.keepalive_times) >= 3 and np.allclose(gaps, 8.0, atol=0.05)
+
+
+# -- FunctionCallCancelled (SDK 7.17 agent_v1function_call_cancelled.py) ----------------------
+
+async def test_a_cancelled_transfer_never_redirects_and_the_call_goes_on(autojump_clock):
+    # the transfer was answered at once; the cancellation crosses the response on the wire
+    mock = MockAgentServer(script=AgentScript(
+        reply_ms=600, transcripts=["sales please", "never mind"], replies=["Sure."],
+        function_calls={"sales": ("transfer_call", {"destination": "sales"})},
+        cancel_function_calls_after=0.3))
+    script = (CallerScript().speak(tone(500, 0.8), at=1.5).speak(tone(500, 0.8), at=8.0)
+              .hangup(at=14.0))
+    out = await run_session(script, cfg=config(), provider_factory=deepgram_factory(mock))
+
+    log = mock.sessions[0]
+    assert log.cancelled_calls == ["fc_1"] and not log.problems
+    assert out.control.requests == []  # never redirected
+    assert out.ended.status == "CALLER_HANGUP"
+    assert [(a.kind, a.result) for a in out.record.actions if a.kind != "tool"] == [
+        ("transfer", "cancelled by the provider")]
+    # the caller is heard again: the second utterance got its answer
+    assert log.user_texts == ["sales please", "never mind"]
+    assert out.record.turns[-1].agent_text == "Sure."
+
+
+async def test_a_transfer_cancelled_right_behind_its_request_never_redirects(autojump_clock):
+    mock = MockAgentServer(script=AgentScript(
+        reply_ms=600, transcripts=["sales please"],
+        function_calls={"sales": ("transfer_call", {"destination": "sales"})},
+        cancel_function_calls_after=0.0))
+    script = CallerScript().speak(tone(500, 0.8), at=1.5).hangup(at=12.0)
+    out = await run_session(script, cfg=config(), provider_factory=deepgram_factory(mock))
+    assert out.control.requests == []
+    assert out.ended.status == "CALLER_HANGUP"
+    assert not mock.sessions[0].problems  # no response after the cancellation
+
+
+async def test_a_cancelled_hangup_never_hangs_up(autojump_clock):
+    mock = MockAgentServer(script=AgentScript(
+        reply_ms=600, transcripts=["bye", "one more thing"], replies=["Yes?"],
+        function_calls={"bye": ("hangup_call", {})}, cancel_function_calls_after=0.3))
+    script = (CallerScript().speak(tone(500, 0.8), at=1.5).speak(tone(500, 0.8), at=8.0)
+              .hangup(at=14.0))
+    out = await run_session(script, cfg=config(), provider_factory=deepgram_factory(mock))
+    assert out.ended.status == "CALLER_HANGUP"  # not COMPLETED by the model's hang-up
+    assert ("hangup", "cancelled by the provider") in [(a.kind, a.result)
+                                                       for a in out.record.actions]
+    assert mock.sessions[0].user_texts == ["bye", "one more thing"]
+
+
+async def test_latency_report_goes_into_the_turn_beside_our_figures(autojump_clock):
+    mock = MockAgentServer(script=AgentScript(reply_ms=600, replies=["It is noon."]))
+    script = CallerScript().speak(tone(500, 0.8), at=2.0).hangup(at=6.0)
+    out = await run_session(script, cfg=config(), provider_factory=deepgram_factory(mock))
+    greeting, answer = out.record.turns
+    assert greeting.provider_latency_ms == {}  # the greeting is not a turn for Deepgram
+    assert answer.provider_latency_ms == {
+        "stt_latency": 120.0, "ttt_token_latency": 340.0, "ttt_text_latency": 360.0,
+        "tts_latency": 180.0, "total_latency": 710.0}
+    assert answer.latency_ms is not None
+
+
+class _Port:
+    """The least a provider session needs, to watch it alone; ``call_tool`` takes
+    ``tool_seconds`` (a webhook in flight) and notes what it finished."""
+
+    def __init__(self, tool_seconds: float = 0.0) -> None:
+        self.tool_seconds = tool_seconds
+        self.tools_done: list[str] = []
+        self.withdrawn: list[str] = []
+        self.latency: list[tuple[str, dict[str, float]]] = []
+
+    def agent_audio(self, pcm, item_id, t_in): pass
+    def agent_audio_done(self, item_id): pass
+    def caller_speech_started(self): return None
+    def caller_speech_stopped(self, audio_end_ms): pass
+    def transcript(self, role, text): pass
+    def response_done(self, status, usage): pass
+
+    def tool_cancelled(self, name):
+        self.withdrawn.append(name)
+        return False
+
+    def provider_latency(self, item_id, figures):
+        self.latency.append((item_id, dict(figures)))
+
+    async def call_tool(self, name, arguments):
+        await trio.sleep(self.tool_seconds)
+        self.tools_done.append(name)
+        return ToolReply('{"ok": true}')
+
+
+def _provider(mock, yaml_extra: str = ""):
+    a = config(yaml_extra).assistant("dg")
+    return DeepgramAgentSession(a.deepgram, make_setup(a, CallContext()),
+                                env={"DEEPGRAM_API_KEY": "test-key"},
+                                connect=memory_connector(mock.serve_stream, "dg"))
+
+
+@pytest.mark.parametrize("cancel_after", [0.0, 0.5])
+async def test_a_cancelled_webhook_result_is_not_sent(autojump_clock, cancel_after):
+    mock = MockAgentServer(script=AgentScript(
+        reply_ms=300, function_calls={"weather": ("hangup_call", {})},
+        cancel_function_calls_after=cancel_after))
+    provider, port = _provider(mock), _Port(tool_seconds=2.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(provider.run, port)
+        provider.send_user_text("what is the weather")
+        await trio.sleep(5)
+        nursery.cancel_scope.cancel()
+    log = mock.sessions[0]
+    assert log.cancelled_calls == ["fc_1"]
+    assert log.function_responses == [] and not log.problems
+    assert port.tools_done == []  # cancelled in flight: its result never existed
+    assert port.withdrawn == []

@@ -770,3 +770,77 @@ async def test_process_writes_ready_file_serves_and_stops_on_stdin_eof(tmp_path:
             await proc.wait()
         if proc.stdin is not None:
             await proc.stdin.aclose()
+
+
+@pytest.mark.mock_problems("FunctionCallResponse for cancelled id 'fc_1'")
+async def test_function_call_cancelled_drops_the_turn(autojump_clock: trio.abc.Clock) -> None:
+    """SDK 7.17 ``agent_v1function_call_cancelled.py``: ``functions[{id, name}]``; the client
+    sends no response for those. A response later than a crossing is a problem."""
+    script = AgentScript(
+        transcripts=["Please transfer me to Sales."],
+        function_calls={"transfer me": ("transfer_call", {"extension": "200"})},
+        cancel_function_calls_after=0.25,
+        reply_ms=200,
+    )
+    async with session(MockAgentServer(script=script), apply=settings()) as (client, log):
+        await client.speak(400, 500)
+        await client.wait("FunctionCallRequest")
+        cancelled = await client.wait("FunctionCallCancelled")
+        kinds = [e["type"] for e in client.events]
+        sent = client.times[kinds.index("FunctionCallCancelled")]
+        assert sent - client.times[kinds.index("FunctionCallRequest")] == pytest.approx(0.25)
+        assert cancelled == {
+            "type": "FunctionCallCancelled",
+            "functions": [{"id": "fc_1", "name": "transfer_call"}],
+        }
+        report = await client.wait("LatencyReport")
+        assert "ttt_tool_latency" in report  # a tool turn's report
+        await trio.sleep(1)
+        await client.send(
+            type="FunctionCallResponse", id="fc_1", name="transfer_call", content="{}"
+        )
+        await client.wait("Warning")
+    assert log.cancelled_calls == ["fc_1"] and log.crossed_responses == []
+    assert "AgentAudioDone" not in client.types()  # no after-tool reply, no History
+    assert not [e for e in client.events if e["type"] == "History" and "function_calls" in e]
+    assert log.problems == ["FunctionCallResponse for cancelled id 'fc_1'"]
+
+
+async def test_a_response_crossing_its_cancellation_is_tolerated(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    script = AgentScript(
+        transcripts=["transfer me"],
+        function_calls={"transfer me": ("transfer_call", {"extension": "200"})},
+        cancel_function_calls_after=0.0,
+    )
+    async with session(MockAgentServer(script=script), apply=settings()) as (client, log):
+        await client.send(type="InjectUserMessage", content="transfer me")
+        await client.wait("FunctionCallRequest")
+        await client.send(
+            type="FunctionCallResponse", id="fc_1", name="transfer_call", content="{}"
+        )
+        await client.wait("FunctionCallCancelled")
+        await trio.sleep(0.5)
+    assert [r["id"] for r in log.crossed_responses] == ["fc_1"]
+    assert log.problems == [] and log.count("Warning", sent=True) == 0
+
+
+@pytest.mark.parametrize("figures", [None, {"total_latency": 0.5}])
+async def test_latency_report_after_each_turn(
+    autojump_clock: trio.abc.Clock, figures: dict[str, float] | None
+) -> None:
+    """providers-2026-update.md 3.1: after each turn, every field optional (seconds)."""
+    kw: dict[str, Any] = {} if figures is None else {"latency_report": figures}
+    script = AgentScript(transcripts=["hello"], reply_ms=200, **kw)
+    async with session(MockAgentServer(script=script), apply=settings()) as (client, _):
+        await client.speak(400, 500)
+        await client.wait("AgentAudioDone")
+        report = await client.wait("LatencyReport")
+        assert client.types()[-2:] == ["AgentAudioDone", "LatencyReport"]
+    if figures is None:
+        assert report == {"type": "LatencyReport", "stt_latency": 0.12,
+                          "ttt_token_latency": 0.34, "ttt_text_latency": 0.36,
+                          "tts_latency": 0.18, "total_latency": 0.71}
+    else:
+        assert report == {"type": "LatencyReport", "total_latency": 0.5}

@@ -20,7 +20,11 @@ Modelled:
 * function calls: ``FunctionCallRequest`` (``client_side`` true when the declared function has
   no ``endpoint``), the client's ``FunctionCallResponse`` matched by id, ``History``
   function_calls, the after-tool reply. A response with an unknown id gets a ``Warning`` of the
-  mock's own code UNKNOWN_FUNCTION_CALL_ID and the session goes on;
+  mock's own code UNKNOWN_FUNCTION_CALL_ID and the session goes on; scripted
+  ``FunctionCallCancelled {functions: [{id, name}]}`` (SDK 7.17) drops the turn, and a response
+  after it is a problem unless it crossed the cancellation on the wire;
+* ``LatencyReport`` after each agent turn (providers-2026-update.md 3.1; ``ttt_tool_latency``
+  only for a turn with a function call);
 * ``InjectUserMessage`` (a user turn), ``InjectAgentMessage`` (``message``, or ``content`` per the
   CONFLICT note, recorded as a problem; ``behavior`` default / queue / interrupt; refused with
   ``InjectionRefused`` while the user speaks or the agent is mid-turn), ``UpdatePrompt`` (appended),
@@ -33,8 +37,8 @@ Modelled:
   ``first_byte_delay``, ``reject_with_status``.
 
 Not modelled: functions with an ``endpoint`` are not executed (the request is sent with
-``client_side: false`` and the server answers with ``server_function_result``); LatencyReport,
-AgentThinking, FunctionCallCancelled, Flux (v2 listen/speak are accepted, the VAD is the same),
+``client_side: false`` and the server answers with ``server_function_result``);
+AgentThinking, Flux (v2 listen/speak are accepted, the VAD is the same),
 stored agents by UUID (accepted, with no greeting and no functions), the 2 h session cap,
 real speech recognition or synthesis (transcripts and a tone are scripted), mp3/opus/flac/aac
 output and wav/ogg containers (refused with INVALID_SETTINGS).

@@ -16,6 +16,12 @@ AUDIO = "Audio"
 """Pseudo-type under which server binary frames (asyncapi ``AgentV1Audio``) are counted."""
 
 
+LATENCY = {"stt_latency": 0.12, "ttt_token_latency": 0.34, "ttt_text_latency": 0.36,
+           "ttt_tool_latency": 0.41, "tts_latency": 0.18, "total_latency": 0.71}
+"""providers-2026-update.md 3.1's example (SDK 7.17 ``agent_v1latency_report.py``: every field
+optional, seconds)."""
+
+
 @dataclass(frozen=True)
 class AgentScript:
     """What the mock does. Agent turns are the replies to user turns (spoken or injected),
@@ -65,6 +71,15 @@ class AgentScript:
     tts_latency: float = 0.21
     ttt_latency: float = 0.61
     """Figures reported by ``AgentStartedSpeaking`` (seconds); no delay is implied."""
+    cancel_function_calls_after: float | None = None
+    """Seconds after each client-side ``FunctionCallRequest`` (0: right behind it, before any
+    response is read) the server sends ``FunctionCallCancelled`` for it and drops the turn: no
+    History function_calls, no after-tool reply. It is sent even if the response already came
+    (the live order of a response in flight and a cancellation is not documented); a response
+    that arrives after it is a problem. None: calls are never cancelled."""
+    latency_report: Mapping[str, float] | None = field(default_factory=lambda: dict(LATENCY))
+    """``LatencyReport`` figures (seconds) sent after each agent turn's ``AgentAudioDone``
+    (``ttt_tool_latency`` only for a turn with a function call); None: no reports."""
     idle_timeout: float | None = 10.0
     """With neither audio nor KeepAlive for this long: ``Error`` CLIENT_MESSAGE_TIMEOUT, close.
     None disables it."""
@@ -129,6 +144,10 @@ class SessionLog(EventLog):
     """FunctionCallResponse messages received, matched or not."""
     injected_user: list[str] = field(default_factory=list)
     injected_agent: list[str] = field(default_factory=list)
+    cancelled_calls: list[str] = field(default_factory=list)
+    """Ids named by the FunctionCallCancelled messages sent."""
+    crossed_responses: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    """FunctionCallResponses that crossed their cancellation on the wire (not problems)."""
     problems: list[str] = field(default_factory=list)
     """Client deviations the mock tolerated (or the script could not follow)."""
 

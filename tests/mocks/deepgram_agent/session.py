@@ -35,6 +35,12 @@ UNKNOWN_ID = "UNKNOWN_FUNCTION_CALL_ID"
 """Warning code (the mock's own) for a FunctionCallResponse whose id no request is awaiting."""
 
 
+CROSSING = 0.001
+"""A response this soon (runtime clock) after its call's FunctionCallCancelled crossed it on the
+wire (on the in-memory link under the virtual clock a round trip takes no time): tolerated,
+noted in ``crossed_responses``. Any later one is a problem: the client ignored the cancellation."""
+
+
 @dataclass(eq=False)
 class _Job:
     kind: str
@@ -83,6 +89,8 @@ class Session:
         self.spoken_turns = 0
         self.replies_used = 0
         self.calls: dict[str, _Call] = {}
+        self.cancelled: dict[str, float] = {}
+        """Cancelled call id -> runtime clock when FunctionCallCancelled was sent."""
         self.call_ids = itertools.count(1)
         self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
             "Settings": self._on_settings,
@@ -304,8 +312,13 @@ class Session:
         self.log.function_responses.append(message)
         call_id = message.get("id")
         call = self.calls.pop(call_id, None) if isinstance(call_id, str) else None
+        sent = self.cancelled.get(call_id) if isinstance(call_id, str) else None
+        if call is None and sent is not None and trio.current_time() - sent <= CROSSING:
+            self.log.crossed_responses.append(message)  # sent before the client could know
+            return
         if call is None:
-            self.log.problems.append(f"FunctionCallResponse for unknown id {call_id!r}")
+            what = "cancelled" if sent is not None else "unknown"
+            self.log.problems.append(f"FunctionCallResponse for {what} id {call_id!r}")
             await self.send(
                 {
                     "type": "Warning",
@@ -391,16 +404,25 @@ class Session:
             r = script.replies
             reply = r[self.replies_used - 1] if self.replies_used <= len(r) else f"reply {n}"
             await self._speak(reply, "reply", n, disconnect)
+            await self._latency_report(tool=False)
             return
         if script.speak_before_call:
             await self._speak(script.speak_before_call, "before_call", n, disconnect)
             disconnect = False
-        await self._function_call(*call)
-        await self._speak(script.after_tool_reply, "after_tool", n, disconnect)
+        if await self._function_call(*call):
+            await self._speak(script.after_tool_reply, "after_tool", n, disconnect)
+        await self._latency_report(tool=True)
 
-    async def _function_call(self, name: str, arguments: dict[str, Any]) -> None:
+    async def _latency_report(self, tool: bool) -> None:
+        figures = self.script.latency_report
+        if figures is not None:
+            body = {k: v for k, v in figures.items() if tool or k != "ttt_tool_latency"}
+            await self.send({"type": "LatencyReport", **body})
+
+    async def _function_call(self, name: str, arguments: dict[str, Any]) -> bool:
         """Request one function; wait for the client's response (client-side) or answer it
-        ourselves (functions with an ``endpoint`` are not executed)."""
+        ourselves (functions with an ``endpoint`` are not executed). Returns False when the
+        script cancelled it (``FunctionCallCancelled``)."""
         call_id, client_side = f"fc_{next(self.call_ids)}", not self.functions[name].get("endpoint")
         item = {
             "id": call_id,
@@ -413,6 +435,17 @@ class Session:
         if client_side:
             self.calls[call_id] = call
         await self.send({"type": "FunctionCallRequest", "functions": [item]})
+        cancel_after = self.script.cancel_function_calls_after
+        if client_side and cancel_after is not None:
+            if cancel_after > 0:
+                await trio.sleep(cancel_after)
+            self.calls.pop(call_id, None)
+            self.cancelled[call_id] = trio.current_time()
+            self.log.cancelled_calls.append(call_id)
+            await self.send(
+                {"type": "FunctionCallCancelled", "functions": [{"id": call_id, "name": name}]}
+            )
+            return False
         if client_side:
             await call.answered.wait()
         else:
@@ -429,6 +462,7 @@ class Session:
             await self.send(
                 {"type": "History", "function_calls": [{**item, "response": call.content}]}
             )
+        return True
 
     async def _checked_send(self, message: dict[str, Any]) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
