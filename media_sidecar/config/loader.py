@@ -181,9 +181,32 @@ class _Builder:
                          for i, h in enumerate(hooks_raw))
         tools_cfg = dataclasses.replace(self.build(s.ToolsConfig, tools, f"{path}.tools"),
                                         webhooks=webhooks)
+        if "deepgram" in raw:
+            raw["deepgram"] = self._deepgram(raw["deepgram"], f"{path}.deepgram")
         cfg = self.build(s.AssistantConfig, {"name": name, **raw}, path)
         return dataclasses.replace(cfg, destinations=destinations, brain=brain_cfg,
                                    tools=tools_cfg)
+
+    def _deepgram(self, raw: Any, path: str) -> s.DeepgramAgentConfig:
+        """``deepgram:``, whose ``speak`` and ``think`` are lists of providers in fallback
+        order with ``headers_env`` written as mappings."""
+        body = dict(self.mapping(raw, path))
+        lists: dict[str, Any] = {}
+        for key, cls in (("speak", s.DeepgramSpeakEntry), ("think", s.DeepgramThinkEntry)):
+            items = body.pop(key, None)
+            if items is None:
+                continue
+            if not isinstance(items, list):
+                raise self.err(f"{path}.{key}", "expected a list of providers in fallback order")
+            entries = []
+            for i, item in enumerate(items):
+                ip = f"{path}.{key}[{i}]"
+                entry = dict(self.mapping(item, ip))
+                pairs = ({"headers_env": self.pairs(entry.pop("headers_env"), f"{ip}.headers_env")}
+                         if "headers_env" in entry else {})
+                entries.append(dataclasses.replace(self.build(cls, entry, ip), **pairs))
+            lists[key] = tuple(entries)
+        return dataclasses.replace(self.build(s.DeepgramAgentConfig, body, path), **lists)
 
     def _webhook(self, raw: Any, path: str) -> s.WebhookTool:
         body = dict(self.mapping(raw, path))
@@ -447,6 +470,73 @@ def _validate_model_assistant(a: s.AssistantConfig, names: list[str], source: st
     if a.deepgram.sample_rate not in _DEEPGRAM_RATES:
         raise ConfigError(source, f"{p}.deepgram.sample_rate",
                           f"expected one of {sorted(_DEEPGRAM_RATES)}")
+    _validate_deepgram(a.deepgram, source, f"{p}.deepgram")
+
+
+_FLUX_ONLY = ("eot_threshold", "eager_eot_threshold", "eot_timeout_ms", "language_hints")
+_SPEAK_NEEDS = {"deepgram": ("model",), "open_ai": ("model", "voice", "url"),
+                "eleven_labs": ("model", "url"), "cartesia": ("model", "voice", "url")}
+
+
+def _validate_deepgram(d: s.DeepgramAgentConfig, source: str, p: str) -> None:
+    """Flux (listen v2) and its end-of-turn settings (providers-2026-update.md 3.2), and the
+    speak/think fallback lists (3.7; SDK 7.17 provider shapes)."""
+    flux = d.listen_version == "v2"
+    if flux != d.listen_model.startswith("flux-"):
+        raise ConfigError(source, f"{p}.listen_model", (
+            f"Flux (listen_version: v2) takes flux-general-en or flux-general-multi, got "
+            f"{d.listen_model!r}" if flux else
+            f"{d.listen_model!r} is a Flux model: set listen_version: v2"))
+    for key in _FLUX_ONLY if not flux else ():
+        if getattr(d, key) not in (None, ()):
+            raise ConfigError(source, f"{p}.{key}", "only with listen_version: v2 (Flux)")
+    checks = [
+        ("eot_threshold", d.eot_threshold is None or 0.5 <= d.eot_threshold <= 1.0,
+         "expected 0.5..1.0 (1.0: no confidence-based end of turn)"),
+        ("eager_eot_threshold", d.eager_eot_threshold is None or
+         0.3 <= d.eager_eot_threshold <= 0.9, "expected 0.3..0.9"),
+        ("eot_timeout_ms", d.eot_timeout_ms is None or 500 <= d.eot_timeout_ms <= 60000,
+         "expected 500..60000 ms"),
+        ("language_hints", not d.language_hints or d.listen_model == "flux-general-multi",
+         "only with listen_model: flux-general-multi"),
+    ]
+    for key, ok, expected in checks:
+        if not ok:
+            raise ConfigError(source, f"{p}.{key}", expected)
+    default = s.DeepgramAgentConfig()
+    flat = {"speak": ("speak_model",),
+            "think": ("think_provider", "think_model", "temperature", "think_url")}
+    for key, names in flat.items():
+        for name in names if getattr(d, key) else ():
+            if getattr(d, name) != getattr(default, name):
+                raise ConfigError(source, f"{p}.{name}",
+                                  f"set either {name} or the {key} list, not both")
+    for i, sp in enumerate(d.speak):
+        ip = f"{p}.speak[{i}]"
+        for key in _SPEAK_NEEDS[sp.provider]:
+            if not getattr(sp, key):
+                raise ConfigError(source, f"{ip}.{key}", f"required for provider {sp.provider}")
+        schemes = ("https://", "wss://") if sp.provider == "eleven_labs" else ("https://",)
+        if sp.url and not sp.url.startswith(schemes):
+            raise ConfigError(source, f"{ip}.url", f"expected a {' or '.join(schemes)} URL "
+                              "(wss only for eleven_labs)")
+    for i, th in enumerate(d.think):
+        ip = f"{p}.think[{i}]"
+        if not th.model:
+            raise ConfigError(source, f"{ip}.model", "required")
+        if th.url and not th.url.startswith(("https://", "http://")):
+            raise ConfigError(source, f"{ip}.url", "expected an http(s):// URL")
+    endpoints: list[tuple[str, s.DeepgramSpeakEntry | s.DeepgramThinkEntry]] = [
+        *((f"speak[{i}]", e) for i, e in enumerate(d.speak)),
+        *((f"think[{i}]", e) for i, e in enumerate(d.think))]
+    for where, e in endpoints:
+        for name, var in e.headers_env:
+            if not _ENV_NAME.fullmatch(var):
+                raise ConfigError(source, f"{p}.{where}.headers_env.{name}",
+                                  f"expected an environment variable name, got {var!r}")
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _validate_pipeline(a: s.AssistantConfig, source: str, p: str) -> None:

@@ -346,6 +346,40 @@ class RealtimeConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DeepgramSpeakEntry:
+    """One TTS provider in ``deepgram.speak`` (a fallback list: Deepgram uses the first that
+    works; providers-2026-update.md 3.7, SDK 7.17 ``speak_settings_v1provider.py``)."""
+
+    provider: Literal["deepgram", "open_ai", "eleven_labs", "cartesia"] = "deepgram"
+    model: str = ""
+    """Deepgram and OpenAI: ``model``; ElevenLabs and Cartesia: ``model_id``."""
+    voice: str = ""
+    """OpenAI: the voice (required); Cartesia: the voice id (required)."""
+    language: str = ""
+    """ElevenLabs and Cartesia only."""
+    url: str = ""
+    """``endpoint.url``: required for every provider but Deepgram; https, or wss for
+    ElevenLabs only."""
+    headers_env: tuple[tuple[str, str], ...] = ()
+    """``endpoint.headers``: header name -> environment variable holding its value (the
+    provider's key: secrets only from the environment), written as a YAML mapping."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeepgramThinkEntry:
+    """One LLM in ``deepgram.think`` (a fallback list, SDK 7.17 ``think_settings_v1.py``);
+    every entry gets the assistant's instructions and tools."""
+
+    provider: Literal["open_ai", "anthropic", "google", "groq", "deepgram"] = "open_ai"
+    model: str = ""
+    temperature: float | None = None
+    url: str = ""
+    """``endpoint.url``: a custom LLM endpoint Deepgram calls (https)."""
+    headers_env: tuple[tuple[str, str], ...] = ()
+    """``endpoint.headers``: header name -> environment variable (as for speak)."""
+
+
+@dataclass(frozen=True, slots=True)
 class DeepgramAgentConfig:
     """A Deepgram Voice Agent V1 session (``provider: deepgram_agent``).
 
@@ -361,6 +395,21 @@ class DeepgramAgentConfig:
     sample_rate: int = 16000
     """Rate of ``linear16`` audio (8000, 16000, 24000 or 48000)."""
     listen_model: str = "nova-3"
+    """With ``listen_version: v2``: ``flux-general-en`` or ``flux-general-multi``."""
+    listen_version: Literal["v1", "v2"] = "v1"
+    """``v2`` is Flux, whose end-of-turn settings follow (providers-2026-update.md 3.2);
+    with ``v1`` they must be left unset."""
+    eot_threshold: float | None = None
+    """Flux: end-of-turn confidence that ends the caller's turn, 0.5-1.0 (Deepgram's default
+    0.7; 1.0 leaves only ``eot_timeout_ms``)."""
+    eager_eot_threshold: float | None = None
+    """Flux: 0.3-0.9; set, Deepgram starts thinking at this lower confidence (eager
+    end-of-turn) and drops the draft if the caller goes on."""
+    eot_timeout_ms: int | None = None
+    """Flux: the turn ends this long after speech whatever the confidence, 500-60000
+    (Deepgram's default 5000)."""
+    language_hints: tuple[str, ...] = ()
+    """Flux ``flux-general-multi`` only: BCP-47 languages to bias towards."""
     keyterms: tuple[str, ...] = ()
     think_provider: str = "open_ai"
     """Deepgram's name for the LLM provider: open_ai, anthropic, google, groq, ..."""
@@ -369,6 +418,12 @@ class DeepgramAgentConfig:
     think_url: str = ""
     """A custom OpenAI-compatible LLM endpoint Deepgram calls (``think.endpoint.url``)."""
     speak_model: str = "aura-2-thalia-en"
+    speak: tuple[DeepgramSpeakEntry, ...] = ()
+    """TTS providers in fallback order, instead of ``speak_model`` (sent as ``agent.speak``,
+    an array when there are several)."""
+    think: tuple[DeepgramThinkEntry, ...] = ()
+    """LLMs in fallback order, instead of ``think_provider``, ``think_model``,
+    ``temperature`` and ``think_url``."""
     keepalive_seconds: float = 8.0
     """KeepAlive is sent after this long without caller audio (Deepgram closes idle sockets)."""
     connect_timeout: float = 5.0

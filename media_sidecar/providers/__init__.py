@@ -8,7 +8,7 @@ from ..config.schema import AssistantConfig
 from ..protocol.control import CallContext
 from .base import ProviderError, ProviderSetup, RelayPort, SpeechToSpeech, make_setup
 
-RELAY_PROVIDERS = frozenset({"echo", "openai_realtime", "deepgram_agent"})
+RELAY_PROVIDERS = frozenset({"echo", "openai_realtime", "openai_live", "deepgram_agent"})
 """Providers served by :class:`~media_sidecar.session.relay.RelaySession`."""
 
 
@@ -24,6 +24,10 @@ def make_provider(assistant: AssistantConfig, context: CallContext,
         from .openai_realtime import OpenAIRealtimeSession
 
         return OpenAIRealtimeSession(assistant.realtime, setup, env=env)
+    if assistant.provider == "openai_live":
+        from .openai_live import OpenAILiveSession
+
+        return OpenAILiveSession(assistant.live, setup, env=env)
     if assistant.provider == "deepgram_agent":
         from .deepgram_agent import DeepgramAgentSession
 

@@ -34,6 +34,7 @@ import trio
 import trio_websocket
 
 from ..config.schema import DeepgramAgentConfig
+from . import deepgram_wire as wire
 from .audio import AudioCodec
 from .base import ProviderError, ProviderSetup, RelayPort, api_key
 from .ws import Connector, Outbox, open_provider_ws, receive, tcp_connector
@@ -73,6 +74,8 @@ class DeepgramAgentSession:
         self._sent_ms = 0
         self._last_loud_ms: int | None = None
         self.keepalives = 0
+        self._listen: dict[str, Any] = {}
+        """The listen provider in force (Settings, then each UpdateListen)."""
         self.latencies: list[dict[str, float]] = []
         self._calls: dict[str, trio.CancelScope] = {}
         """Function calls whose tool is running (or about to), by id: FunctionCallCancelled
@@ -142,38 +145,25 @@ class DeepgramAgentSession:
                 box.last_audio_sent = trio.current_time()
 
     def settings(self) -> dict[str, Any]:
-        """The ``Settings`` message for this call (V1 shape, providers.md 2.2)."""
-        cfg, setup = self.cfg, self.setup
-        enc = {"ulaw": "mulaw", "pcm": "linear16"}[self._codec.name]
-        rate = self._codec.rate
-        listen: dict[str, Any] = {"type": "deepgram", "version": "v1", "model": cfg.listen_model,
-                                  "language": setup.language}
-        if cfg.keyterms:
-            listen["keyterms"] = list(cfg.keyterms)
-        think: dict[str, Any] = {
-            "provider": {"type": cfg.think_provider, "model": cfg.think_model,
-                         "temperature": cfg.temperature},
-            "prompt": setup.instructions,
-        }
-        if cfg.think_url:
-            think["endpoint"] = {"url": cfg.think_url, "headers": {}}
-        if setup.tools:
-            think["functions"] = [{"name": t.name, "description": t.description,
-                                   "parameters": t.parameters} for t in setup.tools]
-        agent: dict[str, Any] = {
-            "listen": {"provider": listen},
-            "think": think,
-            "speak": {"provider": {"type": "deepgram", "model": cfg.speak_model}},
-        }
-        if setup.greeting:
-            agent["greeting"] = setup.greeting
-        return {
-            "type": "Settings", "tags": list(cfg.tags), "experimental": False,
-            "flags": {"history": True},
-            "audio": {"input": {"encoding": enc, "sample_rate": rate},
-                      "output": {"encoding": enc, "sample_rate": rate, "container": "none"}},
-            "agent": agent,
-        }
+        """The ``Settings`` message for this call (:func:`.deepgram_wire.settings`). Raises
+        MissingEnv."""
+        setup = self.setup
+        return wire.settings(self.cfg, instructions=setup.instructions, greeting=setup.greeting,
+                             tools=setup.tools, language=setup.language,
+                             encoding={"ulaw": "mulaw", "pcm": "linear16"}[self._codec.name],
+                             rate=self._codec.rate, env=self._env)
+
+    def announce(self, text: str, behavior: wire.Behavior = "queue") -> None:
+        """Have the agent say ``text`` in its own voice (``InjectAgentMessage``); with
+        ``default`` Deepgram refuses while either side is mid-turn (logged)."""
+        self._send_json(wire.inject_agent_message(text, behavior))
+
+    def update_listen(self, **changes: Any) -> None:
+        """Change listen settings mid-call (``UpdateListen``), e.g. Flux's ``eot_timeout_ms``
+        while the caller reads out a number. Raises ValueError (keyterms without Flux)."""
+        message = wire.update_listen(self._listen, **changes)
+        self._listen = message["listen"]["provider"]
+        self._send_json(message)
 
     # -- receiving -----------------------------------------------------------------------------
 
@@ -192,7 +182,12 @@ class DeepgramAgentSession:
                 log.warning("deepgram agent: ignored a malformed message (%d bytes)", len(raw))
                 continue
             if kind == "Welcome":
-                self._send_json(self.settings())
+                try:
+                    message = self.settings()
+                except wire.MissingEnv as exc:
+                    raise ProviderError(str(exc), retryable=False) from None
+                self._listen = message["agent"]["listen"]["provider"]
+                self._send_json(message)
             elif kind == "SettingsApplied":
                 if not self._ready:
                     self._ready = True
@@ -248,8 +243,7 @@ class DeepgramAgentSession:
                                    ("total_latency", "tts_latency", "ttt_latency")
                                    if isinstance(msg.get(k), (int, float))})
         elif kind == "LatencyReport":  # after each turn; every figure optional (seconds)
-            figures = {k: float(v) for k, v in msg.items() if k.endswith("_latency")
-                       and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            figures = wire.latency_figures(msg)
             if figures:
                 port.provider_latency(self._spoken_item or self._item, figures)
         elif kind == "FunctionCallRequest":
@@ -261,9 +255,8 @@ class DeepgramAgentSession:
                     self._nursery.start_soon(self._run_tool, call_id, str(f.get("name", "")),
                                              f.get("arguments"))
         elif kind == "FunctionCallCancelled":
-            for f in msg.get("functions") or ():
-                if isinstance(f, Mapping):
-                    self._cancel_call(str(f.get("id", "")), str(f.get("name", "")))
+            for call_id, name in wire.cancelled_calls(msg):
+                self._cancel_call(call_id, name)
         elif kind == "Error":
             code = str(msg.get("code") or "")
             raise ProviderError(f"provider error {code}: {msg.get('description', '')}",

@@ -347,6 +347,10 @@ class RelaySession(MediaSession):
             if isinstance(value, int) and not isinstance(value, bool):
                 self._usage[key] = self._usage.get(key, 0) + value
 
+    def provider_note(self, key: str, value: object) -> None:
+        if key not in ("name", "usage", "error", "retryable", "relay", "audio_dropped_bytes"):
+            self.record.provider[key] = value
+
     # -- leaving: transfer and hang-up by the model -------------------------------------------
 
     async def _tool_transfer(self, destination: str, reason: str) -> ToolReply:

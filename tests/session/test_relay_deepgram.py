@@ -13,6 +13,7 @@ from fastagi_server.emulator.caller import CallerScript
 from media_sidecar.config.loader import parse_config
 from media_sidecar.protocol.control import CallContext
 from media_sidecar.providers import make_setup
+from media_sidecar.providers.base import ProviderError
 from media_sidecar.providers.deepgram_agent import DeepgramAgentSession
 from media_sidecar.tools.spec import ToolReply
 from tests.fakes import dominant_freq, tone
@@ -297,3 +298,63 @@ async def test_a_cancelled_webhook_result_is_not_sent(autojump_clock, cancel_aft
     assert log.function_responses == [] and not log.problems
     assert port.tools_done == []  # cancelled in flight: its result never existed
     assert port.withdrawn == []
+
+
+FLUX = """deepgram:
+      listen_version: v2
+      listen_model: flux-general-en
+      eot_threshold: 0.8
+      eot_timeout_ms: 4000
+      keyterms: [ACME]
+      speak: [{model: aura-2-thalia-en}, {model: aura-2-zeus-en}]
+      think: [{model: gpt-4.1-mini}, {provider: anthropic, model: claude-3-5-haiku-latest}]"""
+
+
+async def test_flux_listen_and_fallback_arrays_reach_the_settings(autojump_clock):
+    mock = MockAgentServer(script=AgentScript(reply_ms=600, replies=["It is noon."]))
+    script = CallerScript().speak(tone(500, 0.8), at=2.0).hangup(at=6.0)
+    out = await run_session(script, cfg=config(FLUX), provider_factory=deepgram_factory(mock))
+    agent = mock.sessions[0].settings["agent"]
+    assert agent["listen"]["provider"] == {
+        "type": "deepgram", "version": "v2", "model": "flux-general-en", "eot_threshold": 0.8,
+        "eot_timeout_ms": 4000, "keyterms": ["ACME"]}
+    assert [s["provider"]["model"] for s in agent["speak"]] == ["aura-2-thalia-en",
+                                                               "aura-2-zeus-en"]
+    assert [t["provider"]["type"] for t in agent["think"]] == ["open_ai", "anthropic"]
+    assert [f["name"] for f in agent["think"][1]["functions"]] == ["transfer_call",
+                                                                   "hangup_call"]
+    assert out.record.turns[-1].agent_text == "It is noon."
+
+
+async def test_announce_and_update_listen_on_the_wire(autojump_clock):
+    mock = MockAgentServer(script=AgentScript(reply_ms=300))
+    provider, port = _provider(mock, FLUX), _Port()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(provider.run, port)
+        provider.announce("Please hold while I check that.")
+        provider.update_listen(eot_timeout_ms=9000)
+        await trio.sleep(2)
+        nursery.cancel_scope.cancel()
+    log = mock.sessions[0]
+    sent = [m for m in log.client_messages if m["type"] in ("InjectAgentMessage", "UpdateListen")]
+    assert sent == [
+        {"type": "InjectAgentMessage", "message": "Please hold while I check that.",
+         "behavior": "queue"},
+        {"type": "UpdateListen", "listen": {"provider": {
+            "type": "deepgram", "version": "v2", "model": "flux-general-en",
+            "eot_threshold": 0.8, "eot_timeout_ms": 9000, "keyterms": ["ACME"]}}}]
+    assert [s.kind for s in log.speeches] == ["greeting", "inject"]
+    assert log.config["agent"]["listen"]["provider"]["eot_timeout_ms"] == 9000
+    assert log.count("ListenUpdated", sent=True) == 1
+
+
+async def test_a_missing_endpoint_header_variable_is_a_permanent_failure(autojump_clock):
+    mock = MockAgentServer()
+    provider = _provider(mock, "deepgram: {speak: [{provider: open_ai, model: tts-1, "
+                               "voice: alloy, url: 'https://x', "
+                               "headers_env: {authorization: NO_SUCH_VAR}}]}")
+    with pytest.RaisesGroup(ProviderError, flatten_subgroups=True) as group:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(provider.run, _Port())
+    (exc,) = group.value.exceptions
+    assert "NO_SUCH_VAR" in str(exc) and not exc.retryable

@@ -273,9 +273,8 @@ async def test_welcome_then_settings_then_settings_applied(autojump_clock: trio.
         await client.send(
             type="UpdateThink", think={"provider": {"type": "open_ai", "model": "gpt-4o"}}
         )
-        await client.send(
-            type="UpdateListen", listen={"provider": {"type": "deepgram", "model": "nova-3"}}
-        )
+        listen = {"provider": {"type": "deepgram", "version": "v1", "model": "nova-3"}}
+        await client.send(type="UpdateListen", listen=listen)
         await client.wait("ListenUpdated")
         assert client.types(2) == ["PromptUpdated", "SpeakUpdated", "ThinkUpdated", "ListenUpdated"]
         assert log.config is not None and log.config["agent"]["think"] == {
@@ -293,6 +292,12 @@ async def test_update_prompt_appends_to_the_prompt(autojump_clock: trio.abc.Cloc
         assert log.config["agent"]["think"]["prompt"] == (
             "You are a helpful phone agent for ACME.\nBe brief."
         )
+
+
+LP = ("agent", "listen", "provider")
+FLUX = {"type": "deepgram", "version": "v2", "model": "flux-general-en"}
+SPEAK = {"provider": {"type": "deepgram", "model": "aura-2-thalia-en"}}
+OPENAI_TTS = {"type": "open_ai", "model": "tts-1", "voice": "alloy"}
 
 
 def _drop(*path: str) -> Callable[[dict[str, Any]], None]:
@@ -332,6 +337,20 @@ PARSE = "UNPARSABLE_CLIENT_MESSAGE"
         (_set(24000, "audio", "output", "sample_rate"), "INVALID_SETTINGS", "24000"),
         (_set("mp3", "audio", "output", "encoding"), "INVALID_SETTINGS", "mp3"),
         (_set("wav", "audio", "output", "container"), "INVALID_SETTINGS", "wav"),
+        # Flux (listen v2, providers-2026-update.md 3.2) and speak fallbacks (3.7)
+        (_set({**FLUX, "language": "en"}, *LP), PARSE, "agent.listen.provider.language"),
+        (_set({**FLUX, "smart_format": True}, *LP), PARSE, "provider.smart_format"),
+        (_set({"type": "deepgram", "version": "v2"}, *LP), PARSE, "agent.listen.provider.model"),
+        (_set({**FLUX, "eot_threshold": 1.1}, *LP), "INVALID_SETTINGS", "eot_threshold"),
+        (_set({**FLUX, "eager_eot_threshold": 0.2}, *LP), "INVALID_SETTINGS", "eager_eot"),
+        (_set({**FLUX, "eot_timeout_ms": 1.5}, *LP), PARSE, "eot_timeout_ms"),
+        (_set({**FLUX, "language_hints": ["de"]}, *LP), "INVALID_SETTINGS", "language_hints"),
+        (_set({**FLUX, "model": "nova-3"}, *LP), "INVALID_SETTINGS", "not a Flux model"),
+        (_set({**FLUX, "version": "v3"}, *LP), PARSE, "agent.listen.provider.version"),
+        (_set([SPEAK, {"provider": OPENAI_TTS}], "agent", "speak"), "INVALID_SETTINGS",
+         "agent.speak[1].endpoint is required"),
+        (_set([SPEAK, {"provider": OPENAI_TTS, "endpoint": {"url": "wss://x"}}], "agent", "speak"),
+         "INVALID_SETTINGS", "agent.speak[1].endpoint.url"),
     ],
 )
 async def test_invalid_settings_end_the_session_with_an_error(
@@ -844,3 +863,64 @@ async def test_latency_report_after_each_turn(
                           "tts_latency": 0.18, "total_latency": 0.71}
     else:
         assert report == {"type": "LatencyReport", "total_latency": 0.5}
+
+
+async def test_flux_listen_and_fallback_arrays_are_accepted(autojump_clock: trio.abc.Clock) -> None:
+    """The Settings shape of providers-2026-update.md 3.2 and 3.7, as the product sends it."""
+    good = settings()
+    good["agent"]["listen"]["provider"] = {
+        **FLUX, "model": "flux-general-multi", "eot_threshold": 1.0,
+        "eager_eot_threshold": 0.5, "eot_timeout_ms": 5000, "keyterms": ["ACME"],
+        "language_hints": ["en", "de"],
+    }
+    good["agent"]["speak"] = [
+        SPEAK,
+        {"provider": OPENAI_TTS, "endpoint": {"url": "https://api.openai.com/v1/audio/speech",
+                                              "headers": {"authorization": "Bearer k"}}},
+    ]
+    think = good["agent"]["think"]
+    good["agent"]["think"] = [think, {**think, "provider": {"type": "anthropic",
+                                                            "model": "claude-3-5-haiku-latest"}}]
+    async with session(MockAgentServer(), apply=good) as (client, log):
+        assert "SettingsApplied" in client.types()
+    assert log.problems == []
+
+
+@pytest.mark.mock_problems("listen.provider.version omitted")
+async def test_listen_version_omitted_is_inferred_and_noted(autojump_clock: trio.abc.Clock) -> None:
+    good = settings()
+    del good["agent"]["listen"]["provider"]["version"]
+    good["agent"]["listen"]["provider"]["language"] = "en"  # a V1-only key: inferred v1
+    async with session(MockAgentServer(), apply=good) as (_, log):
+        pass
+    assert log.problems == [
+        "agent.listen.provider.version omitted (send it: it is the discriminator)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("provider", "needle"),
+    [
+        ({**FLUX, "model": "flux-general-multi"}, "type, version and model"),
+        ({"type": "deepgram", "version": "v1", "model": "nova-3", "keyterms": ["x"]}, "Flux"),
+    ],
+)
+async def test_update_listen_keeps_the_identity_and_keyterms_need_flux(
+    autojump_clock: trio.abc.Clock, provider: dict[str, Any], needle: str
+) -> None:
+    """asyncapi AgentV1UpdateListen: identity (type, version, model) must match; 3.3:
+    keyterms mid-session only for Flux."""
+    async with session(MockAgentServer(), apply=settings()) as (client, _):
+        await client.send(type="UpdateListen", listen={"provider": provider})
+        error = await client.wait("Error")
+    assert error["code"] == "INVALID_SETTINGS" and needle in error["description"]
+
+
+async def test_update_listen_changes_flux_end_of_turn(autojump_clock: trio.abc.Clock) -> None:
+    good = settings()
+    good["agent"]["listen"]["provider"] = dict(FLUX)
+    async with session(MockAgentServer(), apply=good) as (client, log):
+        provider = {**FLUX, "eot_threshold": 0.8, "keyterms": ["order number"]}
+        await client.send(type="UpdateListen", listen={"provider": provider})
+        await client.wait("ListenUpdated")
+    assert log.config is not None and log.config["agent"]["listen"]["provider"] == provider

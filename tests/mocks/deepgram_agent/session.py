@@ -15,7 +15,14 @@ from wsproto.frame_protocol import CloseReason
 
 from .audio import Clip, EnergyVad, InputDecoder
 from .script import AUDIO, MEDIA, SessionLog, Speech
-from .settings import SettingsError, check_settings, check_speak, check_think, declared_functions
+from .settings import (
+    SettingsError,
+    check_listen_provider,
+    check_settings,
+    check_speak,
+    check_think,
+    declared_functions,
+)
 from .settings import parse_error as _parse_error
 
 if TYPE_CHECKING:
@@ -269,11 +276,24 @@ class Session:
         await self.send({"type": "ThinkUpdated"})
 
     async def _on_update_listen(self, message: dict[str, Any]) -> None:
+        """asyncapi ``AgentV1UpdateListen``: the provider's identity (type, version, model) must
+        match the session's; keyterms change mid-session only with Flux (3.3). The mock
+        refuses either with INVALID_SETTINGS (the live wording is not documented)."""
         listen = message.get("listen")
         if not isinstance(listen, dict) or not isinstance(listen.get("provider"), dict):
             raise _parse_error("listen")
+        provider = listen["provider"]
+        self.log.problems.extend(check_listen_provider(provider, "listen.provider"))
         agent = self._agent_config()
         if agent is not None:
+            current = agent["listen"]["provider"]
+            identity = ("type", "version", "model")
+            if any(provider.get(k) != current.get(k) for k in identity):
+                raise SettingsError(
+                    "INVALID_SETTINGS", "UpdateListen must keep the provider type, version and model."
+                )
+            if "keyterms" in provider and provider.get("version") != "v2":
+                raise SettingsError("INVALID_SETTINGS", "Keyterms can only be updated with Flux.")
             agent["listen"] = copy.deepcopy(listen)
         await self.send({"type": "ListenUpdated"})
 

@@ -13,6 +13,7 @@ demo#17, deepgram-starters/node-voice-agent#5):
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ __all__ = [
     "INPUT_ENCODINGS",
     "OUTPUT_ENCODINGS",
     "SettingsError",
+    "check_listen_provider",
     "check_settings",
     "declared_functions",
     "parse_error",
@@ -129,6 +131,62 @@ def _check_functions(thinks: list[dict[str, Any]], path: str) -> None:
             names.add(fn["name"])
 
 
+LISTEN_KEYS = {
+    "v1": frozenset({"type", "version", "model", "language", "keyterms", "smart_format"}),
+    "v2": frozenset({"type", "version", "model", "language_hints", "eot_threshold",
+                     "eager_eot_threshold", "eot_timeout_ms", "keyterms"}),
+}
+"""asyncapi ``DeepgramListenProviderV1`` / ``V2``; ``version`` is the discriminator."""
+FLUX_RANGES = {"eot_threshold": (0.5, 1.0), "eager_eot_threshold": (0.3, 0.9)}
+"""SDK 7.17 ``deepgram_listen_provider_v2.py`` (eot_threshold up to 1.0; asyncapi says 0.9)."""
+
+
+def _strings(v: Any, path: str) -> None:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise parse_error(path)
+
+
+def check_listen_provider(v: Any, path: str = "agent.listen.provider") -> list[str]:
+    """A listen provider, V1 or Flux V2 (providers-2026-update.md 3.2); returns problems the
+    mock tolerates (an omitted ``version``, which the SDK infers but a raw client must send)."""
+    provider = _obj(v, path)
+    if provider.get("type") != "deepgram":
+        raise parse_error(f"{path}.type")
+    problems = []
+    version = provider.get("version")
+    if version is None:
+        problems.append(f"{path}.version omitted (send it: it is the discriminator)")
+        version = "v1" if set(provider) & {"language", "smart_format"} else "v2"
+    if version not in LISTEN_KEYS:
+        raise parse_error(f"{path}.version")
+    _keys(provider, LISTEN_KEYS[version], path)
+    model = provider.get("model")
+    if not isinstance(model, str) if version == "v2" else not isinstance(model, (str, type(None))):
+        raise parse_error(f"{path}.model")
+    if "keyterms" in provider:
+        _strings(provider["keyterms"], f"{path}.keyterms")
+    if version == "v1":
+        return problems
+    if not model.startswith("flux-"):
+        raise invalid(f"{path}.model {model!r} is not a Flux model.")
+    for key, (low, high) in FLUX_RANGES.items():
+        value = provider.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise parse_error(f"{path}.{key}")
+        if not low <= value <= high:
+            raise invalid(f"{path}.{key} {value} is out of range ({low} - {high}).")
+    timeout = provider.get("eot_timeout_ms")
+    if timeout is not None and not _is_int(timeout):
+        raise parse_error(f"{path}.eot_timeout_ms")
+    if "language_hints" in provider:
+        _strings(provider["language_hints"], f"{path}.language_hints")
+        if model != "flux-general-multi":
+            raise invalid(f"{path}.language_hints is only supported with flux-general-multi.")
+    return problems
+
+
 def check_think(v: Any, path: str = "agent.think") -> list[dict[str, Any]]:
     thinks = _one_or_many(v, path)
     _check_functions(thinks, path)
@@ -136,16 +194,29 @@ def check_think(v: Any, path: str = "agent.think") -> list[dict[str, Any]]:
 
 
 def check_speak(v: Any, path: str = "agent.speak") -> list[dict[str, Any]]:
-    return _one_or_many(v, path)
+    """One TTS provider or a fallback array; every provider but Deepgram needs an
+    ``endpoint`` (https, wss only for ElevenLabs: SDK 7.17 ``speak_settings_v1endpoint.py``)."""
+    speaks = _one_or_many(v, path)
+    for i, speak in enumerate(speaks):
+        where = f"{path}[{i}]" if isinstance(v, list) else path
+        kind, endpoint = speak["provider"]["type"], speak.get("endpoint")
+        if endpoint is None:
+            if kind != "deepgram":
+                raise invalid(f"{where}.endpoint is required for the {kind} provider.")
+            continue
+        schemes = ("https://", "wss://") if kind == "eleven_labs" else ("https://",)
+        if not endpoint["url"].startswith(schemes):
+            raise invalid(f"{where}.endpoint.url: valid schemes are https (wss for eleven_labs).")
+    return speaks
 
 
-def _check_agent(agent: Any) -> None:
+def _check_agent(agent: Any) -> list[str]:
     if isinstance(agent, str):  # a stored agent configuration, by id
         try:
             uuid.UUID(agent)
         except ValueError:
             raise parse_error("agent") from None
-        return
+        return []
     _keys(_obj(agent, "agent"), AGENT_KEYS, "agent")
     for key in ("language", "greeting"):
         if key in agent and not isinstance(agent[key], str):
@@ -154,9 +225,7 @@ def _check_agent(agent: Any) -> None:
         if part not in agent:
             raise invalid(f"agent.{part} is required.")
     listen = _obj(agent["listen"], "agent.listen")
-    provider = _obj(listen.get("provider"), "agent.listen.provider")
-    if provider.get("type") != "deepgram":
-        raise parse_error("agent.listen.provider.type")
+    problems = check_listen_provider(listen.get("provider"))
     check_think(agent["think"])
     check_speak(agent["speak"])
     context = agent.get("context")
@@ -167,6 +236,7 @@ def _check_agent(agent: Any) -> None:
         for i, m in enumerate(messages):
             if _obj(m, f"agent.context.messages[{i}]").get("type") != "History":
                 raise parse_error(f"agent.context.messages[{i}].type")
+    return problems
 
 
 def _audio(audio: dict[str, Any]) -> AudioSetup:
@@ -226,8 +296,8 @@ def check_settings(msg: dict[str, Any]) -> AudioSetup:
     if not isinstance(flags.get("history", True), bool):
         raise parse_error("flags.history")
     setup = _audio(_obj(msg["audio"], "audio"))
-    _check_agent(msg["agent"])
-    return setup
+    problems = _check_agent(msg["agent"])
+    return dataclasses.replace(setup, problems=setup.problems + tuple(problems))
 
 
 def declared_functions(think: Any) -> dict[str, dict[str, Any]]:
