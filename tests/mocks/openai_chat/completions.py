@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import trio
 
@@ -94,6 +94,7 @@ class ChatCompletions:
 
     def _error(self, status: int, message: str, param: str | None = None,
                code: str | None = None, log: ChatLog | None = None) -> HttpResponse:
+        body = error_body(message, "", param, code)
         if log is not None:
             log.status, log.error = status, message
         if status >= 500:
@@ -104,7 +105,10 @@ class ChatCompletions:
             type_ = "requests"
         else:
             type_ = "invalid_request_error"
-        return json_response(status, error_body(message, type_, param, code))
+        body["error"]["type"] = type_
+        if log is not None:
+            log.sent.append(body)
+        return json_response(status, body)
 
     async def _chat(self, request: HttpRequest) -> HttpResponse:
         server, script = self.server, self.server.script
@@ -120,6 +124,7 @@ class ChatCompletions:
                 body = request.json()
             except ValueError:
                 body = None
+            log.body = body
             chat = parse_chat_body(body, strict_tool_ids=self.flavor.strict_tool_ids,
                                    problems=log.problems)
         except ChatRequestError as exc:
@@ -148,7 +153,7 @@ class ChatCompletions:
         connection (raises Disconnect)."""
         server = self.server
         if plan.role_delta is not None:
-            yield sse_event(factory.chunk(plan.role_delta))
+            yield _sent(log, factory.chunk(plan.role_delta))
         for i, delta in enumerate(plan.deltas):
             await trio.sleep_until(server.due(log, i))
             fault = server.fault(log, i)
@@ -157,7 +162,7 @@ class ChatCompletions:
                     yield event
                 return
             sent_at = trio.current_time()
-            yield sse_event(factory.chunk(delta))
+            yield _sent(log, factory.chunk(delta))
             log.deltas_sent += 1
             if log.first_token_at is None:
                 log.first_token_at = sent_at
@@ -166,16 +171,16 @@ class ChatCompletions:
             async for event in self._fault(fault, log):
                 yield event
             return
-        yield sse_event(factory.chunk({}, plan.finish_reason))
+        yield _sent(log, factory.chunk({}, plan.finish_reason))
         if chat.include_usage:
-            yield sse_event(factory.usage_chunk(usage(prompt_tokens(chat.messages),
+            yield _sent(log, factory.usage_chunk(usage(prompt_tokens(chat.messages),
                                                       len(plan.deltas))))
         yield DONE
 
     async def _fault(self, fault: str, log: ChatLog) -> AsyncIterator[bytes]:
         if fault == "disconnect":
             raise Disconnect
-        yield sse_event(error_body(log.error or "", "server_error"))
+        yield _sent(log, error_body(log.error or "", "server_error"))
 
     async def _complete(self, log: ChatLog, chat: ChatRequest, plan: Plan,
                         factory: ChunkFactory) -> HttpResponse:
@@ -192,7 +197,13 @@ class ChatCompletions:
         await trio.sleep_until(end)
         log.first_token_at, log.deltas_sent = end, len(plan.deltas)
         body = factory.completion(plan, usage(prompt_tokens(chat.messages), len(plan.deltas)))
+        log.sent.append(body)
         return json_response(200, body, [("x-request-id", f"req_{log.record.request.n}")])
+
+
+def _sent(log: ChatLog, payload: dict[str, Any]) -> bytes:
+    log.sent.append(payload)
+    return sse_event(payload)
 
 
 def _known(server: ChatServer) -> set[str]:

@@ -102,6 +102,10 @@ class ChatLog:
     first_token_at: float | None = None
     problems: list[str] = field(default_factory=list)
     """Client deviations the mock tolerated or refused, and script entries it could not follow."""
+    body: Any = field(default=None, repr=False)
+    """The request JSON as received (None if it was not JSON), for the contract tests."""
+    sent: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    """The JSON objects the response carried (SSE chunks, the completion, the error body)."""
 
     @property
     def completed(self) -> bool:
