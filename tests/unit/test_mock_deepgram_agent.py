@@ -791,7 +791,6 @@ async def test_process_writes_ready_file_serves_and_stops_on_stdin_eof(tmp_path:
             await proc.stdin.aclose()
 
 
-@pytest.mark.mock_problems("FunctionCallResponse for cancelled id 'fc_1'")
 async def test_function_call_cancelled_drops_the_turn(autojump_clock: trio.abc.Clock) -> None:
     """SDK 7.17 ``agent_v1function_call_cancelled.py``: ``functions[{id, name}]``; the client
     sends no response for those. A response later than a crossing is a problem."""
@@ -886,7 +885,6 @@ async def test_flux_listen_and_fallback_arrays_are_accepted(autojump_clock: trio
     assert log.problems == []
 
 
-@pytest.mark.mock_problems("listen.provider.version omitted")
 async def test_listen_version_omitted_is_inferred_and_noted(autojump_clock: trio.abc.Clock) -> None:
     good = settings()
     del good["agent"]["listen"]["provider"]["version"]
