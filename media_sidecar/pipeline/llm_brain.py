@@ -43,6 +43,8 @@ log = logging.getLogger("agi_voice.brain")
 
 ToolRunner = Callable[[str, str | dict[str, Any]], Awaitable[ToolReply]]
 
+CANCELLED = json.dumps({"ok": False, "error": "cancelled: the caller spoke before the tool "
+                                         "finished; its outcome is unknown"})
 ANNOUNCE = ("Before this happens, say one short sentence to the caller about it (no question). "
             "Do not call a tool.")
 
@@ -158,12 +160,19 @@ class LlmBrain:
                 {"id": c.id, "type": "function", "function": {
                     "name": c.name, "arguments": c.arguments if isinstance(c.arguments, str)
                     else json.dumps(c.arguments)}} for c in calls]
-            for call in calls:
-                reply = await self._run(call)
-                self.messages.append({"role": "tool", "tool_call_id": call.id, "name": call.name,
-                                      "content": reply.output})
-                if call.name in (TRANSFER, HANGUP) and act is None and _ok(reply):
-                    act = _act(call)
+            try:
+                for call in calls:
+                    reply = await self._run(call)
+                    self.messages.append({"role": "tool", "tool_call_id": call.id,
+                                          "name": call.name, "content": reply.output})
+                    if call.name in (TRANSFER, HANGUP) and act is None and _ok(reply):
+                        act = _act(call)
+            finally:
+                # A turn cancelled while a tool runs (barge-in, the caller speaking again)
+                # must not leave a call unanswered: OpenAI answers every later request of the
+                # call with HTTP 400 ("An assistant message with 'tool_calls' must be followed
+                # by tool messages ..."). Bookkeeping only; the cancellation goes on.
+                self._answer_open_calls()
             if act is not None:
                 break
         else:
@@ -183,8 +192,31 @@ class LlmBrain:
                     self.messages.remove(note)
         yield act
 
+    def _answer_open_calls(self) -> None:
+        """Give every tool call in the history a tool message: a call whose tool never
+        answered (its turn was cancelled) gets one saying so, placed with the other answers of
+        its assistant message. Chat APIs refuse a history with an unanswered call."""
+        i = 0
+        while i < len(self.messages):
+            msg = self.messages[i]
+            i += 1
+            calls = msg.get("tool_calls") if msg["role"] == "assistant" else None
+            if not calls:
+                continue
+            answered = set()
+            while i < len(self.messages) and self.messages[i]["role"] == "tool":
+                answered.add(self.messages[i].get("tool_call_id"))
+                i += 1
+            for call in calls:
+                if call["id"] not in answered:
+                    self.messages.insert(i, {
+                        "role": "tool", "tool_call_id": call["id"],
+                        "name": call["function"]["name"], "content": CANCELLED})
+                    i += 1
+
     async def _one_request(self, info: TurnInfo, calls: list[ToolCall], tools: list[ToolSpec]
                            ) -> AsyncGenerator[Say, None]:
+        self._answer_open_calls()  # an invariant of every request, whatever ended a turn
         self._start_answer()
         buf = SentenceBuffer()
         messages = [self.system, *self.messages[:-1]]  # the empty answer is ours, not sent

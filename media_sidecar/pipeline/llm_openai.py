@@ -34,6 +34,15 @@ def tool_schema(tools: list[ToolSpec]) -> list[dict[str, Any]]:
                                               "parameters": t.parameters}} for t in tools]
 
 
+def _wire_message(m: dict[str, Any]) -> dict[str, Any]:
+    """A history message as chat completions takes it: a tool message has no ``name`` (the
+    brain keeps it for Ollama's native ``tool_name``; OpenAI's ChatCompletionToolMessageParam
+    is role, content, tool_call_id)."""
+    if m.get("role") == "tool" and "name" in m:
+        return {k: v for k, v in m.items() if k != "name"}
+    return m
+
+
 @dataclass
 class _PartialCall:
     id: str = ""
@@ -61,7 +70,8 @@ class OpenAIChat:
 
     def body(self, messages: list[dict[str, Any]], tools: list[ToolSpec]) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": self.model, "messages": messages, "stream": True,
+            "model": self.model, "messages": [_wire_message(m) for m in messages],
+            "stream": True,
             "stream_options": {"include_usage": True},
             "temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens,
         }
