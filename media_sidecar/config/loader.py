@@ -318,7 +318,7 @@ class _Builder:
 
 
 _DTMF_KEYS = set("0123456789*#ABCD")
-_PROVIDERS = {"local", "pipeline", "echo", "openai_realtime", "deepgram_agent"}
+_PROVIDERS = {"local", "pipeline", "echo", "openai_realtime", "openai_live", "deepgram_agent"}
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _RESERVED_TOOLS = {"transfer_call", "hangup_call"}
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -471,6 +471,7 @@ def _validate_model_assistant(a: s.AssistantConfig, names: list[str], source: st
         raise ConfigError(source, f"{p}.deepgram.sample_rate",
                           f"expected one of {sorted(_DEEPGRAM_RATES)}")
     _validate_deepgram(a.deepgram, source, f"{p}.deepgram")
+    _validate_live(a.live, source, f"{p}.live")
 
 
 _FLUX_ONLY = ("eot_threshold", "eager_eot_threshold", "eot_timeout_ms", "language_hints")
@@ -537,6 +538,25 @@ def _validate_deepgram(d: s.DeepgramAgentConfig, source: str, p: str) -> None:
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _validate_live(lv: s.LiveConfig, source: str, p: str) -> None:
+    """An assistant's ``live:`` (GPT-Live) settings."""
+    checks: list[tuple[str, bool, str]] = [
+        ("url", lv.url.startswith(("ws://", "wss://")), "expected a ws:// or wss:// URL"),
+        ("url", "?" not in lv.url, "expected no query (the model goes in session.start)"),
+        ("pcm_rate", lv.pcm_rate in (16000, 24000), "expected 16000 or 24000"),
+        ("acknowledgement_delay_ms", 0 <= lv.acknowledgement_delay_ms <= 10000,
+         "expected 0..10000 ms"),
+        ("jitter_ms", 0 <= lv.jitter_ms <= 500, "expected 0..500 ms"),
+        ("end_silence_ms", 60 <= lv.end_silence_ms <= 3000, "expected 60..3000 ms"),
+        ("ping_seconds", 0 <= lv.ping_seconds <= 600, "expected 0..600 s (0: no pings)"),
+        ("model", bool(lv.model), "expected a model name"),
+        ("delegate_model", bool(lv.delegate_model), "expected a model name"),
+    ]
+    for key, ok, expected in checks:
+        if not ok:
+            raise ConfigError(source, f"{p}.{key}", expected)
 
 
 def _validate_pipeline(a: s.AssistantConfig, source: str, p: str) -> None:

@@ -380,6 +380,44 @@ class DeepgramThinkEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveConfig:
+    """A speech-to-speech session with OpenAI GPT-Live (``provider: openai_live``).
+
+    Full duplex: the model hears the caller while it speaks and takes turns (barge-in included)
+    itself; tools run by *delegation* to a backend Responses model (``delegate_model``) whose
+    function calls agi-voice answers. The key is read from ``api_key_env`` when a call connects.
+    Voice, instructions and audio format are fixed for the whole session.
+    """
+
+    url: str = "wss://api.openai.com/v1/live/sessions"
+    """WebSocket endpoint (no query: the model goes in ``session.start``)."""
+    model: str = "gpt-live-1"
+    voice: str = "marin"
+    api_key_env: str = "OPENAI_API_KEY"
+    audio: Literal["auto", "pcmu", "pcm"] = "auto"
+    """``auto`` and ``pcmu``: G.711 mu-law 8 kHz both ways (no resampling); ``pcm``: PCM16 at
+    ``pcm_rate`` through the stateful resampler."""
+    pcm_rate: int = 16000
+    """Rate of ``pcm`` audio: 16000 or 24000 (8 kHz PCM is not a GPT-Live format)."""
+    delegate_model: str = "gpt-5.6-luna"
+    """The backend Responses model that runs the tools (required by the API; the default is the
+    one LiveKit uses, not an OpenAI-documented default)."""
+    delegate_instructions: str = ""
+    """The backend model's prompt; empty: a short built-in one plus the assistant's
+    instructions."""
+    acknowledgement_delay_ms: int = 400
+    """How long a delegated task may run before the model says a short acknowledgement."""
+    jitter_ms: int = 60
+    """Agent audio held at the start of each utterance before it is played (the server sends
+    at real-time pace; this absorbs network jitter). 0: none."""
+    end_silence_ms: int = 300
+    """Silence (or no audio) from the server that ends an agent utterance in the call record."""
+    ping_seconds: float = 30.0
+    """WebSocket ping period (GPT-Live has no keepalive event); 0: none."""
+    connect_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class DeepgramAgentConfig:
     """A Deepgram Voice Agent V1 session (``provider: deepgram_agent``).
 
@@ -486,7 +524,8 @@ class AssistantConfig:
     name: str
     provider: str = "local"
     """``pipeline`` (STT -> brain -> TTS, each stage chosen in ``stt``/``llm``/``tts``;
-    ``local`` is the same, its historical name), ``openai_realtime`` or ``deepgram_agent``
+    ``local`` is the same, its historical name), ``openai_realtime``, ``openai_live`` or
+    ``deepgram_agent``
     (speech to speech), or ``echo``."""
     language: str = "en"
     audio_format: str = "slin"
@@ -502,6 +541,7 @@ class AssistantConfig:
     brain: RulesBrainConfig = RulesBrainConfig()
     realtime: RealtimeConfig = RealtimeConfig()
     deepgram: DeepgramAgentConfig = DeepgramAgentConfig()
+    live: LiveConfig = LiveConfig()
     echo: EchoConfig = EchoConfig()
     instructions: str = "You are a friendly, concise phone assistant. Keep answers short."
     """The model's instructions (system prompt), a template filled with the call context:
