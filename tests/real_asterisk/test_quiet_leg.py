@@ -48,9 +48,10 @@ async def test_quiet_leg_is_answered_reprompted_and_timed_out_like_a_silent_one(
         assert len(s["agent_segments"]) == 4, s
     # the quiet leg's turn ended on the clock: its answer came as fast as the steady leg's
     # (the same 700 ms end-of-speech hangover; the rest is STT and TTS compute, which varies
-    # with the machine's load, hence the margin)
-    assert quiet["latency_ms"][0] < 1500, quiet
-    assert abs(quiet["latency_ms"][0] - steady["latency_ms"][0]) < 300, (quiet, steady)
+    # with the machine's load: 1.2 s against 1.7 s was seen on a loaded 2-core machine, hence
+    # the margin; a leg whose turn never ended, the bug this guards, is never answered at all)
+    assert quiet["latency_ms"][0] < 2000, quiet
+    assert abs(quiet["latency_ms"][0] - steady["latency_ms"][0]) < 600, (quiet, steady)
     assert quiet_rec["caller_frames_filled"] > 0 and steady_rec["caller_frames_filled"] == 0
     measured.update(latency_ms_quiet=quiet["latency_ms"][0],
                     latency_ms_steady=steady["latency_ms"][0],
