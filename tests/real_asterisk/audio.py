@@ -79,6 +79,13 @@ def make_phrase(sounds: Path, text: str) -> Phrase:
     return Phrase(text, name, len(pcm) / RATE)
 
 
+def spoken_seconds(text: str) -> float:
+    """How long the product's own voice (the same Piper voice) says ``text``, first to last
+    loud frame: what a whole utterance measures on the caller's leg."""
+    segs = speech_segments(np.frombuffer(synthesize(_tts(), text), dtype="<i2"))
+    return segs[-1][1] - segs[0][0] if segs else 0.0
+
+
 def transcribe(pcm: np.ndarray) -> str:
     if len(pcm) < RATE // 4:
         return ""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .audio import Phrase, heard, speech_segments, words
+from .audio import Phrase, heard, speech_segments, spoken_seconds, words
 from .conftest import FAREWELL, GREETING
 from .peer import AmiDriver, AsteriskPeer
 from .product import ProductProcess
@@ -34,6 +34,9 @@ async def test_transfer_by_voice_reaches_the_destination(
     assert "transferring you to sales" in rec["turns"][1]["agent_text"], rec["turns"]
     said = " ".join(call.agent_said())
     assert heard(said, "transferring"), said
+    start, end = speech_segments(call.agent_audio())[-1]
+    assert end - start >= 0.9 * spoken_seconds("Of course, transferring you to sales."), (
+        start, end)
     measured["answer_gap_s"] = call.answer_gaps()
     measured["latency_ms"] = [t["latency_ms"] for t in rec["turns"] if t["trigger"] == "speech"]
 
@@ -51,8 +54,9 @@ async def test_goodbye_plays_the_whole_farewell_then_completes(
     assert heard(said[0], *words(GREETING)), said
     assert heard(said[-1], *words(FAREWELL)), said
     measured["answer_gap_s"] = call.answer_gaps()
-    measured["farewell_s"] = round(speech_segments(call.agent_audio())[-1][1]
-                                   - speech_segments(call.agent_audio())[-1][0], 2)
+    start, end = speech_segments(call.agent_audio())[-1]
+    measured["farewell_s"] = round(end - start, 2)
+    assert end - start >= 0.9 * spoken_seconds(FAREWELL), (start, end)  # heard whole
     rec = await agi_voice.wait_record(call.channel)
     assert rec["status"] == "COMPLETED"
 
