@@ -4,16 +4,21 @@ The same scenarios as the Realtime and Deepgram provider tests."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
+from openai.types.live.client_event_param import ClientEventParam
+from openai.types.live.server_event import ServerEvent
 
 from fastagi_server.emulator.caller import CallerScript
 from media_sidecar.config.loader import parse_config
+from media_sidecar.protocol.control import CallContext
 from media_sidecar.providers import make_setup
-from media_sidecar.providers.openai_live import OpenAILiveSession
+from media_sidecar.providers.openai_live import OpenAILiveSession, _append_event
 from media_sidecar.tools.spec import ToolReply
+from tests.contracts.strict import check
 from tests.fakes import dominant_freq, tone
 from tests.mocks.openai_live import LiveScript, MockLiveServer
 from tests.session.harness import run_session
@@ -60,9 +65,13 @@ def loud_times(out) -> list[float]:
 
 
 def no_problems(mock: MockLiveServer) -> None:
+    """The mock saw no client mistake, sent no error, and every message either side sent
+    conforms to the openai SDK 3.63 ``types/live`` unions (strictly: no unknown keys)."""
     for log in mock.sessions:
         assert log.problems == []
         assert log.errors_sent == []
+        assert [p for m in log.client_messages for p in check(m, ClientEventParam)] == []
+        assert [p for m in log.server_messages for p in check(m, ServerEvent)] == []
 
 
 @pytest.mark.parametrize("audio", ["auto", "pcm"])
@@ -257,3 +266,23 @@ async def test_a_refused_session_start_is_permanent_and_falls_back(autojump_cloc
                             provider_factory=live_factory(mock))
     assert "insufficient_quota" in out.record.fallback_from["error"]
     assert out.record.assistant == "local"
+
+
+@pytest.mark.parametrize(("audio", "tools"), [("auto", True), ("pcm", True), ("auto", False)])
+def test_every_event_the_client_builds_conforms_to_the_sdk(audio, tools):
+    a = config(audio=audio).assistant("live")
+    setup = make_setup(a, CallContext())
+    if not tools:
+        setup = dataclasses.replace(setup, tools=[])
+    p = OpenAILiveSession(a.live, setup, env={})
+    start = p.session_start()
+    assert ("delegation" in start["session"]) is tools
+    events = [start, json.loads(_append_event(b"\xff" * 160)),
+              {"type": "session.input_audio.mute"},
+              {"type": "session.close", "event_id": "close_1"},
+              {"type": "response.item.create", "item": {
+                  "type": "function_call_output", "call_id": "call_1", "output": "{}"}},
+              {"type": "response.create"},
+              {"type": "session.thinking.append", "delegation_id": None, "content": "x"}]
+    for event in events:
+        assert check(event, ClientEventParam) == [], event["type"]

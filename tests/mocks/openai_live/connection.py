@@ -96,10 +96,10 @@ class _Connection:
         del out["event_id"]
         await self.send(out)
 
-    def usage(self) -> dict[str, float]:
+    def usage(self) -> dict[str, float | int]:
         seconds = trio.current_time() - self.started_at if self.started else 0.0
-        return {"seconds": round(seconds, 3), "active_seconds": round(seconds, 3),
-                "paused_seconds": 0.0}
+        return {"seconds": round(seconds, 3), "active_seconds": int(seconds),
+                "paused_seconds": 0}
 
     # -- ending ----------------------------------------------------------------------------------
 

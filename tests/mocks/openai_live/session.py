@@ -56,8 +56,7 @@ class _Session(_Agent):
             await self.close_ws("refused_start")
             return
         self.started, self.started_at = True, trio.current_time()
-        self.log.session = {"id": self.new_id("sess"), "object": "live.session",
-                            "status": "active",
+        self.log.session = {"id": self.new_id("sess"), "status": "active",
                             "expires_at": 1_798_761_600 + self.script.expires_in, **config}
         await self.send(self._ack(event, "session.started", session=self.log.session))
         self.setup_audio(config["audio"]["format"])
