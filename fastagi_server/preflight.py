@@ -169,6 +169,8 @@ def required_keys(a: AssistantConfig) -> list[tuple[str, str, bool]]:
     keys: list[tuple[str, str, bool]] = []
     if a.provider == "openai_realtime":
         keys.append((f"{p}.realtime.api_key_env", a.realtime.api_key_env, True))
+    elif a.provider == "openai_live":
+        keys.append((f"{p}.live.api_key_env", a.live.api_key_env, True))
     elif a.provider == "deepgram_agent":
         keys.append((f"{p}.deepgram.api_key_env", a.deepgram.api_key_env, True))
     elif a.is_pipeline:
@@ -352,6 +354,8 @@ def check_urls(cfg: Config) -> list[Finding]:
         ]
         if a.provider == "openai_realtime":
             urls.append((f"{p}.realtime.url", a.realtime.url, ws))
+        if a.provider == "openai_live":
+            urls.append((f"{p}.live.url", a.live.url, ws))
         if a.provider == "deepgram_agent":
             urls.append((f"{p}.deepgram.url", a.deepgram.url, ws))
             if a.deepgram.think_url:
