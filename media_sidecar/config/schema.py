@@ -238,7 +238,7 @@ class SttConfig:
 
     engine: Literal["moonshine", "deepgram", "openai"] = "moonshine"
     model: str = ""
-    """Empty: the engine's default (tiny-en, nova-3, gpt-4o-mini-transcribe)."""
+    """Empty: the engine's default (tiny-en, nova-3, gpt-transcribe)."""
     url: str = ""
     """Empty: the vendor's endpoint. A proxy or a compatible server: its URL here."""
     api_key_env: str = ""
@@ -271,7 +271,9 @@ class LlmConfig:
     url: str = ""
     """Base URL. Empty: https://api.openai.com/v1 or http://127.0.0.1:11434."""
     model: str = ""
-    """Empty: gpt-4o-mini (openai) or llama3.2 (ollama)."""
+    """Empty: gpt-5.4-mini (openai) or llama3.2 (ollama). gpt-4o-mini, gpt-4.1(-mini) shut
+    down 2027-01-14 and gpt-5(-mini) 2026-12-11 (openai SDK 3.63); gpt-5.4-mini has no
+    announced shutdown."""
     api_key_env: str = "OPENAI_API_KEY"
     """For ``openai``. With a custom ``url`` a missing variable means no Authorization header
     (local servers need none); with OpenAI's own URL it is an error."""
@@ -279,7 +281,15 @@ class LlmConfig:
     """The rule brain answers what its intents and DTMF mappings cover (fast, predictable);
     the LLM answers the rest."""
     temperature: float = 0.7
+    """Sent with ``max_tokens`` only: reasoning models refuse a non-default temperature."""
     max_tokens: int = 300
+    """The answer's length cap, sent as ``token_param`` says."""
+    token_param: Literal["auto", "max_tokens", "max_completion_tokens"] = "auto"
+    """``max_completion_tokens``: the cap goes as ``max_completion_tokens`` and no
+    ``temperature`` is sent (o-series and gpt-5 models refuse ``max_tokens`` and a
+    non-default temperature); ``max_tokens``: ``max_tokens`` and ``temperature`` (older
+    OpenAI-compatible servers know only these); ``auto``: ``max_completion_tokens`` for
+    models named o1/o3/o4/gpt-5..., else ``max_tokens``."""
     history_messages: int = 40
     """The conversation kept for the model (oldest dropped first; the system prompt stays)."""
     timeout: float = 8.0
@@ -326,7 +336,9 @@ class RealtimeConfig:
 
     url: str = "wss://api.openai.com/v1/realtime"
     """WebSocket endpoint; ``?model=`` is added. Azure OpenAI or a proxy: put its URL here."""
-    model: str = "gpt-realtime"
+    model: str = "gpt-realtime-2.1"
+    """gpt-realtime and gpt-realtime-mini shut down 2027-01-20 (openai SDK 3.63); the 2.1
+    models are their replacements."""
     voice: str = "marin"
     api_key_env: str = "OPENAI_API_KEY"
     auth: Literal["bearer", "api-key"] = "bearer"
@@ -340,8 +352,12 @@ class RealtimeConfig:
     vad_threshold: float = 0.5
     prefix_padding_ms: int = 300
     silence_ms: int = 500
-    transcription_model: str = "gpt-4o-mini-transcribe"
-    """Model that transcribes the caller for the call record; empty turns it off."""
+    transcription_model: str = "gpt-transcribe"
+    """Model that transcribes the caller for the call record; empty turns it off.
+    (gpt-4o-mini-transcribe and whisper-1 shut down 2027-02-26.)"""
+    reasoning_effort: Literal["", "minimal", "low", "medium", "high", "xhigh"] = ""
+    """``session.reasoning.effort`` for reasoning Realtime models (gpt-realtime-2...); empty:
+    the model's default. Never sent to a model that does not reason (the API refuses it)."""
     connect_timeout: float = 5.0
 
 

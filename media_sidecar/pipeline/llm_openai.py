@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,20 @@ from .base import LlmDone, LlmEvent, Net, ProviderError, TextDelta, ToolCall, ht
 log = logging.getLogger("agi_voice.llm")
 
 OPENAI_URL = "https://api.openai.com/v1"
-DEFAULT_MODEL = "gpt-4o-mini"
+DEFAULT_MODEL = "gpt-5.4-mini"
+"""No announced shutdown in openai SDK 3.63 (gpt-4o-mini and gpt-4.1-mini: 2027-01-14)."""
+
+_REASONING = re.compile(r"(?:.*/)?(?:o\d|gpt-5)(?:[.\-:]|$)")
+"""o1, o3, o4-mini, gpt-5, gpt-5.4-mini, ... (also behind a ``vendor/`` prefix): reasoning
+models, which refuse ``max_tokens`` and a non-default ``temperature``."""
+
+
+def completion_token_param(cfg: LlmConfig, model: str) -> str:
+    """``max_tokens`` or ``max_completion_tokens``, as ``llm.token_param`` says (``auto``: by
+    the model's family)."""
+    if cfg.token_param != "auto":
+        return cfg.token_param
+    return "max_completion_tokens" if _REASONING.match(model.lower()) else "max_tokens"
 
 
 def tool_schema(tools: list[ToolSpec]) -> list[dict[str, Any]]:
@@ -73,8 +87,11 @@ class OpenAIChat:
             "model": self.model, "messages": [_wire_message(m) for m in messages],
             "stream": True,
             "stream_options": {"include_usage": True},
-            "temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens,
         }
+        param = completion_token_param(self.cfg, self.model)
+        body[param] = self.cfg.max_tokens
+        if param == "max_tokens":  # reasoning models refuse a non-default temperature
+            body["temperature"] = self.cfg.temperature
         if tools:
             body["tools"] = tool_schema(tools)
         return body

@@ -15,11 +15,13 @@ import httpx
 
 from ..config.schema import SttConfig
 from ..providers.base import api_key
+from ..providers.openai_realtime import iso_639_1
 from ..providers.ws import error_message
 from .base import Net, ProviderError, http_error
 
 OPENAI_URL = "https://api.openai.com/v1"
-DEFAULT_MODEL = "gpt-4o-mini-transcribe"
+DEFAULT_MODEL = "gpt-transcribe"
+"""gpt-4o-mini-transcribe, gpt-4o-transcribe and whisper-1 shut down 2027-02-26 (SDK 3.63)."""
 
 
 def wav_bytes(pcm: bytes, rate: int = 8000) -> bytes:
@@ -45,7 +47,7 @@ class OpenAITranscriber:
         self.url = (cfg.url or OPENAI_URL).rstrip("/") + "/audio/transcriptions"
         self.key = api_key(env, cfg.api_key_env or "OPENAI_API_KEY")
         self.model = cfg.model or DEFAULT_MODEL
-        self.language = (cfg.language or language).split("-")[0]
+        self.language = iso_639_1(cfg.language or language)
 
     async def transcribe(self, pcm: bytes) -> str:
         what = f"OpenAI transcription at {urlsplit(self.url).hostname}"

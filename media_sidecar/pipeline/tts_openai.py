@@ -18,6 +18,11 @@ from .base import Net, post_for_pcm
 
 OPENAI_URL = "https://api.openai.com/v1"
 RATE = 24000
+DEFAULT_MODEL = "gpt-4o-mini-tts"
+"""Every /v1/audio/speech model (tts-1, tts-1-hd, gpt-4o-mini-tts and its snapshot) shuts down
+2027-01-06 and OpenAI names no speech-endpoint replacement (its TTS guide points to
+gpt-realtime-2.1-mini over the Realtime API, which this endpoint does not serve). Kept as the
+default until then; past it, use ``tts: deepgram`` or ``piper``, or a speech-to-speech provider."""
 
 
 class OpenAISpeech:
@@ -31,7 +36,7 @@ class OpenAISpeech:
         self.net = net or Net()
         self.url = (cfg.url or OPENAI_URL).rstrip("/") + "/audio/speech"
         self.key = api_key(env, cfg.api_key_env or "OPENAI_API_KEY")
-        self.model = cfg.model or "gpt-4o-mini-tts"
+        self.model = cfg.model or DEFAULT_MODEL
 
     async def start(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                     ) -> None:

@@ -49,6 +49,21 @@ PCM_RATE = 24000
 _FORMATS: dict[str, dict[str, Any]] = {"ulaw": {"type": "audio/pcmu"}, "pcm": {"type": "audio/pcm", "rate": PCM_RATE}}
 
 
+def iso_639_1(language: str) -> str:
+    """The ISO-639-1 code of a language tag, which OpenAI's transcription takes (``en-US``,
+    ``en_GB``, ``EN`` -> ``en``); "" when the tag has no two-letter primary subtag (``yue``,
+    ``""``): the language is then left to detection rather than sent wrong."""
+    primary = language.replace("_", "-").split("-")[0].strip().lower()
+    return primary if len(primary) == 2 and primary.isalpha() else ""
+
+
+def takes_reasoning(model: str) -> bool:
+    """Whether a Realtime model accepts ``reasoning``: the reasoning models "such as
+    gpt-realtime-2" (SDK 3.63 ``realtime_reasoning.py``): gpt-realtime-2, -2.1, -2.1-mini.
+    Which others reason is not documented; they get no ``reasoning`` (the API refuses it)."""
+    return model.startswith("gpt-realtime-2")
+
+
 def realtime_url(cfg: RealtimeConfig) -> str:
     parts = urlsplit(cfg.url)
     query = f"{parts.query}&" if parts.query else ""
@@ -174,13 +189,17 @@ class OpenAIRealtimeSession:
         fmt = _FORMATS["pcm" if cfg.audio == "pcm" else "ulaw"]
         audio_in: dict[str, Any] = {"format": fmt, "turn_detection": self._turn_detection()}
         if cfg.transcription_model:
-            audio_in["transcription"] = {"model": cfg.transcription_model,
-                                         "language": self.setup.language}
+            audio_in["transcription"] = {"model": cfg.transcription_model}
+            language = iso_639_1(self.setup.language)
+            if language:  # the API documents ISO-639-1 ("en", not "en-US")
+                audio_in["transcription"]["language"] = language
         session: dict[str, Any] = {
             "type": "realtime", "output_modalities": ["audio"],
             "instructions": self.setup.instructions,
             "audio": {"input": audio_in, "output": {"format": fmt, "voice": cfg.voice}},
         }
+        if cfg.reasoning_effort and takes_reasoning(cfg.model):
+            session["reasoning"] = {"effort": cfg.reasoning_effort}
         if self.setup.tools:
             session["tools"] = [{"type": "function", "name": t.name, "description": t.description,
                                  "parameters": t.parameters} for t in self.setup.tools]

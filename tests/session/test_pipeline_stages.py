@@ -101,7 +101,7 @@ async def test_openai_stt_sends_one_8khz_wav_per_utterance(autojump_clock):
     first, second = audio.transcriptions
     for t, seconds in ((first, 1.0), (second, 0.8)):
         assert t.status == 200 and t.completed
-        assert t.fields == {"model": "gpt-4o-mini-transcribe", "response_format": "json",
+        assert t.fields == {"model": "gpt-transcribe", "response_format": "json",
                             "language": "en"}
         assert (t.filename, t.content_type) == ("utterance.wav", "audio/wav")
         assert (t.encoding, t.rate, t.channels) == ("pcm16", 8000, 1)

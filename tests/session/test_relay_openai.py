@@ -49,7 +49,7 @@ async def test_greeting_then_an_answer_with_transcripts(autojump_clock, audio):
     log = mock.sessions[0]
     fmt = {"ulaw": {"type": "audio/pcmu"}, "pcm": {"type": "audio/pcm", "rate": 24000}}[audio]
     assert log.session["audio"]["output"]["format"] == fmt
-    assert log.model == "gpt-realtime"
+    assert log.model == "gpt-realtime-2.1"
     # greeting (1 s) then the answer (1 s) reached Asterisk as audio, on the 20 ms grid
     loud = loud_times(out)
     assert 90 <= len(loud) <= 102

@@ -323,7 +323,7 @@ assistants:
     lines = {ln.split(":")[0].strip(): ln for ln in capsys.readouterr().out.splitlines()
              if ln.startswith("  assistant ")}
     rt, dg, desk = lines["assistant rt"], lines["assistant dg"], lines["assistant desk"]
-    assert "model=gpt-realtime voice=cedar" in rt and "format=ulaw path=dial" in rt
+    assert "model=gpt-realtime-2.1 voice=cedar" in rt and "format=ulaw path=dial" in rt
     assert "listen=nova-3 think=open_ai/gpt-4o-mini speak=aura-2-thalia-en" in dg
     for line in (rt, dg):
         assert "stt=" not in line and "tts=" not in line and "intents=" not in line

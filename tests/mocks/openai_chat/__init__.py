@@ -9,7 +9,8 @@ Modelled:
   roles system / developer / user / assistant / tool, assistant ``tool_calls`` with string
   ``arguments``, every tool message answering a pending call of the preceding assistant message
   and every call answered (else 400, also recorded in the ChatLog's problems), ``tools`` of type
-  function with a valid name, ``stream_options`` only with ``stream``;
+  function with a valid name, ``stream_options`` only with ``stream``; for o-series and gpt-5
+  models ``max_tokens`` and a temperature other than 1 are refused as the API refuses them;
 * ``stream: true``: ``text/event-stream``, ``data: <json>\\n\\n`` events, ids ``chatcmpl-<n>``: a
   role chunk (``content: ""``) at once, one content delta per word (leading spaces kept) paced by
   ``first_token_delay`` / ``token_delay`` from the request's arrival, tool calls in OpenAI's

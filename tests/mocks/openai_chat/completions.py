@@ -14,7 +14,7 @@ import trio
 from tests.mocks.http import Disconnect, HttpRequest, HttpResponse, json_response
 
 from .base import ChatServer
-from .request import ChatRequest, ChatRequestError, parse_chat_body
+from .request import ChatRequest, ChatRequestError, check_reasoning_params, parse_chat_body
 from .script import ChatLog, prompt_tokens
 from .sse import DONE, ChunkFactory, Plan, error_body, plan_reply, sse_event, usage
 
@@ -127,6 +127,8 @@ class ChatCompletions:
             log.body = body
             chat = parse_chat_body(body, strict_tool_ids=self.flavor.strict_tool_ids,
                                    problems=log.problems)
+            if self.flavor is OPENAI:
+                check_reasoning_params(body)
         except ChatRequestError as exc:
             log.problems.append(f"refused: {exc.message}")
             return self._error(exc.status, exc.message, exc.param, exc.code, log=log)

@@ -7,11 +7,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ChatRequest", "ChatRequestError", "parse_chat_body"]
+__all__ = ["ChatRequest", "ChatRequestError", "check_reasoning_params", "parse_chat_body"]
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 KNOWN = ("model", "messages", "tools", "stream", "stream_options")
+REASONING = re.compile(r"(?:o\d|gpt-5)(?:[.\-:]|$)")
+"""Model families that refuse ``max_tokens`` and a non-default ``temperature`` (o-series,
+gpt-5...)."""
 
 
 class ChatRequestError(Exception):
@@ -228,3 +231,19 @@ def _check_tool(tool: Any, where: str) -> None:
         raise _bad_type(f"{where}.function.description", "a string", function["description"])
     if "parameters" in function and not isinstance(function["parameters"], dict):
         raise _bad_type(f"{where}.function.parameters", "an object", function["parameters"])
+
+
+def check_reasoning_params(body: dict[str, Any]) -> None:
+    """OpenAI's refusals of the parameters reasoning models do not take, in its words.
+    Raises ChatRequestError."""
+    if not REASONING.match(str(body.get("model", ""))):
+        return
+    if "max_tokens" in body:
+        raise ChatRequestError("Unsupported parameter: 'max_tokens' is not supported with this "
+                               "model. Use 'max_completion_tokens' instead.", "max_tokens",
+                               "unsupported_parameter")
+    temperature = body.get("temperature")
+    if temperature is not None and temperature != 1:
+        raise ChatRequestError(f"Unsupported value: 'temperature' does not support {temperature} "
+                               "with this model. Only the default (1) value is supported.",
+                               "temperature", "unsupported_value")

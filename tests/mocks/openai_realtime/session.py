@@ -25,6 +25,7 @@ from tests.mocks.openai_realtime.wire import (
     decode,
     merge,
     rate_of,
+    session_deviations,
     validate_update,
 )
 
@@ -78,6 +79,7 @@ class _Session(_Responses):
             code, message, param = problem
             await self.error(code, message, param=param, client_event=event)
             return
+        self.log.problems += session_deviations(patch, self.log.model or "")
         config = copy.deepcopy(self.config)
         merge(config, {k: v for k, v in patch.items() if k != "model"})
         audio_in = config["audio"]["input"]

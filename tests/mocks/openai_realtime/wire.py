@@ -191,3 +191,20 @@ def validate_update(
             "session.audio.output.voice",
         )
     return None
+
+
+def session_deviations(patch: dict[str, Any], model: str) -> list[str]:
+    """What a session.update does against the documentation that the API's answer for is not
+    recorded (so the mock notes it in ``problems`` rather than inventing an error event): a
+    transcription language that is not ISO-639-1 (SDK 3.63 ``audio_transcription.py``), and
+    ``reasoning`` for a model that is not a reasoning model ("such as gpt-realtime-2",
+    ``realtime_reasoning.py``)."""
+    found = []
+    transcription = ((patch.get("audio") or {}).get("input") or {}).get("transcription")
+    language = transcription.get("language") if isinstance(transcription, dict) else None
+    if language is not None and not (isinstance(language, str) and len(language) == 2
+                                     and language.isalpha() and language.islower()):
+        found.append(f"transcription language {language!r} is not ISO-639-1")
+    if "reasoning" in patch and not model.startswith("gpt-realtime-2"):
+        found.append(f"session.reasoning sent to {model!r}, which is not a reasoning model")
+    return found
