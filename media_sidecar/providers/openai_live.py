@@ -10,14 +10,9 @@ speech-started, response or truncate event, only transcript fragments with ``sta
 on the session timeline, and output audio said to arrive at real-time pace, silence included
 ([3P], not in OpenAI's docs).
 
-So agent utterances are found here: a run of loud output audio is one item (numbered locally,
-like Deepgram); ``end_silence_ms`` of silence, or of no audio at all, ends it. Each utterance's
-first ``jitter_ms`` is held, then everything is passed on as it arrives. A caller transcript
-fragment that starts after the current utterance began means the caller talked over the agent:
-the relay flushes what is queued (the server has already stopped talking by itself) and the
-record keeps what was heard; nothing is sent, as nothing can be. The session timeline is taken
-to be the milliseconds of caller audio sent ([UNVERIFIED]: the reference does not say what its
-zero is), which is also the clock the caller's end of speech is reported on.
+So agent utterances, their transcripts and the caller talking over them are worked out from
+the audio and the transcript fragments by :mod:`.live_utterances`; nothing is sent for a
+barge-in, as nothing can be.
 
 Greeting: a ``session.commentary.append`` (``delegation_id`` null) right after
 ``session.started`` asks the model to say it. Tools: with any tool the session uses *responses
@@ -42,7 +37,6 @@ the call record. The API key is sent only in the handshake header and never logg
 from __future__ import annotations
 
 import base64
-import itertools
 import json
 import logging
 import os
@@ -50,21 +44,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import trio
 import trio_websocket
 
 from ..config.schema import LiveConfig
 from .audio import AudioCodec
 from .base import ProviderError, ProviderSetup, RelayPort, api_key
+from .live_utterances import Utterances
 from .ws import Connector, Outbox, open_provider_ws, tcp_connector
 
 log = logging.getLogger("agi_voice.openai_live")
 
-SILENCE_RMS = 100.0
-"""Output audio (slin, 16-bit scale) at or below this RMS is silence (about -50 dBFS)."""
-CALLER_GAP_MS = 800
-"""A caller fragment starting this long after the previous one ended starts a new utterance."""
 CLOSE_WAIT = 1.0
 """How long the end of a call waits for ``session.closed`` after ``session.close``."""
 PING_TIMEOUT = 20.0
@@ -77,7 +67,6 @@ DELEGATE_PROMPT = ("You carry out tasks for a phone assistant during a live call
                    "when a task needs them and never invent their results. Reply in one or two "
                    "short, plain spoken sentences.")
 _FORMAT_KINDS = {"audio/pcmu": "ulaw", "audio/pcma": "alaw", "audio/pcm": "pcm"}
-_ids = itertools.count(1)
 
 
 def session_format(cfg: LiveConfig) -> dict[str, Any]:
@@ -127,31 +116,11 @@ class OpenAILiveSession:
         self._nursery: trio.Nursery | None = None
         self._codec: AudioCodec | None = None
         self._out_box = Outbox(_append_event)
-        self._events = itertools.count(1)
         self._started = False
         self._closed_reason: str | None = None
         self._hang_up = trio.Event()
         self._close_sent = False
-        self._muted = False
-        self._sent_ms = 0
-        """Caller audio sent, in ms: taken as the session timeline."""
-        # agent utterances
-        self._item = ""
-        self._item_start_ms = 0
-        self._forwarding = False
-        self._held: list[tuple[bytes, float]] = []
-        self._held_ms = 0.0
-        self._silence_ms = 0.0
-        self._discard = False
-        self._last_audio = 0.0
-        self._item_began = trio.Event()
-        self._agent_text: list[str] = []
-        self._last_item_end_ms = -1
-        # caller utterances
-        self._caller_text: list[str] = []
-        self._caller_end_ms = 0
-        self._caller_item = ""
-        # tools
+        self._turns: Utterances | None = None
         self._delegations: dict[str, _Delegation] = {}
         self._seen_calls: set[str] = set()
         self._usage_seconds = 0.0
@@ -160,9 +129,9 @@ class OpenAILiveSession:
     # -- SpeechToSpeech ------------------------------------------------------------------------
 
     def send_caller_audio(self, pcm: bytes) -> None:
-        if self._codec is None:
+        if self._codec is None or self._turns is None:
             return
-        self._sent_ms += len(pcm) // 16
+        self._turns.sent_ms += len(pcm) // 16
         self._out_box.send_audio(self._codec.encode(pcm), self._codec.bytes_per_ms)
 
     def send_user_text(self, text: str) -> None:
@@ -171,16 +140,15 @@ class OpenAILiveSession:
 
     def interrupt(self, cut: tuple[str, int] | None) -> None:
         # No cancel exists for the voice: the rest of the utterance is dropped here.
-        if self._item:
-            self._end_item()
-            self._discard = True
+        if self._turns is not None:
+            self._turns.cut()
 
     def commit_turn(self) -> None:
         pass  # the server takes turns itself
 
     def closing(self) -> None:
-        if not self._muted and self._started:
-            self._muted = True
+        if self._started and self._turns is not None and not self._turns.muted:
+            self._turns.muted = True
             self._send_json({"type": "session.input_audio.mute"})
 
     async def run(self, port: RelayPort, *,
@@ -190,6 +158,7 @@ class OpenAILiveSession:
         goes out and ``session.closed`` is read, for at most :data:`CLOSE_WAIT`. Raises
         ProviderError on failure."""
         self._port = port
+        self._turns = turns = Utterances(self.cfg, port)
         key = api_key(self._env, self.cfg.api_key_env)
         shield = trio.CancelScope()
         try:
@@ -209,9 +178,7 @@ class OpenAILiveSession:
                 raise leaf from None  # the relay (and a reader) expect the failure itself
             raise
         finally:
-            self._flush_caller()
-            if self._item:
-                self._end_item()
+            turns.end()
             if self._closed_reason is not None:
                 port.provider_note("closed_reason", self._closed_reason)
             port.provider_note("session_seconds", round(self._usage_seconds, 3))
@@ -226,7 +193,8 @@ class OpenAILiveSession:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     nursery.start_soon(self._out_box.run, ws)
-                    nursery.start_soon(self._utterance_watch)
+                    assert self._turns is not None
+                    nursery.start_soon(self._turns.watch)
                     nursery.start_soon(self._close_on_hang_up)
                     if self.cfg.ping_seconds > 0:
                         nursery.start_soon(self._pinger, ws)
@@ -309,7 +277,7 @@ class OpenAILiveSession:
                 log.warning("openai live: ignored a malformed event (%d bytes)", len(raw))
                 continue
             if kind == "session.output_audio.delta":
-                self._on_audio(event, t_in)
+                self._on_audio(str(event.get("delta") or ""), t_in)
             elif kind == "session.started":
                 self._on_started(event.get("session") or {}, started)
             else:
@@ -320,6 +288,8 @@ class OpenAILiveSession:
             return
         fmt = (session.get("audio") or {}).get("format") or session_format(self.cfg)
         self._codec = codec_for(fmt)
+        if self._turns is not None:
+            self._turns.codec = self._codec
         if fmt != session_format(self.cfg):
             log.warning("openai live confirmed audio %s (asked for %s); converting accordingly",
                         fmt, session_format(self.cfg))
@@ -332,10 +302,12 @@ class OpenAILiveSession:
         started()
 
     def _on_event(self, kind: str, event: Mapping[str, Any]) -> None:
+        assert self._turns is not None
         if kind == "session.input_transcript.delta":
-            self._on_caller_text(event)
+            self._turns.caller_text(str(event.get("delta") or ""), _ms(event.get("start_ms")),
+                                    _ms(event.get("end_ms")))
         elif kind == "session.output_transcript.delta":
-            self._on_agent_text(event)
+            self._turns.agent_text(str(event.get("delta") or ""), _ms(event.get("start_ms")))
         elif kind == "session.delegation.created":
             self._on_delegation(event.get("delegation") or {})
         elif kind == "response.event":
@@ -356,132 +328,15 @@ class OpenAILiveSession:
         elif kind == "info":
             log.info("openai live info %s: %s", event.get("code"), event.get("message"))
 
-    # -- agent audio: utterances ---------------------------------------------------------------
-
-    def _on_audio(self, event: Mapping[str, Any], t_in: float) -> None:
-        if self._codec is None or self._port is None:
+    def _on_audio(self, delta: str, t_in: float) -> None:
+        if self._codec is None or self._turns is None:
             return
         try:
-            data = base64.b64decode(event.get("delta", ""), validate=True)
+            data = base64.b64decode(delta, validate=True)
         except ValueError:
             log.warning("openai live: audio delta is not valid base64; skipped")
             return
-        pcm = self._codec.decode(data)
-        if not pcm:
-            return
-        self._last_audio = t_in
-        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
-        loud = float(np.sqrt(np.mean(samples * samples))) > SILENCE_RMS
-        ms = len(pcm) / 16
-        if not self._item:
-            if not loud or self._discard:
-                self._discard = self._discard and loud
-                return  # silence between utterances (or the rest of a cut one)
-            self._begin_item()
-        if loud:
-            self._silence_ms = 0.0
-        else:
-            self._silence_ms += ms
-            if self._silence_ms >= self.cfg.end_silence_ms:
-                self._end_item()
-                return
-        if self._forwarding:
-            self._port.agent_audio(pcm, self._item, t_in)
-            return
-        self._held.append((pcm, t_in))
-        self._held_ms += ms
-        if self._held_ms >= self.cfg.jitter_ms:
-            self._release()
-
-    def _begin_item(self) -> None:
-        self._flush_caller()
-        self._item = f"live_{next(_ids)}"
-        self._item_start_ms = self._sent_ms
-        self._forwarding = False
-        self._silence_ms = 0.0
-        if self._codec is not None:
-            self._codec.reset_down()
-        self._item_began.set()
-
-    def _release(self) -> None:
-        """The held start of the utterance goes to the relay; the rest follows as it comes."""
-        assert self._port is not None
-        self._forwarding = True
-        for pcm, t_in in self._held:
-            self._port.agent_audio(pcm, self._item, t_in)
-        self._held.clear()
-        self._held_ms = 0.0
-        if self._agent_text:
-            self._port.transcript("agent", "".join(self._agent_text))
-            self._agent_text.clear()
-
-    def _end_item(self) -> None:
-        assert self._port is not None
-        if self._held:
-            self._release()
-        if self._forwarding:
-            self._port.agent_audio_done(self._item)
-            self._last_item_end_ms = self._sent_ms
-        self._item, self._forwarding = "", False
-        self._flush_caller()
-
-    async def _utterance_watch(self) -> None:
-        """Ends the utterance when no audio at all came for ``end_silence_ms`` (a server that
-        does not stream silence)."""
-        gap = self.cfg.end_silence_ms / 1000
-        while True:
-            if not self._item:
-                await self._item_began.wait()
-                self._item_began = trio.Event()
-                continue
-            deadline = self._last_audio + gap
-            if trio.current_time() >= deadline:
-                self._end_item()
-            else:
-                await trio.sleep_until(deadline)
-
-    def _on_agent_text(self, event: Mapping[str, Any]) -> None:
-        assert self._port is not None
-        text = str(event.get("delta") or "")
-        start = _ms(event.get("start_ms"))
-        if self._forwarding:
-            self._port.transcript("agent", text)
-        elif not self._item and start is not None and start < self._last_item_end_ms:
-            self._port.transcript("agent", text)  # the tail of the utterance just ended
-        else:
-            self._agent_text.append(text)  # said by audio not played yet
-
-    # -- caller transcripts and barge-in ---------------------------------------------------------
-
-    def _on_caller_text(self, event: Mapping[str, Any]) -> None:
-        port = self._port
-        assert port is not None
-        text = str(event.get("delta") or "")
-        start, end = _ms(event.get("start_ms")), _ms(event.get("end_ms"))
-        start = self._sent_ms if start is None else start
-        over_agent = bool(self._item) and start >= self._item_start_ms
-        new = (not self._caller_text or start - self._caller_end_ms > CALLER_GAP_MS
-               or (over_agent and self._caller_item != self._item))
-        if (self._item and not over_agent) or self._muted:
-            # speech from before this utterance began (a late fragment), or while the call is
-            # leaving (the model does not hear it): never an interruption
-            port.transcript("caller", text)
-            return
-        if new:
-            self._flush_caller()
-            port.caller_speech_started()  # flushes what is queued; the server stopped talking
-            if self._item:
-                self._end_item()
-        self._caller_item = self._item
-        self._caller_text.append(text)
-        if end is not None:
-            self._caller_end_ms = end
-            port.caller_speech_stopped(end)
-
-    def _flush_caller(self) -> None:
-        if self._caller_text and self._port is not None:
-            self._port.transcript("caller", "".join(self._caller_text))
-            self._caller_text.clear()
+        self._turns.agent_audio(self._codec.decode(data), t_in)
 
     # -- tools: delegation ---------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ import json
 
 import numpy as np
 import pytest
+import trio
+import trio_websocket
 from openai.types.live.client_event_param import ClientEventParam
 from openai.types.live.server_event import ServerEvent
 
@@ -286,3 +288,41 @@ def test_every_event_the_client_builds_conforms_to_the_sdk(audio, tools):
               {"type": "session.thinking.append", "delegation_id": None, "content": "x"}]
     for event in events:
         assert check(event, ClientEventParam) == [], event["type"]
+
+
+@pytest.mark.parametrize(("send_silence", "send_rate"), [(False, 1.0), (False, 4.0)])
+async def test_utterances_end_without_silence_frames_and_with_bursts(autojump_clock, send_silence,
+                                                                     send_rate):
+    """A server that sends nothing between utterances (the gap ends an utterance) or sends
+    faster than real time (the playout paces it): same turns, same audio heard."""
+    mock = MockLiveServer(script=LiveScript(
+        reply_ms=1000, transcripts=["bye now"], function_calls={"bye": ("hangup_call", {})},
+        after_tool_reply="Goodbye.", send_silence=send_silence, send_rate=send_rate))
+    script = CallerScript().speak(tone(500, 0.8), at=1.5).hangup(at=20.0)
+    out = await run_session(script, cfg=config(), provider_factory=live_factory(mock))
+    assert out.ended.status == "COMPLETED"
+    assert [t.agent_text for t in out.record.turns] == ["Hello Ada Lovelace.", "Goodbye."]
+    assert 98 <= len(loud_times(out)) <= 102
+    no_problems(mock)
+
+
+async def test_websocket_pings_are_answered_and_leave_the_session_alone(autojump_clock,
+                                                                       monkeypatch):
+    pongs = []
+    ping = trio_websocket.WebSocketConnection.ping
+
+    async def counted(self, payload=None):
+        await ping(self, payload)
+        pongs.append(trio.current_time())
+
+    monkeypatch.setattr(trio_websocket.WebSocketConnection, "ping", counted)
+    mock = MockLiveServer(script=LiveScript(reply_ms=400))
+    script = CallerScript().hangup(at=12.0)
+    cfg = parse_config(YAML.replace("{audio: AUDIO}", "{ping_seconds: 2}").replace("EXTRA", ""),
+                       "live.yaml")
+    assert cfg.assistant("live").live.ping_seconds == 2
+    out = await run_session(script, cfg=cfg, provider_factory=live_factory(mock))
+    assert out.ended.status == "CALLER_HANGUP"
+    assert "error" not in out.record.provider
+    assert len(pongs) >= 5  # one every 2 s, each answered
+    no_problems(mock)
