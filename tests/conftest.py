@@ -23,6 +23,7 @@ _LOG_CLASSES = (
     ("tests.mocks.deepgram_agent.script", "SessionLog"),
     ("tests.mocks.deepgram_listen.script", "ListenLog"),
     ("tests.mocks.deepgram_speak.script", "SpeakLog"),
+    ("tests.mocks.deepgram_speak.script", "RestSpeech"),
     ("tests.mocks.openai_chat.script", "ChatLog"),
     ("tests.mocks.openai_audio.script", "SpeechLog"),
     ("tests.mocks.openai_audio.script", "TranscriptionLog"),

@@ -74,7 +74,7 @@ def test_server_events_are_checked_too() -> None:
 def test_query_and_form_fields() -> None:
     assert check_query("listen", ["model", "encoding", "sample_rate", "interim_results"]) == []
     assert check_query("listen", ["modle"]) == [
-        "query: unknown parameter 'modle' (deepgram listen connect)"]
+        "query: unknown parameter 'modle' (deepgram listen)"]
     assert check_form_fields({"model": "gpt-transcribe", "response_format": "json",
                               "include[]": "logprobs", "language": "en"}) == []
     assert check_form_fields({"model": "gpt-transcribe", "response_format": "jsonl",
