@@ -6,7 +6,14 @@ speaks first (``Welcome``); the client sends ``Settings`` and no audio before
 ``SettingsApplied``. Deepgram runs listen, think and speak itself; we relay audio, act on
 ``UserStartedSpeaking`` (barge-in: flush at the next frame; there is no truncate message),
 answer client-side ``FunctionCallRequest``s with ``FunctionCallResponse`` (Deepgram speaks again
-on its own afterwards) and send keypad digits as ``InjectUserMessage``.
+on its own afterwards) and send keypad digits as ``InjectUserMessage``. The message shapes
+(Settings with Flux listen and fallback arrays, InjectAgentMessage, UpdateListen, the reports)
+are in :mod:`.deepgram_wire`.
+
+``FunctionCallCancelled`` (SDK 7.17) withdraws calls: a tool not started never starts, one in
+flight (a webhook) is cancelled and nothing is answered; a transfer or hang-up already answered
+(the cancellation crossed our response) is called off through the relay if not carried out
+yet. ``LatencyReport`` figures go to the turn whose audio they follow.
 
 Deepgram has no item ids: agent audio is numbered here, a new item after every
 ``AgentAudioDone``, barge-in or local interruption, so the relay can drop the rest of a cut turn.

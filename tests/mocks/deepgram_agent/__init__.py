@@ -38,7 +38,10 @@ Modelled:
 
 Not modelled: functions with an ``endpoint`` are not executed (the request is sent with
 ``client_side: false`` and the server answers with ``server_function_result``);
-AgentThinking, Flux (v2 listen/speak are accepted, the VAD is the same),
+AgentThinking, Flux's turn-taking (a v2 listen provider is validated: keys per version, the
+end-of-turn ranges, language_hints only for flux-general-multi; but the VAD stays the same and
+eot_* change nothing), ForceEndTurn, Think Live, fallback between speak/think entries (arrays are
+validated, the first entry "works"),
 stored agents by UUID (accepted, with no greeting and no functions), the 2 h session cap,
 real speech recognition or synthesis (transcripts and a tone are scripted), mp3/opus/flac/aac
 output and wav/ogg containers (refused with INVALID_SETTINGS).
