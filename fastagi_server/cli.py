@@ -62,6 +62,10 @@ def _assistant_engines(a: AssistantConfig) -> str:
     if a.provider == "openai_realtime":
         r = a.realtime
         return f"model={r.model} voice={r.voice} audio={r.audio} turns={r.turn_detection}"
+    if a.provider == "openai_live":
+        lv = a.live
+        return (f"model={lv.model} voice={lv.voice} audio={lv.audio} "
+                f"delegate={lv.delegate_model}")
     if a.provider == "deepgram_agent":
         d = a.deepgram
         return (f"listen={d.listen_model} think={d.think_provider}/{d.think_model} "

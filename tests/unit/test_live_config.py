@@ -43,3 +43,17 @@ def test_preflight_wants_the_key_and_checks_the_url():
     assert required_keys(a) == [("assistants.live.live.api_key_env", "LIVE_KEY", True)]
     assert any(f.path == "assistants.live.live.api_key_env" for f in check_keys(cfg, {}))
     assert [f.path for f in check_urls(cfg)] == ["assistants.live.live.url"]
+
+
+def test_check_config_summary_shows_the_live_model_voice_and_delegate(tmp_path, capsys,
+                                                                       monkeypatch):
+    from fastagi_server.cli import main as cli_main
+
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    path = tmp_path / "live.yaml"
+    path.write_text("assistants:\n  lv: {provider: openai_live, live: {voice: cedar}}\n")
+    assert cli_main(["check-config", str(path)]) == 0
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines()
+               if ln.startswith("  assistant lv")]
+    assert "model=gpt-live-1 voice=cedar audio=auto delegate=gpt-5.6-luna" in line
+    assert "stt=" not in line and "tts=" not in line
