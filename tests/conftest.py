@@ -1,20 +1,25 @@
 """Suite-wide checks on the provider mocks.
 
-Every session and end-to-end test fails (at teardown) if a provider mock it started recorded a
-protocol problem (the mocks note a client mistake in their log's ``problems`` and carry on), if
+Every session, end-to-end and contract test fails (at teardown) if a provider mock it started
+recorded a protocol problem (the mocks note a client mistake in their log's ``problems`` and
+carry on), if
 any message a client sent or a mock answered departs from the vendor's own SDK types
 (tests/contracts), or if the OpenAI Realtime mock sent an ``error`` event. A test that provokes
 one on purpose says so with ``@pytest.mark.mock_problems(...)`` / ``openai_error_expected``.
+The mocks' own unit tests (tests/unit/test_mock_*.py) get the check of what the mock sent.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.contracts.vendor import check_log
 
 CHECKED_DIRS = ("session", "e2e", "contracts")
 
@@ -38,9 +43,19 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "openai_error_expected: the test provokes an OpenAI Realtime error event")
 
 
-def _checked(request: pytest.FixtureRequest) -> bool:
-    parts = Path(str(request.node.path)).parts
-    return "tests" in parts and parts[parts.index("tests") + 1] in CHECKED_DIRS
+def _mode(request: pytest.FixtureRequest) -> str | None:
+    """``full`` for session, e2e and contract tests; ``server`` for the mocks' own unit tests
+    (they send wrong client messages on purpose, but what a mock answers must still be the
+    vendor's); None elsewhere."""
+    path = Path(str(request.node.path))
+    parts = path.parts
+    if "tests" not in parts or parts.index("tests") + 1 >= len(parts):
+        return None
+    if parts[parts.index("tests") + 1] in CHECKED_DIRS:
+        return "full"
+    if path.name.startswith("test_mock_"):
+        return "server"
+    return None
 
 
 @pytest.fixture(autouse=True)
@@ -48,16 +63,18 @@ def mock_logs(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
               ) -> Iterator[list[Any]]:
     """Every provider-mock log created during the test; checked at teardown (see module)."""
     logs: list[Any] = []
-    if not _checked(request):
+    mode = _mode(request)
+    if mode is None:
         yield logs
         return
-    import importlib
-
     for module, name in _LOG_CLASSES:
         cls = getattr(importlib.import_module(module), name)
         monkeypatch.setattr(cls, "__init__", _recording(cls.__init__, logs))
     yield logs
-    failures = mock_failures(logs, request.node)
+    if mode == "full":
+        failures = mock_failures(logs, request.node)
+    else:
+        failures = [p for log in logs for p in check_log(log, client=False)]
     if failures:
         pytest.fail("provider mocks recorded protocol problems:\n  " + "\n  ".join(failures),
                     pytrace=False)
@@ -73,8 +90,6 @@ def _recording(init: Any, logs: list[Any]) -> Any:
 
 def mock_failures(logs: list[Any], node: pytest.Item | None = None) -> list[str]:
     """Problems, contract departures and unexpected Realtime errors in these mock logs."""
-    from tests.contracts.vendor import check_log
-
     expected: tuple[str, ...] = ()
     error_ok = False
     if node is not None:

@@ -82,3 +82,26 @@ def test_query_and_form_fields() -> None:
         "form.response_format: 'jsonl' is not one of "
         "['diarized_json', 'json', 'srt', 'text', 'verbose_json', 'vtt']",
         "form: unknown field 'lang' (not in TranscriptionCreateParams)"]
+
+
+def test_the_suite_fixture_fails_on_a_mock_problem_an_error_event_or_a_contract_breach() -> None:
+    """What tests/conftest.py reports at a session or e2e test's teardown."""
+    from tests.conftest import mock_failures
+    from tests.mocks.openai_realtime import SessionLog
+
+    log = SessionLog()
+    assert mock_failures([log]) == []
+    log.problems.append("function_call_output for unknown call_id 'call_nope'")
+    log.server_events.append({"type": "error", "event_id": "e1", "error": {
+        "type": "invalid_request_error", "code": "unknown_parameter",
+        "message": "Unknown parameter: 'session.voice'.", "param": "session.voice",
+        "event_id": None}})
+    log.client_events.append({"type": "response.create", "response": {"voice": 1}})
+    failures = mock_failures([log])
+    assert failures[0] == "openai_realtime: function_call_output for unknown call_id 'call_nope'"
+    assert ("openai_realtime client message 0 (response.create): $.response: unknown key "
+            "'voice' (not in RealtimeResponseCreateParamsParam)") in failures
+    assert failures[-1].startswith("openai_realtime: error event {'type': 'invalid_request_error'")
+    log.problems.clear()  # this test's own fixture checks the log too
+    log.server_events.clear()
+    log.client_events.clear()

@@ -157,52 +157,58 @@ def check_messages(wire: str, messages: Iterable[dict[str, Any]], *,
     return problems
 
 
-def check_log(log: Any) -> list[str]:
-    """Contract problems of everything one mock log recorded, by the log's class."""
+def check_log(log: Any, *, client: bool = True) -> list[str]:
+    """Contract problems of everything one mock log recorded, by the log's class (with
+    ``client`` False: only what the mock sent)."""
     for cls in type(log).__mro__:
         checker = _LOG_CHECKERS.get(f"{cls.__module__}.{cls.__qualname__}")
         if checker is not None:
-            return checker(log)
+            return checker(log, client)
     return []
 
 
-def _realtime(log: Any) -> list[str]:
-    return (check_messages("openai_realtime", log.client_events, sent_by="client")
-            + check_messages("openai_realtime", log.server_events, sent_by="server"))
+def _realtime(log: Any, client: bool) -> list[str]:
+    problems = check_messages("openai_realtime", log.server_events, sent_by="server")
+    if client:
+        problems += check_messages("openai_realtime", log.client_events, sent_by="client")
+    return problems
 
 
-def _ws(wire: str, module: str | None) -> Callable[[Any], list[str]]:
-    def checker(log: Any) -> list[str]:
-        problems = check_messages(wire, log.client_messages, sent_by="client")
-        problems += check_messages(wire, log.server_messages, sent_by="server")
-        if module is not None and getattr(log, "path", "").startswith(f"/v1/{module}"):
-            problems += check_query(module, log.query)
+def _ws(wire: str, module: str | None) -> Callable[[Any, bool], list[str]]:
+    def checker(log: Any, client: bool) -> list[str]:
+        problems = check_messages(wire, log.server_messages, sent_by="server")
+        if client:
+            problems += check_messages(wire, log.client_messages, sent_by="client")
+            if module is not None and getattr(log, "path", "").startswith(f"/v1/{module}"):
+                problems += check_query(module, log.query)
         return problems
     return checker
 
 
-def _chat(log: Any) -> list[str]:
+def _chat(log: Any, client: bool) -> list[str]:
     if not log.path.startswith("/v1/"):
         return []  # Ollama's native /api/chat: not an OpenAI wire
-    problems = []
-    if log.body is not None:
+    problems = check_messages("openai_chat", log.sent, sent_by="server")
+    if client and log.body is not None:
         problems += check_messages("openai_chat", [log.body], sent_by="client")
-    return problems + check_messages("openai_chat", log.sent, sent_by="server")
+    return problems
 
 
-def _speech(log: Any) -> list[str]:
-    return check_messages("openai_speech", [log.body], sent_by="client") if log.body else []
+def _speech(log: Any, client: bool) -> list[str]:
+    if not client or not log.body:
+        return []
+    return check_messages("openai_speech", [log.body], sent_by="client")
 
 
-def _speak_rest(log: Any) -> list[str]:
-    return check_query("speak_rest", log.query)
+def _speak_rest(log: Any, client: bool) -> list[str]:
+    return check_query("speak_rest", log.query) if client else []
 
 
-def _transcription(log: Any) -> list[str]:
-    return check_form_fields(log.fields)
+def _transcription(log: Any, client: bool) -> list[str]:
+    return check_form_fields(log.fields) if client else []
 
 
-_LOG_CHECKERS: dict[str, Callable[[Any], list[str]]] = {
+_LOG_CHECKERS: dict[str, Callable[[Any, bool], list[str]]] = {
     "tests.mocks.openai_realtime.script.SessionLog": _realtime,
     "tests.mocks.deepgram_agent.script.SessionLog": _ws("deepgram_agent", None),
     "tests.mocks.deepgram_listen.script.ListenLog": _ws("deepgram_listen", "listen"),
