@@ -26,6 +26,7 @@ CHECKED_DIRS = ("session", "e2e", "contracts")
 _LOG_CLASSES = (
     ("tests.mocks.openai_realtime.script", "SessionLog"),
     ("tests.mocks.deepgram_agent.script", "SessionLog"),
+    ("tests.mocks.openai_live.script", "SessionLog"),
     ("tests.mocks.deepgram_listen.script", "ListenLog"),
     ("tests.mocks.deepgram_speak.script", "SpeakLog"),
     ("tests.mocks.deepgram_speak.script", "RestSpeech"),
@@ -105,4 +106,5 @@ def mock_failures(logs: list[Any], node: pytest.Item | None = None) -> list[str]
         if not error_ok and name == "openai_realtime":
             failures += [f"{name}: error event {e.get('error')}"
                          for e in log.server_events if e.get("type") == "error"]
+
     return failures

@@ -1,7 +1,7 @@
 """The vendors' SDK types for each wire, and checks of one message or one mock log against them.
 
 Sources (test-only dependencies, see setup.cfg ``test``): ``openai`` 3.63 (``openai.types.realtime``,
-``openai.types.chat``, ``openai.types.audio``), ``deepgram-sdk`` 7.17 (``deepgram.agent.v1``,
+``openai.types.live``, ``openai.types.chat``, ``openai.types.audio``), ``deepgram-sdk`` 7.17 (``deepgram.agent.v1``,
 ``deepgram.listen.v1``, ``deepgram.speak.v1``). The client-message unions of the Deepgram sockets
 are read from the SDK's own ``send_*`` methods, the server-message unions from its
 ``V1SocketClientResponse``, the query parameters from its ``connect`` signatures: when the SDK
@@ -26,6 +26,8 @@ from openai.types.chat.completion_create_params import (
     CompletionCreateParamsNonStreaming,
     CompletionCreateParamsStreaming,
 )
+from openai.types.live.client_event_param import ClientEventParam as LiveClientEventParam
+from openai.types.live.server_event import ServerEvent as LiveServerEvent
 from openai.types.realtime import RealtimeClientEventParam, RealtimeServerEvent
 from openai.types.shared.error_object import ErrorObject
 
@@ -61,6 +63,7 @@ class _ErrorBody(typing.TypedDict):
 
 CONTRACTS: dict[str, Contract] = {
     "openai_realtime": Contract(RealtimeClientEventParam, RealtimeServerEvent),
+    "openai_live": Contract(LiveClientEventParam, LiveServerEvent),
     "openai_chat": Contract(CompletionCreateParamsStreaming | CompletionCreateParamsNonStreaming,
                             ChatCompletionChunk | ChatCompletion | _ErrorBody),
     "openai_speech": Contract(SpeechCreateParams, _ErrorBody),
@@ -211,6 +214,7 @@ def _transcription(log: Any, client: bool) -> list[str]:
 _LOG_CHECKERS: dict[str, Callable[[Any, bool], list[str]]] = {
     "tests.mocks.openai_realtime.script.SessionLog": _realtime,
     "tests.mocks.deepgram_agent.script.SessionLog": _ws("deepgram_agent", None),
+    "tests.mocks.openai_live.script.SessionLog": _ws("openai_live", None),
     "tests.mocks.deepgram_listen.script.ListenLog": _ws("deepgram_listen", "listen"),
     "tests.mocks.deepgram_speak.script.SpeakLog": _ws("deepgram_speak", "speak"),
     "tests.mocks.deepgram_speak.script.RestSpeech": _speak_rest,
