@@ -6,6 +6,7 @@ own trio loop with port 0 and read the bound ports from :class:`SidecarPorts`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable
@@ -16,11 +17,13 @@ import trio
 from .brain.rules import RulesBrain
 from .config.schema import AssistantConfig, Config, Listen, TtsConfig
 from .ops.metrics import MeteredRegistry, SidecarMetrics
+from .ops.status import StartupError
 from .protocol.control import CallContext
 from .providers import SpeechToSpeech, make_provider
 from .server.audiosocket_server import AudioSocketServer, serve_audiosocket
 from .server.control_server import ControlHub, serve_control
 from .server.health import SidecarHealth, serve_health
+from .server.lifecycle import Assets, SidecarLifecycle
 from .session.call import CallServices
 from .session.records import RecordWriter
 from .session.speaker import Speaker
@@ -78,10 +81,11 @@ def load_local_services(cfg: Config) -> tuple[CallServices | None, dict[str, str
     return services, unavailable
 
 
-def load_prompts(cfg: Config, services: CallServices | None) -> dict[str, bytes]:
-    """The apologies of the model-driven assistants, with the local TTS when there is one."""
+def _local_voices(services: CallServices | None) -> Callable[[AssistantConfig],
+                                                              TextToSpeech | None]:
+    """An assistant's local TTS engine for fixed prompts: the loaded one, else the assistant's
+    Piper voice or the default one (cloud voices may be what failed); None without Piper."""
     from .speech import make_tts
-    from .speech.prompts import render_apologies
 
     engines: dict[object, TextToSpeech | None] = {}
 
@@ -96,11 +100,36 @@ def load_prompts(cfg: Config, services: CallServices | None) -> dict[str, bytes]
             try:
                 engines[voice] = make_tts(voice)
             except SpeechEngineError as exc:
-                log.info("no local TTS for apologies: %s", exc)
+                log.info("no local TTS for fixed prompts: %s", exc)
                 engines[voice] = None
         return engines[voice]
 
-    return render_apologies(cfg, tts_for)
+    return tts_for
+
+
+def load_prompts(cfg: Config, services: CallServices | None) -> dict[str, bytes]:
+    """The apologies of the model-driven assistants, with the local TTS when there is one."""
+    from .speech.prompts import render_apologies
+
+    return render_apologies(cfg, _local_voices(services))
+
+
+def load_announcements(cfg: Config, services: CallServices | None) -> dict[str, bytes]:
+    """The drain's announcement per assistant, with the local TTS when there is one."""
+    from .speech.prompts import render_announcements
+
+    return render_announcements(cfg, _local_voices(services))
+
+
+def load_assets(cfg: Config, current: CallServices | None) -> Assets:
+    """Everything ``cfg`` needs loaded, for a reload (blocking: run it in a worker thread).
+    Models are cached per process, so only a changed STT or TTS costs a load. The new
+    services share the running ones' HTTP connection pool (closed once, at exit)."""
+    services, unavailable = load_local_services(cfg)
+    if services is not None and current is not None:
+        services = dataclasses.replace(services, net=current.net)
+    return Assets(services, unavailable, load_prompts(cfg, services),
+                  load_announcements(cfg, services))
 
 
 RETENTION_SWEEP_SECONDS = 3600.0
@@ -119,16 +148,25 @@ async def run_sidecar(cfg: Config, services: CallServices | None = None,
                       unavailable: dict[str, str] | None = None, *,
                       provider_factory: ProviderFactory = make_provider,
                       prompts: dict[str, bytes] | None = None,
+                      announcements: dict[str, bytes] | None = None,
                       records: RecordWriter | None = None,
                       health: SidecarHealth | None = None,
                       health_listen: Listen | None = None,
+                      lifecycle: SidecarLifecycle | None = None,
+                      strict: bool = False,
                       task_status: trio.TaskStatus[SidecarPorts] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve until cancelled. Engines and prompts are loaded here unless given.
 
     The health listener (``cfg.health``, or ``health_listen`` where port 0 picks a free
     port: for tests) starts first, so ``/live`` answers and ``/ready`` says "models loading"
     while the engines load. ``health`` is the readiness state to fill in (the drain sets
-    its ``draining``); one is made when not given.
+    its ``draining``); one is made when not given. ``lifecycle`` is given what the drain and
+    the reload act on once the sidecar serves. The control link is accepted only once the
+    engines are loaded: until then the FastAGI side fails calls at once ("starting").
+
+    Raises :class:`~media_sidecar.ops.status.StartupError` (possibly inside an exception
+    group) when a listener cannot bind, or, with ``strict``, when an assistant's local engines
+    cannot load (the ``sidecar`` command; without it such an assistant's offers are refused).
     """
     health = health or SidecarHealth()
     metrics = SidecarMetrics()
@@ -139,19 +177,38 @@ async def run_sidecar(cfg: Config, services: CallServices | None = None,
         if listen is not None:
             health_port = await nursery.start(serve_health, health, metrics, listen.host,
                                               listen.port)
-        await _serve(cfg, services, unavailable, provider_factory, prompts, records, health,
-                     metrics, health_port, task_status)
+        given = _Given(services, unavailable, prompts, announcements, records)
+        await _serve(cfg, given, provider_factory, health, metrics, health_port, lifecycle,
+                     strict, task_status)
         nursery.cancel_scope.cancel()  # reached only if serving ended by itself
 
 
-async def _serve(cfg: Config, services: CallServices | None, unavailable: dict[str, str] | None,
-                 provider_factory: ProviderFactory, prompts: dict[str, bytes] | None,
-                 records: RecordWriter | None, health: SidecarHealth, metrics: SidecarMetrics,
-                 health_port: int, task_status: trio.TaskStatus[SidecarPorts]) -> None:
+@dataclass
+class _Given:
+    """What a caller of :func:`run_sidecar` may bring instead of the sidecar loading it."""
+
+    services: CallServices | None
+    unavailable: dict[str, str] | None
+    prompts: dict[str, bytes] | None
+    announcements: dict[str, bytes] | None
+    records: RecordWriter | None
+
+
+async def _serve(cfg: Config, given: _Given, provider_factory: ProviderFactory,
+                 health: SidecarHealth, metrics: SidecarMetrics, health_port: int,
+                 lifecycle: SidecarLifecycle | None, strict: bool,
+                 task_status: trio.TaskStatus[SidecarPorts]) -> None:
+    services, unavailable = given.services, given.unavailable
     if services is None:
         services, unavailable = await trio.to_thread.run_sync(load_local_services, cfg)
+        if strict and unavailable:
+            name, why = next(iter(unavailable.items()))
+            raise StartupError(f"assistant {name} cannot take calls: {why}")
+    prompts, announcements = given.prompts, given.announcements
     if prompts is None:
         prompts = await trio.to_thread.run_sync(load_prompts, cfg, services)
+    if announcements is None:
+        announcements = await trio.to_thread.run_sync(load_announcements, cfg, services)
     health.models_loaded = True
     registry = MeteredRegistry(cfg, unavailable or {}, metrics)
     if services is None:
@@ -161,18 +218,22 @@ async def _serve(cfg: Config, services: CallServices | None, unavailable: dict[s
                                 if a.is_pipeline} | (unavailable or {})
     hub = ControlHub(registry)
     health.registry, health.hub = registry, hub
-    records = records or RecordWriter(cfg.sidecar.records_path, cfg.sidecar.records)
+    records = given.records or RecordWriter(cfg.sidecar.records_path, cfg.sidecar.records)
     records.observers.append(metrics.observe_record)
     server = AudioSocketServer(cfg, registry, services, hub, records, on_ended=hub.send,
                                provider_factory=provider_factory, prompts=prompts)
+    server.announcements = announcements
     sc = cfg.sidecar
     try:
         async with trio.open_nursery() as nursery:
-            control_port = await nursery.start(serve_control, hub, sc.control.host,
-                                               sc.control.port)
+            # AudioSocket first: the control link is what tells the FastAGI side "ready"
             as_port = await nursery.start(functools.partial(
                 serve_audiosocket, server, sc.audiosocket.host, sc.audiosocket.port))
+            control_port = await nursery.start(serve_control, hub, sc.control.host,
+                                               sc.control.port)
             nursery.start_soon(sweep_records, records)
+            if lifecycle is not None:
+                lifecycle.attach(cfg, registry, server, health)
             health.ports = {"audiosocket": as_port, "control": control_port,
                             "health": health_port}
             health.listening = True

@@ -109,7 +109,8 @@ class _Builder:
         return ConfigError(self.source, path, msg)
 
     def build_config(self, raw: dict[str, Any]) -> s.Config:
-        allowed = {"fastagi", "sidecar", "ami", "routing", "assistants", "health", "logging"}
+        allowed = {"fastagi", "sidecar", "ami", "routing", "assistants", "health", "logging",
+                   "drain", "service"}
         for key in raw:
             if key not in allowed:
                 raise self.err(str(key), f"unknown section (expected one of {sorted(allowed)})")
@@ -129,6 +130,8 @@ class _Builder:
             source=self.source,
             health=self.build(s.HealthConfig, raw.get("health"), "health"),
             logging=self.build_logging(raw.get("logging"), "logging"),
+            drain=self.build(s.DrainConfig, raw.get("drain"), "drain"),
+            service=self.build(s.ServiceConfig, raw.get("service"), "service"),
         )
 
     def build_logging(self, raw: Any, path: str) -> s.LoggingConfig:
@@ -399,12 +402,21 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _validate_ops(cfg: s.Config, source: str) -> None:
-    """Logging levels and the call-record policy."""
+    """Logging levels, the drain, the service's runtime directory, the call-record policy."""
     lc = cfg.logging
     for key, level in (("logging.level", lc.level),
                        *((f"logging.levels.{name}", lv) for name, lv in lc.levels)):
         if level.upper() not in _LOG_LEVELS:
             raise ConfigError(source, key, f"expected one of {list(_LOG_LEVELS)}, got {level!r}")
+    d = cfg.drain
+    if not 0 <= d.deadline_seconds <= 3600:
+        raise ConfigError(source, "drain.deadline_seconds",
+                          "expected seconds 0..3600 (0: hand every live call on at once)")
+    if len(d.announcement) > 500:
+        raise ConfigError(source, "drain.announcement", "expected at most 500 characters")
+    if cfg.service.runtime_dir and not os.path.isabs(cfg.service.runtime_dir):
+        raise ConfigError(source, "service.runtime_dir",
+                          f"expected an absolute directory, got {cfg.service.runtime_dir!r}")
     r = cfg.sidecar.records
     if r.max_bytes != 0 and r.max_bytes < 4096:
         raise ConfigError(source, "sidecar.records.max_bytes",

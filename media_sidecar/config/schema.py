@@ -111,6 +111,32 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DrainConfig:
+    """A graceful stop (SIGTERM or SIGINT; ``drain``). New calls are refused at once
+    (``AI_STATUS=FAILED``, ``AI_REASON=draining``: the dialplan falls back), live calls get
+    ``deadline_seconds`` to finish, then each one left hears ``announcement`` and goes to its
+    assistant's ``fallback_destination`` (without one: handed back with ``AI_STATUS=FAILED``,
+    ``AI_REASON=draining``). Every call record is written before the process exits."""
+
+    deadline_seconds: float = 30.0
+    """Keep systemd's ``TimeoutStopSec`` (and compose's ``stop_grace_period``) about 15 s above
+    it: the hand-offs, their announcement and the records come after the deadline."""
+    announcement: str = "I'm sorry, I have to pass your call on now. One moment, please."
+    """Said to each call still live at the deadline, before its hand-off (rendered once at
+    start-up with the local TTS, like the apology); empty: none."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """How ``agi-voice serve`` runs as a service (``service``)."""
+
+    runtime_dir: str = ""
+    """Where ``serve`` writes its pid file, ``agi-voice-<FastAGI port>.pid``, which
+    ``agi-voice reload`` reads. Empty: ``$RUNTIME_DIRECTORY`` (systemd's
+    ``RuntimeDirectory=``), else ``$XDG_RUNTIME_DIR``, else the temporary directory."""
+
+
+@dataclass(frozen=True, slots=True)
 class AmiConfig:
     host: str = ""
     port: int = 5038
@@ -623,6 +649,8 @@ class Config:
     source: str = "<embedded default>"
     health: HealthConfig = HealthConfig()
     logging: LoggingConfig = LoggingConfig()
+    drain: DrainConfig = DrainConfig()
+    service: ServiceConfig = ServiceConfig()
 
     def assistant(self, name: str) -> AssistantConfig | None:
         for a in self.assistants:

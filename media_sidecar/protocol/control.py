@@ -94,6 +94,11 @@ class Refuse:
     reason: str
 
 
+DRAINING = "draining"
+"""The reason of a call refused because the product is stopping: a ``refuse`` from a draining
+sidecar, and the ``AI_REASON`` the FastAGI side sets (so the dialplan can tell it apart)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Dtmf:
     TYPE: ClassVar[str] = "dtmf"

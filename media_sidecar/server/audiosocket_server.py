@@ -26,6 +26,7 @@ import trio
 
 from ..config.schema import AssistantConfig, Config
 from ..ops.logs import fields
+from ..ops.status import listen_error
 from ..protocol.audiosocket import AudioFormat, AudioSocketDecoder, AudioSocketError, UuidMessage
 from ..protocol.control import OUTCOME_WAIT_SECONDS, CallContext, Ended, Offer
 from ..providers import RELAY_PROVIDERS, SpeechToSpeech, make_provider
@@ -57,6 +58,11 @@ class AudioSocketServer:
         self.calls_rejected = 0
         self.outcome_wait = OUTCOME_WAIT_SECONDS
         """Seconds a finished call's record waits for the control plane's outcome."""
+        self.announcements: dict[str, bytes] = {}
+        """Per assistant: the drain's announcement, slin 8 kHz, rendered at start-up."""
+        self.active = 0
+        """Calls past the UUID check whose record is not written yet (the drain waits for
+        none)."""
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         """Serve one AudioSocket connection; never raises (one bad call never disturbs another).
@@ -108,6 +114,16 @@ class AudioSocketServer:
             log.warning("AudioSocket connection for UUID %s that was never offered: closed", uuid)
             self.calls_rejected += 1
             return
+        self.active += 1
+        try:
+            await self._serve_call(uuid, offer, decoder, stream, rest)
+        finally:
+            self.active -= 1
+            self.registry.notify()
+
+    async def _serve_call(self, uuid: str, offer: Offer, decoder: AudioSocketDecoder,
+                          stream: trio.abc.Stream, rest: list[Any]) -> None:
+        """Run a claimed call, then send its verdict and write its record (shielded)."""
         assistant = self.cfg.assistant(offer.assistant)
         if assistant is None:
             return  # the registry refused such offers already
@@ -200,8 +216,12 @@ class AudioSocketServer:
 
 async def serve_audiosocket(server: AudioSocketServer, host: str, port: int,
                             *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Listen for AudioSocket connections; reports the bound port through ``task_status``."""
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    """Listen for AudioSocket connections; reports the bound port through ``task_status``.
+    Raises :class:`~media_sidecar.ops.status.StartupError` when the address cannot be bound."""
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise listen_error("AudioSocket", host, port, exc) from None
     bound = listeners[0].socket.getsockname()[1]
     async with trio.open_nursery() as nursery:
         await nursery.start(functools.partial(trio.serve_listeners, server.handle, listeners))

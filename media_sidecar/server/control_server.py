@@ -7,12 +7,17 @@ message is answered with nothing and logged; it never ends the link or another c
 
 from __future__ import annotations
 
-import functools
 import logging
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    WebSocketServer,
+)
 
+from ..ops.status import listen_error
 from ..protocol import control as c
 from ..session.call import ControlPort
 from .registry import CallRegistry
@@ -110,9 +115,13 @@ class ControlHub(ControlPort):
 
 async def serve_control(hub: ControlHub, host: str, port: int,
                         *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve the control link; reports the bound port through ``task_status``."""
+    """Serve the control link; reports the bound port through ``task_status``. Raises
+    :class:`~media_sidecar.ops.status.StartupError` when the address cannot be bound."""
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise listen_error("the control link", host, port, exc) from None
+    server = WebSocketServer(hub.handle, listeners)
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            functools.partial(serve_websocket, hub.handle, host, port, ssl_context=None)
-        )
+        await nursery.start(server.run)
         task_status.started(server.port)

@@ -17,8 +17,8 @@ from typing import Protocol
 
 import trio
 
-from ..config.schema import Config
-from ..protocol.control import Accept, Dtmf, Hangup, Offer, Outcome, Refuse
+from ..config.schema import AssistantConfig, Config
+from ..protocol.control import DRAINING, Accept, Dtmf, Hangup, Offer, Outcome, Refuse
 
 log = logging.getLogger("agi_voice.registry")
 
@@ -28,7 +28,11 @@ session wound down, or after the handler gave up): the oldest goes first beyond 
 
 
 class LiveCall(Protocol):
+    assistant: AssistantConfig
+
     def deliver_control(self, msg: object) -> None: ...
+
+    def hand_off(self, announcement: bytes, reason: str) -> bool: ...
 
 
 @dataclass
@@ -50,13 +54,18 @@ class CallRegistry:
         """Whether a control link to the FastAGI server is up (set by the control hub)."""
         self._outcomes: dict[str, Outcome] = {}
         self._outcome_waiters: dict[str, trio.Event] = {}
+        self.draining = False
+        """Set by the drain: every new offer is refused with reason ``draining``."""
+        self._changed = trio.Event()
 
     def offer(self, o: Offer) -> Accept | Refuse:
         """Validate an offer and remember it until the AudioSocket connection claims it."""
         self._expire()
         key = o.uuid.lower()
         reason = ""
-        if self.cfg.assistant(o.assistant) is None:
+        if self.draining:
+            reason = DRAINING
+        elif self.cfg.assistant(o.assistant) is None:
             reason = f"unknown assistant {o.assistant!r}"
         elif o.assistant in self.unavailable:
             reason = self.unavailable[o.assistant]
@@ -66,7 +75,8 @@ class CallRegistry:
             reason = f"sidecar is at its limit of {self.cfg.sidecar.max_calls} calls"
         if reason:
             self.refused += 1
-            log.warning("refused call %s: %s", o.uuid, reason)
+            log.log(logging.INFO if reason == DRAINING else logging.WARNING,
+                    "refused call %s: %s", o.uuid, reason)
             return Refuse(uuid=o.uuid, reason=reason)
         self._offers[key] = _Pending(o, trio.current_time() + self.cfg.sidecar.offer_ttl)
         return Accept(uuid=o.uuid)
@@ -78,16 +88,46 @@ class CallRegistry:
         if pending is None:
             self.unknown_uuid += 1
             return None
+        self.notify()
         return pending.offer
 
     def withdraw(self, uuid: str) -> None:
-        self._offers.pop(uuid.lower(), None)
+        if self._offers.pop(uuid.lower(), None) is not None:
+            self.notify()
+
+    def notify(self) -> None:
+        """Wake whoever waits for the calls to change (the drain): an offer claimed or
+        withdrawn, a call over (its record written: the AudioSocket server calls this)."""
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_changed(self) -> None:
+        """Until the next :meth:`notify`. (An offer's expiry does not notify.)"""
+        await self._changed.wait()
 
     def attach(self, uuid: str, call: LiveCall) -> None:
         self._live[uuid.lower()] = call
 
     def detach(self, uuid: str) -> None:
         self._live.pop(uuid.lower(), None)
+
+    def live(self) -> list[tuple[str, LiveCall]]:
+        """(uuid, call) of every live call, for the drain."""
+        return list(self._live.items())
+
+    @property
+    def pending_offers(self) -> int:
+        """Offers accepted whose AudioSocket has not connected yet (and not expired)."""
+        self._expire()
+        return len(self._offers)
+
+    def withdraw_all(self) -> int:
+        """Forget every pending offer (the drain's deadline); returns how many there were.
+        Their AudioSocket connections, if they still come, are closed without a byte."""
+        n = len(self._offers)
+        self._offers.clear()
+        self.notify()
+        return n
 
     def deliver(self, msg: Dtmf | Hangup) -> bool:
         """Hand a control message to its live call. A hangup withdraws a pending offer."""
@@ -115,6 +155,7 @@ class CallRegistry:
         key = msg.uuid.lower()
         if key in self._offers:
             del self._offers[key]
+            self.notify()
             return
         self._outcomes.pop(key, None)
         self._outcomes[key] = msg

@@ -342,11 +342,44 @@ class MediaSession:
         self._committed = True
         self.playout.flush()
         log.warning("call %s: %s", self.uuid, reason)
-        if self.apology and not self._closed.is_set():
+        await self._pass_on(reason, self.apology, "apology")
+
+    def hand_off(self, announcement: bytes, reason: str) -> bool:
+        """End this live call now from outside its tasks (the drain's deadline; on the
+        sidecar's trio thread): the agent stops at once, ``announcement`` (slin 8 kHz) is said,
+        then the call goes to the assistant's fallback destination, or is handed back with
+        ``FAILED`` and ``reason``. The record is written as for any call.
+
+        Returns False, doing nothing, when the call is already ending by itself (a transfer,
+        a farewell, a hang-up) or has not started its tasks."""
+        nursery: trio.Nursery | None = getattr(self, "_nursery", None)
+        if nursery is None or self._committed or self._closed.is_set():
+            return False
+        self._stop_agent()
+        self.playout.flush()
+        self._committed = True
+        try:
+            nursery.start_soon(self._pass_on, reason, announcement, "announcement")
+        except RuntimeError:  # the call's nursery is closing: it is over anyway
+            return False
+        log.info("call %s: handed off (%s)", self.uuid, reason)
+        return True
+
+    def _stop_agent(self) -> None:
+        """Stop the agent's current answer for good (the call is being handed off): a
+        session cancels its turn or drops its provider's audio still in flight."""
+
+    async def _pass_on(self, reason: str, prompt: bytes, label: str) -> None:
+        """Say ``prompt`` (the apology, the drain's announcement) unless the leg is gone, then
+        go to the fallback destination, or hand the call back with ``FAILED`` and ``reason``.
+        The caller of this has set ``_committed``."""
+        await trio.lowlevel.checkpoint()  # a cancelled turn unwinds before the flush
+        self.playout.flush()
+        if prompt and not self._closed.is_set():
             try:
-                self.playout.enqueue(self.apology, text="(apology)", interruptible=False)
+                self.playout.enqueue(prompt, text=f"({label})", interruptible=False)
                 self.record.actions.append(ToolAction(self._rel(trio.current_time()) or 0.0,
-                                                      "apology", result="played"))
+                                                      label, result="played"))
             except PlayoutFull:
                 pass
         fallback = self.assistant.fallback_destination

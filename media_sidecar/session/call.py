@@ -119,6 +119,8 @@ class CallSession(PipelineTurns):
             self._go()
 
     def _go(self) -> None:
+        if self._committed:  # handed off (the drain) while its stages were starting
+            return
         self.ready = True
         self._quiet_since = trio.current_time()
         self._start_turn(Start(), "start")

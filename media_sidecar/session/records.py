@@ -68,7 +68,8 @@ class TurnRecord:
 class ToolAction:
     t: float
     kind: str
-    """transfer, hangup, apology, or tool (a model's function call, any tool)."""
+    """transfer, hangup, apology, announcement (the drain's, before a hand-off), or tool (a
+    model's function call, any tool)."""
     destination: str = ""
     reason: str = ""
     result: str = ""

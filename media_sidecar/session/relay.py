@@ -120,6 +120,8 @@ class RelaySession(MediaSession):
         self._leave_scope: trio.CancelScope | None = None
         """The pending transfer or hang-up, until it is carried out (the provider may still
         withdraw the function call that started it)."""
+        self._muted = False
+        """The call was handed off (the drain): the provider's audio is dropped from now on."""
         self.record.provider = {"name": provider.name}
 
     def _start(self, nursery: trio.Nursery) -> None:
@@ -248,6 +250,9 @@ class RelaySession(MediaSession):
         return item
 
     def agent_audio(self, pcm: bytes, item_id: str, t_in: float) -> None:
+        if self._muted:
+            self._audio_dropped += len(pcm)
+            return
         if self._committed and not self.playout.speaking:
             return
         item = self._item(item_id)
@@ -265,6 +270,8 @@ class RelaySession(MediaSession):
         item = self._items.get(item_id)
         if item is None or item.done:
             return
+        if self._muted:
+            item.cut = True
         item.done = True
         self._notify()
         if item.cut or not item.rest:
@@ -390,6 +397,18 @@ class RelaySession(MediaSession):
                 "Say a short goodbye now; the call ends when it has been heard.")
         return ToolReply(json.dumps({"ok": True, "status": "ending", "note": note}),
                          respond=not announced)
+
+    def _stop_agent(self) -> None:
+        """The call is handed off: the response in progress stops, the provider is told the
+        call is ending, and its audio still in flight is dropped."""
+        self._muted = True
+        for item in self._items.values():
+            item.cut = True
+        self._digits.clear()
+        if self.ready:
+            self.provider.interrupt(None)
+            self.provider.closing()
+        self._notify()
 
     def _begin_leaving(self, kind: str) -> bool:
         """Stop barge-in and tell the provider; returns whether the model already spoke since

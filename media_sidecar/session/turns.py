@@ -80,6 +80,12 @@ class PipelineTurns(MediaSession):
         self._rule_digits = {m.digit for m in a.brain.dtmf} if (
             not a.uses_llm or a.llm.rules_first) else set()
 
+    def _stop_agent(self) -> None:
+        """The call is handed off: the turn in progress (its LLM and TTS streams) ends."""
+        if self._turn is not None:
+            self._turn.scope.cancel()
+        self._digits.clear()
+
     def _make_voice(self, synth: SpeechSynth) -> None:
         self.voice = Voice(synth, self.playout, protected=lambda: self._committed)
 

@@ -1,4 +1,5 @@
-"""Fixed prompts (the apology said when a provider fails mid-call), prepared at start-up.
+"""Fixed prompts, prepared at start-up: the apology said when a provider fails mid-call, and
+the drain's announcement said to each call handed off at the drain deadline.
 
 A prompt is slin 8 kHz bytes, from a recording (WAV, 16-bit mono at any rate, or raw slin
 8 kHz) or synthesised once with a local TTS engine, so saying it costs a call nothing and works
@@ -75,4 +76,33 @@ def render_apologies(cfg: Config, tts_for: Callable[[AssistantConfig], TextToSpe
             out[a.name] = synthesize(tts, a.apology)
         except (OSError, ValueError, SpeechEngineError) as exc:
             log.warning("assistant %s: apology unavailable: %s", a.name, exc)
+    return out
+
+
+def render_announcements(cfg: Config, tts_for: Callable[[AssistantConfig], TextToSpeech | None]
+                         ) -> dict[str, bytes]:
+    """Per assistant, the drain's announcement (``drain.announcement``) in its local voice
+    (through ``tts_for``), synthesised once per voice. An assistant without a local voice gets
+    none (one warning): its calls are handed off at the deadline without the sentence."""
+    text = cfg.drain.announcement.strip()
+    out: dict[str, bytes] = {}
+    if not text:
+        return out
+    by_engine: dict[int, bytes] = {}
+    missing: list[str] = []
+    for a in cfg.assistants:
+        try:
+            tts = tts_for(a)
+            if tts is None:
+                missing.append(a.name)
+                continue
+            if id(tts) not in by_engine:
+                by_engine[id(tts)] = synthesize(tts, text)
+            out[a.name] = by_engine[id(tts)]
+        except (OSError, ValueError, SpeechEngineError) as exc:
+            log.warning("assistant %s: drain announcement unavailable: %s", a.name, exc)
+    if missing:
+        log.warning("no local TTS to say the drain announcement for %s (install the 'local' "
+                    "extra); their calls are handed off at the drain deadline without it",
+                    ", ".join(missing))
     return out

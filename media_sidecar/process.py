@@ -1,0 +1,119 @@
+"""The media sidecar as a process: ``agi-voice sidecar``, and one of ``agi-voice serve``'s two.
+
+- Start-up: the engines load, then AudioSocket and the control link listen; then the process
+  is ready (a ``ready`` line on the status pipe under ``serve``). A fatal start-up error (a
+  listener that cannot bind, an assistant whose local models do not load) is one line, no
+  traceback (``-v`` logs it), exit status 1.
+- SIGTERM or SIGINT: drain (:class:`~media_sidecar.server.lifecycle.SidecarLifecycle`), then
+  exit 0. A second one stops at once (live calls drop).
+- SIGHUP: reload the config file for new calls; an invalid one is refused with its error
+  logged and the running one stays (``reloaded`` / ``reload-failed`` on the status pipe).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+import trio
+
+from .app import load_assets, run_sidecar
+from .config.loader import ConfigError, load_config
+from .config.schema import Config
+from .ops.status import StartupError, StatusPipe, die_with_parent, find_startup_error
+from .server.lifecycle import ReloadError, SidecarLifecycle
+from .session.base import leaf_exception
+
+log = logging.getLogger("agi_voice.sidecar")
+
+
+class _State:
+    ready = False
+    draining = False
+
+
+def main(cfg: Config, config_path: str | None, status_fd: int | None = None) -> int:
+    """Run the sidecar until drained or stopped; the exit status."""
+    status = StatusPipe(status_fd)
+    if status.supervised:
+        die_with_parent()
+    state = _State()
+    try:
+        trio.run(_serve, cfg, config_path, status, state)
+    except Exception as exc:
+        err = find_startup_error(exc)
+        if err is None and state.ready:
+            raise  # a crash while serving: the traceback, and the supervisor restarts it
+        if err is None:
+            leaf = leaf_exception(exc)
+            log.debug("start-up failed", exc_info=exc)
+            err = StartupError(f"start-up failed: {type(leaf).__name__}: {leaf} "
+                               "(run with -v for the traceback)")
+        status.fatal("sidecar", str(err))
+        return 1
+    return 0
+
+
+async def _serve(cfg: Config, config_path: str | None, status: StatusPipe,
+                 state: _State) -> None:
+    lifecycle = SidecarLifecycle(load_assets)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_on_signals, signals, lifecycle, config_path, status, state,
+                               nursery)
+            await nursery.start(functools.partial(run_sidecar, cfg, lifecycle=lifecycle,
+                                                  strict=True))
+            state.ready = True
+            status.ready()
+
+
+async def _on_signals(signals: AsyncIterator[int], lifecycle: SidecarLifecycle,
+                      config_path: str | None, status: StatusPipe, state: _State,
+                      nursery: trio.Nursery) -> None:
+    """SIGTERM/SIGINT: drain, then end the process (a second one: end it now); SIGHUP:
+    reload. Runs until the nursery is cancelled."""
+    reloading = trio.Lock()
+    async for signum in signals:
+        if signum == signal.SIGHUP:
+            if not state.ready or state.draining:
+                log.info("SIGHUP ignored: %s", "still starting (the config was read at start)"
+                         if not state.ready else "draining")
+                continue
+            nursery.start_soon(_reload, lifecycle, config_path, status, reloading)
+        elif not state.ready:
+            log.info("%s while starting: stopping", signal.Signals(signum).name)
+            nursery.cancel_scope.cancel()
+        elif state.draining:
+            log.warning("%s again: stopping now; calls in progress drop",
+                        signal.Signals(signum).name)
+            nursery.cancel_scope.cancel()
+        else:
+            state.draining = True
+            nursery.start_soon(_drain_then_stop, lifecycle, nursery)
+
+
+async def _drain_then_stop(lifecycle: SidecarLifecycle, nursery: trio.Nursery) -> None:
+    await lifecycle.drain()
+    nursery.cancel_scope.cancel()
+
+
+async def _reload(lifecycle: SidecarLifecycle, config_path: str | None, status: StatusPipe,
+                  lock: trio.Lock) -> None:
+    """Load and validate the config file again and switch new calls to it; an error is logged
+    and reported on the status pipe, and the running config stays."""
+    async with lock:
+        try:
+            new = await trio.to_thread.run_sync(load_config, config_path)
+            restart_only = await lifecycle.reload(new)
+        except (ConfigError, ReloadError) as exc:
+            log.error("config reload refused: %s; the running config stays", exc)
+            status.reloaded(False, str(exc))
+            return
+        if restart_only:
+            log.warning("config reload: %s changed, which needs a restart; kept as it was",
+                        ", ".join(restart_only))
+        log.info("config reloaded from %s: new calls use it, live calls keep theirs",
+                 new.source)
+        status.reloaded(True)
