@@ -1,10 +1,15 @@
 """The ``agi-voice`` command.
 
 - ``agi-voice serve``: a small supervisor that runs the two planes as two processes (the asyncio
-  FastAGI server and the trio media sidecar), restarts either one if it dies (with backoff), and
-  stops both on SIGINT/SIGTERM. Two processes, not threads: model inference in the sidecar never
-  competes with the control plane's event loop, and a restart of one loses only its own calls.
-- ``agi-voice fastagi`` / ``agi-voice sidecar``: one plane alone (what ``serve`` starts).
+  FastAGI server and the trio media sidecar): it restarts a plane that dies after it was
+  ready, stops with one line and exit status 1 when a plane cannot start, drains both on
+  SIGINT/SIGTERM and reloads both on SIGHUP (:mod:`fastagi_server.supervisor`). Two
+  processes, not threads: model inference in the sidecar never competes with the control
+  plane's event loop, and a restart of one loses only its own calls.
+- ``agi-voice fastagi`` / ``agi-voice sidecar``: one plane alone (what ``serve`` starts; the
+  same signals: :mod:`fastagi_server.process`, :mod:`media_sidecar.process`).
+- ``agi-voice reload [--config FILE]``: validate the config, then send SIGHUP to the running
+  serve found by its pid file (``service.runtime_dir``).
 - ``agi-voice call``: a simulated call through the Asterisk emulator against a running serve.
 - ``agi-voice check-config [FILE] [--strict]``: validate a config file, run the preflight
   (:mod:`fastagi_server.preflight`) and print what it sets up. Exit status 0: usable (warnings
@@ -12,6 +17,7 @@
 - ``agi-voice doctor [--config FILE]``: connect to what the config names (AMI, ports, models)
   and print a checklist with the fix for each failure (:mod:`fastagi_server.doctor`). Exit
   status 0: no FAIL; 1: at least one FAIL; 2: not a valid config.
+- ``agi-voice --version``.
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ import argparse
 import logging
 import os
 import signal
-import subprocess
 import sys
-import time
+from pathlib import Path
 
 from media_sidecar.config.loader import ConfigError, load_config
 from media_sidecar.config.schema import AssistantConfig, Config
+
+from . import __version__
 
 log = logging.getLogger("agi_voice")
 _VERBOSE = [False]
@@ -132,29 +139,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_fastagi(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from .server import run_fastagi
+    from .process import main as run_fastagi_process
 
     cfg = _load(args.config)
-    try:
-        asyncio.run(run_fastagi(cfg))
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return run_fastagi_process(cfg, args.config, args.status_fd)
 
 
 def cmd_sidecar(args: argparse.Namespace) -> int:
-    import trio
-
-    from media_sidecar.app import run_sidecar
+    from media_sidecar.process import main as run_sidecar_process
 
     cfg = _load(args.config)
-    try:
-        trio.run(run_sidecar, cfg)
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return run_sidecar_process(cfg, args.config, args.status_fd)
 
 
 def _preflight_serve(cfg: Config) -> None:
@@ -170,48 +165,54 @@ def _preflight_serve(cfg: Config) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Supervise the two planes until SIGINT/SIGTERM."""
-    _preflight_serve(_load(args.config))  # fail fast, before starting anything
-    base = [sys.executable, "-m", "fastagi_server.cli"]
-    extra = ["--config", args.config] if args.config else []
-    if args.verbose:
-        base.append("-v")
-    roles = {"sidecar": base + ["sidecar", *extra], "fastagi": base + ["fastagi", *extra]}
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    backoff = {r: 0.5 for r in roles}
-    stopping = False
+    """Supervise the two planes until SIGINT/SIGTERM (:mod:`.supervisor`). Exit status 0
+    after a drain; 1 when a plane could not start (its one line is printed) or had to be
+    killed at the stop deadline; 2 when the preflight fails."""
+    import asyncio
 
-    def stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
+    from .supervisor import Supervisor, pid_file
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for role, argv in roles.items():
-        procs[role] = subprocess.Popen(argv)
-        log.info("started %s (pid %d)", role, procs[role].pid)
-    started = {r: time.monotonic() for r in roles}
-    while not stopping:
-        time.sleep(0.2)
-        for role, proc in procs.items():
-            if proc.poll() is None or stopping:
-                continue
-            if time.monotonic() - started[role] > 30:
-                backoff[role] = 0.5
-            log.error("%s exited with %s; restarting in %.1f s", role, proc.returncode,
-                      backoff[role])
-            time.sleep(backoff[role])
-            backoff[role] = min(backoff[role] * 2, 30.0)
-            procs[role] = subprocess.Popen(roles[role])
-            started[role] = time.monotonic()
-    for proc in procs.values():
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs.values():
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    cfg = _load(args.config)
+    _preflight_serve(cfg)  # fail fast, before starting anything
+    supervisor = Supervisor(cfg, args.config, verbose=args.verbose, pid_path=pid_file(cfg))
+    return asyncio.run(supervisor.run())
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Validate the config, then SIGHUP the running serve its pid file names. Exit status 0:
+    sent (the serve logs whether both planes took it); 1: no running serve, or the new config
+    would not pass check-config (nothing sent); 2: not a valid config (nothing sent)."""
+    from .preflight import format_finding, has_errors, preflight
+    from .supervisor import pid_file
+
+    cfg = _load(args.config)
+    findings = preflight(cfg)
+    for f in findings:
+        print(f"agi-voice reload: {format_finding(f, cfg.source)}", file=sys.stderr)
+    if has_errors(findings):
+        print("agi-voice reload: nothing sent; the running config stays", file=sys.stderr)
+        return 1
+    path = Path(args.pid_file) if args.pid_file else pid_file(cfg)
+    try:
+        pid = args.pid or int(path.read_text().strip())
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not a pid"
+        print(f"agi-voice reload: no running serve found: {path}: {why} (is serve running "
+              "with this --config? or send SIGHUP to it: systemctl reload agi-voice)",
+              file=sys.stderr)
+        return 1
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        print(f"agi-voice reload: no running serve found: pid {pid} is gone",
+              file=sys.stderr)
+        return 1
+    except PermissionError:
+        print(f"agi-voice reload: not allowed to signal pid {pid}: run it as the service's "
+              "user or root (or: systemctl reload agi-voice)", file=sys.stderr)
+        return 1
+    print(f"agi-voice reload: SIGHUP sent to serve (pid {pid}); it logs the result "
+          "(new calls use the new config; live calls keep theirs)")
     return 0
 
 
@@ -230,21 +231,49 @@ def build_parser() -> argparse.ArgumentParser:
         "'check-config' validates a config; 'call' places a simulated call against a running "
         "serve."))
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--version", action="version", version=f"agi-voice {__version__}")
     log_format = {"choices": ("text", "kv", "json"),
                   "help": "log line format: text (default), kv (key=value) or json; "
                           "overrides logging.format in the config"}
     p.add_argument("--log-format", **log_format)  # type: ignore[arg-type]
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", help="run the FastAGI server and the media sidecar")
+    s = sub.add_parser(
+        "serve", help="run the FastAGI server and the media sidecar",
+        description="Run both planes under a small supervisor. SIGTERM or SIGINT drains: new "
+                    "calls are refused (AI_REASON=draining), live calls get "
+                    "drain.deadline_seconds, then each is handed to its fallback; a second "
+                    "signal stops at once. SIGHUP (agi-voice reload) reloads the config for "
+                    "new calls.",
+        epilog="Exit status: 0 stopped after a drain; 1 a plane could not start (its one "
+               "line is printed) or had to be killed; 2 the config or the preflight failed.")
     s.add_argument("--config", help="YAML config (default: the embedded offline config)")
     s.set_defaults(func=cmd_serve)
 
     for name, func, text in (("fastagi", cmd_fastagi, "run only the FastAGI control plane"),
                              ("sidecar", cmd_sidecar, "run only the media sidecar")):
-        sp = sub.add_parser(name, help=text)
-        sp.add_argument("--config")
+        sp = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}, as "
+                            "serve starts it: SIGTERM/SIGINT drain, SIGHUP reloads the config.")
+        sp.add_argument("--config", help="YAML config (default: the embedded one)")
+        sp.add_argument("--status-fd", type=int, default=None, help=argparse.SUPPRESS)
         sp.set_defaults(func=func)
+
+    r = sub.add_parser(
+        "reload", help="reload the config of a running serve (SIGHUP) for new calls",
+        description="Validate the config, then send SIGHUP to the running 'agi-voice serve', "
+                    "found by its pid file <service.runtime_dir>/agi-voice-<FastAGI "
+                    "port>.pid. New calls use the new config; live calls keep theirs; an "
+                    "invalid config is refused and the running one stays. Under systemd, "
+                    "'systemctl reload agi-voice' does the same.",
+        epilog="Exit status: 0 sent; 1 no running serve found, or the config fails "
+               "check-config (nothing sent); 2 not a valid config (nothing sent).")
+    r.add_argument("--config", help="the config file the running serve was started with "
+                                    "(default: the embedded one)")
+    r.add_argument("--pid-file", metavar="FILE",
+                   help="the serve's pid file (default: from service.runtime_dir)")
+    r.add_argument("--pid", type=int, default=0,
+                   help="signal this pid instead of reading the pid file (systemd: $MAINPID)")
+    r.set_defaults(func=cmd_reload)
 
     c = sub.add_parser("check-config", help="validate a config file")
     c.add_argument("file", nargs="?", help="YAML config (default: the embedded one)")

@@ -27,8 +27,16 @@ STILL_DOWN_WARNING_SECONDS = 10.0
 models: that race is normal); one WARNING once it has been down this long."""
 
 
+STARTUP_RETRY_MAX = 0.5
+"""Longest wait between tries before the link was ever up."""
+
+
 class ControlUnavailable(Exception):
     """The sidecar cannot be reached (link down, or it closed while we waited)."""
+
+
+NOT_READY_STARTING = "media plane not ready: starting (the media sidecar is not connected yet)"
+NOT_READY_DOWN = "media plane not ready: the media sidecar is not connected"
 
 
 class ControlClient:
@@ -42,6 +50,8 @@ class ControlClient:
         self._offers: dict[str, asyncio.Future[c.Accept | c.Refuse]] = {}
         self._ended: dict[str, _Verdict] = {}
         self._up = asyncio.Event()
+        self.ever_up = False
+        """The link has been up once: a link down now is an outage, not the start-up."""
         self.reconnects = 0
         self.unanswered: collections.Counter[str] = collections.Counter()
         """Offers that got no answer, by reason (``sidecar_unreachable``, ``sidecar_timeout``):
@@ -73,6 +83,7 @@ class ControlClient:
                         raise c.ControlError("sidecar did not answer hello")
                     self._ws = ws
                     self._up.set()
+                    self.ever_up = True
                     delay = self.backoff_min
                     down_since = None
                     log.info("control link up: %s", self.url)
@@ -100,7 +111,9 @@ class ControlClient:
                 self._link_lost()
             self.reconnects += 1
             await asyncio.sleep(delay)
-            delay = min(delay * 2, self.backoff_max)
+            # Until the first link, the sidecar is loading its models: retry often (a refused
+            # loopback connection costs nothing) so calls are served as soon as it is ready.
+            delay = min(delay * 2, self.backoff_max if self.ever_up else STARTUP_RETRY_MAX)
 
     def _link_lost(self) -> None:
         self._ws = None
@@ -160,17 +173,19 @@ class ControlClient:
         return False
 
     async def offer(self, offer: c.Offer, time_limit: float) -> c.Accept | c.Refuse:
-        """Offer a call; raises ControlUnavailable at once if the link is down, or on timeout."""
+        """Offer a call; raises ControlUnavailable at once if the link is down (the media plane
+        is starting, or down), or on timeout. The sidecar accepts the link only once its
+        models are loaded, so a link up means a media plane ready for calls."""
         if self._ws is None:
             self.unanswered["sidecar_unreachable"] += 1
-            raise ControlUnavailable("media sidecar not connected")
+            raise ControlUnavailable(NOT_READY_DOWN if self.ever_up else NOT_READY_STARTING)
         fut: asyncio.Future[c.Accept | c.Refuse] = asyncio.get_running_loop().create_future()
         self._offers[offer.uuid.lower()] = fut
         self._verdict(offer.uuid)
         try:
             if not await self.send(offer):
                 self.unanswered["sidecar_unreachable"] += 1
-                raise ControlUnavailable("media sidecar not connected")
+                raise ControlUnavailable(NOT_READY_DOWN)
             return await asyncio.wait_for(fut, time_limit)
         except TimeoutError:
             self.unanswered["sidecar_timeout"] += 1

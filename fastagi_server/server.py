@@ -4,6 +4,12 @@ Everything runs under one asyncio TaskGroup: the control-link keeper, the AMI cl
 configured) with a task that feeds its events to the call tracker, and the FastAGI listener.
 Without AMI settings the server runs in degraded mode: transfers are handed back to the
 dialplan (AI_STATUS=TRANSFERRED, AI_TRANSFER_TO) and DTMF comes from AudioSocket frames.
+
+Calls are answered from the start, but until the control link is up (the sidecar accepts it
+only once its models are loaded) each one gets ``AI_STATUS=FAILED`` at once with
+"media plane not ready: starting". :meth:`FastAgiServer.drain` refuses new calls
+(``AI_REASON=draining``) and returns :meth:`FastAgiServer.run` once every AGI connection is
+done; :meth:`FastAgiServer.reload` switches routing and assistants for new calls.
 """
 
 from __future__ import annotations
@@ -11,16 +17,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from media_sidecar.config.reload import for_reload
 from media_sidecar.config.schema import Config
+from media_sidecar.ops.status import listen_error
 
 from .agi.connection import AgiConnection
 from .agi.handler import AgiCallHandler
 from .calls import CallTracker
 from .control_client import ControlClient
-from .stats import report_stats
+from .stats import report_stats, snapshot
 
 log = logging.getLogger("agi_voice.fastagi")
 
@@ -37,6 +46,10 @@ class FastAgiServer:
         self.active = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self.started = time.monotonic()  # uptime in the stats only
+        self.draining = False
+        """Read by the stats reporter: the sidecar's /ready answers 503 while it is set."""
+        self._stop = asyncio.Event()
 
     async def wait_idle(self) -> None:
         """Wait until no AGI connection is being handled (outcomes are final then)."""
@@ -46,28 +59,62 @@ class FastAgiServer:
         return await self.tracker.transfer(req)
 
     async def run(self) -> None:
-        """Serve until cancelled."""
+        """Serve until cancelled, or until :meth:`drain` is done. Raises
+        :class:`~media_sidecar.ops.status.StartupError` when the FastAGI address cannot be
+        bound."""
         async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as tg:
-            tg.create_task(self.control.run())
-            tg.create_task(report_stats(self))  # for the sidecar's /health and /metrics
+            tasks = [tg.create_task(self.control.run()),
+                     tg.create_task(report_stats(self))]  # for the sidecar's /health, /metrics
             if self.cfg.ami.enabled:
                 from .ami.client import AmiClient
 
                 self.ami = await stack.enter_async_context(AmiClient(self.cfg.ami))
                 self.tracker.ami = self.ami
-                tg.create_task(self._pump_ami())
+                tasks.append(tg.create_task(self._pump_ami()))
             else:
                 log.warning("AMI not configured (AMI_HOST/AMI_USERNAME): degraded mode, "
                             "transfers go back to the dialplan, DTMF from AudioSocket frames")
             listen = self.cfg.fastagi.listen
-            server = await asyncio.start_server(self._on_connection, listen.host, listen.port,
-                                                limit=16384)
+            try:
+                server = await asyncio.start_server(self._on_connection, listen.host,
+                                                    listen.port, limit=16384)
+            except OSError as exc:
+                raise listen_error("FastAGI", listen.host, listen.port, exc) from None
             await stack.enter_async_context(server)
             self.port = server.sockets[0].getsockname()[1]
             log.info("FastAGI listening on %s:%d; sidecar control %s; AudioSocket target %s",
                      listen.host, self.port, self.cfg.control_url, self.cfg.audiosocket_address)
             self.ready.set()
-            await asyncio.Event().wait()
+            await self._stop.wait()
+            for task in tasks:  # drained: the link and AMI close, then the listener
+                task.cancel()
+
+    async def drain(self, limit: float) -> None:
+        """Refuse new calls from now on (``AI_STATUS=FAILED``, ``AI_REASON=draining``), tell
+        the sidecar at once (its ``/ready`` answers 503), wait until every AGI connection is
+        done (at most ``limit`` seconds), then make :meth:`run` return. A call the sidecar
+        hands off at its deadline is still an AGI connection here until its transfer and its
+        outcome are done, so this plane outlives the media plane's drain."""
+        self.draining = True
+        self.handler.draining = True
+        await self.control.send(snapshot(self, self.started))
+        log.info("draining: new calls are refused; %d AGI connection(s) in progress",
+                 self.active)
+        try:
+            await asyncio.wait_for(self._idle.wait(), limit)
+        except TimeoutError:
+            log.warning("drain: %d AGI connection(s) still open after %.0f s; stopping anyway",
+                        self.active, limit)
+        self._stop.set()
+
+    def reload(self, new: Config) -> list[str]:
+        """Route calls that start from now on with ``new`` (validated); a live call keeps the
+        assistant it started with. Returns the key paths that differ but need a restart
+        (they are kept as they were)."""
+        effective, restart_only = for_reload(self.cfg, new)
+        self.cfg = self.handler.cfg = effective
+        self.tracker.transfer_mode = effective.fastagi.transfer
+        return restart_only
 
     async def _pump_ami(self) -> None:
         async for ev in self._ami_events():

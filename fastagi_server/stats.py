@@ -10,6 +10,7 @@ draining) goes to it in a ``stats`` message when the link comes up and every
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from typing import Any
 
@@ -29,8 +30,11 @@ def snapshot(server: Any, started: float) -> c.Stats:
         client = server.ami
         ami = "up" if client is not None and client.connected else "down"
         reconnects = max(0, getattr(client, "logins", 0) - 1)
+    refused = collections.Counter(server.control.unanswered)
+    # calls this side refused without an offer (draining)
+    refused.update(getattr(getattr(server, "handler", None), "refused", {}))
     return c.Stats(version=__version__, uptime=round(time.monotonic() - started, 3), ami=ami,
-                   ami_reconnects=reconnects, refused=dict(server.control.unanswered),
+                   ami_reconnects=reconnects, refused=dict(refused),
                    agi_connections=server.active,
                    # set by the drain on SIGTERM where this plane has one
                    draining=bool(getattr(server, "draining", False)))
@@ -39,7 +43,7 @@ def snapshot(server: Any, started: float) -> c.Stats:
 async def report_stats(server: Any, interval: float = STATS_INTERVAL) -> None:
     """Send :func:`snapshot` whenever the control link is up: at once when it comes up, then
     every ``interval`` seconds. Runs until cancelled; a send on a closing link is dropped."""
-    started = time.monotonic()
+    started = getattr(server, "started", None) or time.monotonic()
     control = server.control
     while True:
         if await control.wait_connected(interval):

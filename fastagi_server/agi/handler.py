@@ -13,6 +13,7 @@ sits in dead air because a component is down.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import re
 import secrets
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 from media_sidecar.config.schema import Config
 from media_sidecar.protocol import control as c
+from media_sidecar.protocol.control import DRAINING
 
 from ..calls import REDIRECTED_REASON, CallTracker, TrackedCall, supports_handback
 from ..control_client import ControlClient, ControlUnavailable
@@ -120,6 +122,11 @@ class AgiCallHandler:
         self.tracker = tracker
         self.outcomes: list[AgiOutcome] = []
         """Recent outcomes (bounded), for tests and the health view."""
+        self.draining = False
+        """Set by the drain: every new call is refused at once with ``AI_REASON=draining``."""
+        self.refused: collections.Counter[str] = collections.Counter()
+        """Calls this side refused without offering them, by reason (``draining``); reported
+        to the sidecar's metrics with the offers that got no answer."""
 
     async def handle(self, conn: AgiConnection) -> AgiOutcome | None:
         """Serve one AGI connection; never raises for call-level faults."""
@@ -131,8 +138,12 @@ class AgiCallHandler:
         t_start = time.perf_counter()
         ident: CallIdentity | None = None
         try:
-            ident = await self._identify(conn, req)
-            outcome = await self._run(conn, req, ident, t_start)
+            if self.draining:  # the dialplan falls back at once; nothing is read or offered
+                self.refused[DRAINING] += 1
+                outcome = await self._finish(conn, AgiOutcome("FAILED", reason=DRAINING))
+            else:
+                ident = await self._identify(conn, req)
+                outcome = await self._run(conn, req, ident, t_start)
         except IdentityError as exc:  # not Asterisk's reply, a cut value, a block cut short
             outcome = await self._finish(conn, AgiOutcome("FAILED", reason=str(exc)))
         except (AgiConnectionClosed, ConnectionError) as exc:
@@ -242,8 +253,9 @@ class AgiCallHandler:
             return await self._finish(conn, AgiOutcome("FAILED", reason=str(exc),
                                                        assistant=assistant.name))
         if isinstance(reply, c.Refuse):
-            return await self._finish(conn, AgiOutcome("FAILED", reason=f"sidecar refused: "
-                                                       f"{reply.reason}", assistant=assistant.name))
+            reason = DRAINING if reply.reason == DRAINING else f"sidecar refused: {reply.reason}"
+            return await self._finish(conn, AgiOutcome("FAILED", reason=reason,
+                                                       assistant=assistant.name))
         tracked = TrackedCall(uuid=call_uuid, channel=ident.channel, uniqueid=ident.uniqueid,
                               assistant=assistant, handback=supports_handback(req.version))
         self.tracker.add(tracked)
