@@ -80,14 +80,17 @@ class ProductProcess:
         self._ready.set()  # wake a waiting start(); it checks _exited
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        """SIGTERM (serve drains: instant with no call up), SIGKILL after 10 s; closes the
+        log pipe whether or not the process had already exited."""
+        if self.proc is None:
             return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
         self._exited.wait(5)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
