@@ -116,7 +116,7 @@ def speech_segments(pcm: np.ndarray, *, floor_dbfs: float = -45.0, gap_ms: int =
 
 
 def words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z']+", text.lower().replace("-", "")))
+    return {w.strip("'") for w in re.findall(r"[a-z']+", text.lower().replace("-", ""))}
 
 
 def heard(text: str, *expected: str) -> bool:
