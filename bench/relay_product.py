@@ -103,6 +103,9 @@ sidecar:
   max_calls: {max_calls}
   records_path: {records}
 routing: {{default: echo}}
+# no drain announcement, like no apology below: rendering it loads Piper (~170 MiB), which
+# would be counted as the relay's memory
+drain: {{announcement: ""}}
 assistants:
   echo:
     provider: echo
