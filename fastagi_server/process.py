@@ -21,7 +21,12 @@ import signal
 
 from media_sidecar.config.loader import ConfigError, load_config
 from media_sidecar.config.schema import Config
-from media_sidecar.ops.status import StartupError, StatusPipe, die_with_parent, find_startup_error
+from media_sidecar.ops.status import (
+    StatusPipe,
+    die_with_parent,
+    find_startup_error,
+    startup_failure_line,
+)
 
 from .server import FastAgiServer
 
@@ -33,12 +38,6 @@ sidecar's hand-offs and records (``media_sidecar.server.lifecycle.HANDOFF_GRACE_
 come first, and a call's outcome is sent from here."""
 
 
-def _leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc
-
-
 def main(cfg: Config, config_path: str | None, status_fd: int | None = None) -> int:
     """Run the FastAGI server until drained or stopped; the exit status."""
     status = StatusPipe(status_fd)
@@ -48,15 +47,10 @@ def main(cfg: Config, config_path: str | None, status_fd: int | None = None) -> 
     try:
         asyncio.run(_serve(server, config_path, status))
     except Exception as exc:
-        err = find_startup_error(exc)
-        if err is None and server.ready.is_set():
+        if find_startup_error(exc) is None and server.ready.is_set():
             raise  # a crash while serving: the traceback, and the supervisor restarts it
-        if err is None:
-            leaf = _leaf(exc)
-            log.debug("start-up failed", exc_info=exc)
-            err = StartupError(f"start-up failed: {type(leaf).__name__}: {leaf} "
-                               "(run with -v for the traceback)")
-        status.fatal("fastagi", str(err))
+        log.debug("start-up failed", exc_info=exc)
+        status.fatal("fastagi", startup_failure_line(exc))
         return 1
     return 0
 

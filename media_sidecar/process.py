@@ -22,9 +22,8 @@ import trio
 from .app import load_assets, run_sidecar
 from .config.loader import ConfigError, load_config
 from .config.schema import Config
-from .ops.status import StartupError, StatusPipe, die_with_parent, find_startup_error
+from .ops.status import StatusPipe, die_with_parent, find_startup_error, startup_failure_line
 from .server.lifecycle import ReloadError, SidecarLifecycle
-from .session.base import leaf_exception
 
 log = logging.getLogger("agi_voice.sidecar")
 
@@ -43,15 +42,10 @@ def main(cfg: Config, config_path: str | None, status_fd: int | None = None) -> 
     try:
         trio.run(_serve, cfg, config_path, status, state)
     except Exception as exc:
-        err = find_startup_error(exc)
-        if err is None and state.ready:
+        if find_startup_error(exc) is None and state.ready:
             raise  # a crash while serving: the traceback, and the supervisor restarts it
-        if err is None:
-            leaf = leaf_exception(exc)
-            log.debug("start-up failed", exc_info=exc)
-            err = StartupError(f"start-up failed: {type(leaf).__name__}: {leaf} "
-                               "(run with -v for the traceback)")
-        status.fatal("sidecar", str(err))
+        log.debug("start-up failed", exc_info=exc)
+        status.fatal("sidecar", startup_failure_line(exc))
         return 1
     return 0
 

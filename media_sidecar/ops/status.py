@@ -62,6 +62,18 @@ def find_startup_error(exc: BaseException) -> StartupError | None:
     return None
 
 
+def startup_failure_line(exc: BaseException) -> str:
+    """The one line a plane reports for ``exc`` raised before it was ready: a
+    :class:`StartupError`'s own text, else the innermost exception, named."""
+    err = find_startup_error(exc)
+    if err is not None:
+        return str(err)
+    leaf = exc
+    while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:
+        leaf = leaf.exceptions[0]
+    return f"start-up failed: {type(leaf).__name__}: {leaf} (run with -v for the traceback)"
+
+
 def one_line(text: str) -> str:
     """``text`` on one line, cut to :data:`MAX_LINE` characters."""
     return " ".join(text.split())[:MAX_LINE]
