@@ -13,7 +13,9 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import select
 import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import Callable
@@ -86,7 +88,7 @@ class AsteriskPeer:
         self.etc.mkdir(parents=True, exist_ok=True)
         self.sounds.mkdir(parents=True, exist_ok=True)
         self._write_dialplan()
-        for _attempt in range(3):  # a free port can be taken between the probe and the bind
+        for _attempt in range(3):
             self.ami_port = free_port()
             try:
                 self.pid = int(self._script("start", str(self.prefix), str(self.rundir),
@@ -94,9 +96,34 @@ class AsteriskPeer:
                                .strip().splitlines()[-1])
                 return
             except RuntimeError as exc:
-                if "in use" not in str(exc):
+                # A free port can be taken between the probe and the bind. And instance.sh
+                # can check its child before the child has exec'd asterisk (a busy machine):
+                # it then says "exited during start" while that asterisk boots on; stop it
+                # and start again.
+                stray = re.search(r"asterisk \(pid (\d+)\) exited during start", str(exc))
+                if stray is not None:
+                    self._kill_stray(int(stray.group(1)))
+                elif "in use" not in str(exc):
                     raise
-        raise RuntimeError("could not find a free AMI port for the Asterisk instance")
+        raise RuntimeError("could not start the Asterisk instance in three attempts")
+
+    def _kill_stray(self, pid: int) -> None:
+        """SIGKILL ``pid`` if it is an asterisk of this run directory."""
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return
+        if str(self.etc / "asterisk.conf").encode() not in cmdline:
+            return
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return
+        try:
+            os.kill(pid, signal.SIGKILL)
+            select.select([fd], [], [], 5.0)  # readable once the process has exited
+        finally:
+            os.close(fd)
 
     def stop(self) -> None:
         self._script("stop", str(self.rundir), check=False)
