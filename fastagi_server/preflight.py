@@ -470,11 +470,8 @@ def listeners(cfg: Config) -> list[tuple[str, str, Listen]]:
         ("sidecar.audiosocket", "AudioSocket", cfg.sidecar.audiosocket),
         ("sidecar.control", "control link", cfg.sidecar.control),
     ]
-    # The health listener, once the config has one (``health.listen``, possibly disabled).
-    health = getattr(cfg, "health", None)
-    listen = getattr(health, "listen", None)
-    if isinstance(listen, Listen) and getattr(health, "enabled", True):
-        found.append(("health.listen", "health", listen))
+    if cfg.health.enabled:
+        found.append(("health.listen", "health", cfg.health.listen))
     return found
 
 

@@ -29,15 +29,14 @@ def snapshot(server: Any, started: float) -> c.Stats:
     if server.cfg.ami.enabled:
         client = server.ami
         ami = "up" if client is not None and client.connected else "down"
-        reconnects = max(0, getattr(client, "logins", 0) - 1)
+        reconnects = max(0, client.logins - 1) if client is not None else 0
     refused = collections.Counter(server.control.unanswered)
     # calls this side refused without an offer (draining)
-    refused.update(getattr(getattr(server, "handler", None), "refused", {}))
+    refused.update(server.handler.refused)
     return c.Stats(version=__version__, uptime=round(time.monotonic() - started, 3), ami=ami,
                    ami_reconnects=reconnects, refused=dict(refused),
                    agi_connections=server.active,
-                   # set by the drain on SIGTERM where this plane has one
-                   draining=bool(getattr(server, "draining", False)))
+                   draining=server.draining)
 
 
 async def report_stats(server: Any, interval: float = STATS_INTERVAL) -> None:

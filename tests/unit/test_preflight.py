@@ -236,10 +236,6 @@ def test_busy_port_is_an_error_for_serve_only(listening: int) -> None:
 
 
 def test_busy_health_port_is_only_a_warning(listening: int) -> None:
-    from media_sidecar.config.schema import Config
-
-    if not hasattr(Config, "health"):
-        pytest.skip("this config schema has no health listener")
     text = (f"health: {{listen: {{host: 127.0.0.1, port: {listening}}}}}\n"
             "fastagi: {listen: {port: 0}}\n"
             "sidecar: {audiosocket: {port: 0}, control: {port: 0}}\n"
