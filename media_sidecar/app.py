@@ -43,7 +43,7 @@ class SidecarPorts:
 
 
 def rules_brain(assistant: AssistantConfig, context: CallContext) -> RulesBrain:
-    return RulesBrain(assistant.brain)
+    return RulesBrain(assistant.brain, assistant.destinations)
 
 
 def load_local_services(cfg: Config) -> tuple[CallServices | None, dict[str, str]]:
@@ -78,7 +78,16 @@ def load_local_services(cfg: Config) -> tuple[CallServices | None, dict[str, str
         return Speaker(engine)
 
     services = CallServices(speaker_factory=speaker, brain_factory=rules_brain, stt=stt)
+    services.fillers = load_fillers(cfg, services)
     return services, unavailable
+
+
+def load_fillers(cfg: Config, services: CallServices | None) -> dict[str, bytes]:
+    """The filler phrase of every pipeline assistant, in its local voice (the default Piper
+    voice for a cloud voice, as for the apology), rendered once."""
+    from .speech.prompts import render_fillers
+
+    return render_fillers(cfg, _local_voices(services))
 
 
 def _local_voices(services: CallServices | None) -> Callable[[AssistantConfig],

@@ -60,6 +60,10 @@ class TurnInfo:
 
     intent: str = ""
     matched: list[str] = field(default_factory=list)
+    match: dict[str, object] = field(default_factory=dict)
+    """The rule brain's match for speech: ``term`` (the keyword or phrase), ``heard`` (the
+    caller's words that matched), ``score`` (0..1, 1.0 exact), ``how`` (phrase, keyword,
+    fuzzy, spoken_key, extension, or none when nothing matched)."""
     first_token: float | None = None
     """trio time an LLM's first token (text or tool call) arrived."""
     first_sentence: float | None = None

@@ -11,13 +11,11 @@ the caller just asked for (and a farewell must be heard before the line goes dea
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections import deque
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass, field
 
-from ..config.schema import Action, Intent, RulesBrainConfig
+from ..config.schema import Action, Destination, Intent, RulesBrainConfig
 from .base import (
     Act,
     BrainInput,
@@ -29,42 +27,53 @@ from .base import (
     UserDtmf,
     UserText,
 )
-from .text import split_sentences
+from .fuzzy import Hit, Term
+from .text import normalise, split_sentences, words
 
-__all__ = ["INVALID_KEY_REPLY", "Heard", "RulesBrain", "normalise"]
+__all__ = ["INVALID_KEY_REPLY", "Heard", "Match", "RulesBrain", "normalise"]
 
 INVALID_KEY_REPLY = "Sorry, that key isn't an option."
+EXTENSION_REPLY = "Transferring you to {what}."
 HISTORY_SIZE = 20
 """How many :meth:`RulesBrain.heard` reports are kept."""
 
-_APOSTROPHES = re.compile(r"['’‘`]")
-_NON_WORD = re.compile(r"[\W_]+")
+KEY_PREFIX = frozenset({"press", "pressing", "option", "number", "key", "button", "choose",
+                        "select", "pick", "dial", "i", "ill", "id", "will", "want", "like",
+                        "the", "please", "ok", "okay", "yes", "and", "so", "to", "for"})
+"""Words that may stand around a spoken menu key ("option two, please", "I'll press 1")."""
+EXTENSION_WORDS = frozenset({"extension", "ext", "extn", "station"})
 
 
-def normalise(text: str) -> str:
-    """Lowercase ``text``, drop apostrophes ("that's" -> "thats"), turn every other run of
-    punctuation or whitespace into one space, and strip. Used on both sides of every match."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = _APOSTROPHES.sub("", text)
-    return _NON_WORD.sub(" ", text).strip()
+@dataclass(frozen=True, slots=True)
+class Match:
+    """What decided an answer: the intent (or spoken key or extension), the configured term,
+    the caller's words that matched it, the score (1.0 exact) and how it was found."""
 
+    intent: Intent | None
+    term: str
+    heard: str
+    score: float
+    how: str
+    """``phrase``, ``keyword`` (exact), ``fuzzy`` (spelling or sound), ``spoken_key`` (a DTMF
+    menu key said aloud) or ``extension`` (a destination's extension number said aloud)."""
+    action: Action = field(default_factory=Action)
+    reply: str = ""
 
-def _keyword_pattern(keyword: str) -> re.Pattern[str] | None:
-    """A whole-word pattern for a (possibly multi-word) keyword; a final plural s/es is allowed."""
-    words = normalise(keyword).split()
-    if not words:
-        return None
-    body = r"\s+".join(re.escape(w) for w in words)
-    return re.compile(rf"(?<!\w){body}(?:s|es)?(?!\w)")
+    def record(self) -> dict[str, object]:
+        """The match as the call record keeps it."""
+        return {"term": self.term, "heard": self.heard, "score": round(self.score, 3),
+                "how": self.how}
 
 
 @dataclass(frozen=True, slots=True)
 class _CompiledIntent:
     intent: Intent
-    phrases: tuple[tuple[str, str], ...]
-    """(original phrase, normalised phrase) pairs."""
-    keywords: tuple[tuple[str, re.Pattern[str]], ...]
-    """(original keyword, whole-word pattern) pairs."""
+    phrases: tuple[Term, ...]
+    keywords: tuple[Term, ...]
+
+
+def _terms(texts: tuple[str, ...]) -> tuple[Term, ...]:
+    return tuple(Term(t, tuple(w)) for t in texts if (w := words(t)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,24 +87,35 @@ class Heard:
 class RulesBrain:
     """The rule brain for one call. Implements :class:`~media_sidecar.brain.base.Brain`.
 
-    Matching: the caller's text is normalised (:func:`normalise`); first every intent's
-    ``phrases`` are tried as substrings, in intent order; then every intent's ``keywords`` as
-    whole words or word sequences, in intent order. The first hit wins. Phrases are tried first
-    across all intents because a phrase is the more specific evidence.
+    Matching (:meth:`match`): the caller's text becomes match tokens
+    (:func:`~.text.words`: normalised, hesitations dropped, number words as digits). Exact
+    hits win, in the historical order: every intent's ``phrases`` first (the more specific
+    evidence), then every intent's ``keywords``, each in intent order. Without an exact hit
+    the closest fuzzy or phonetic hit (:mod:`.fuzzy`) scoring at least ``min_confidence``
+    wins (a phrase before a keyword on equal scores, then intent order).
+
+    Before intents, a DTMF menu key said aloud ("two", "option one") answers as the key would;
+    after them, "extension 2001" transfers to the destination with that extension, when the
+    brain was given the assistant's destinations.
+
+    Speech that matches nothing is *not understood* (distinct from silence, which is
+    :class:`NoInputTimeout`): the fallback reply, and after ``not_understood.after`` of them in
+    a row the caller is offered a person and transferred to ``not_understood.destination``.
     """
 
-    def __init__(self, cfg: RulesBrainConfig) -> None:
+    def __init__(self, cfg: RulesBrainConfig,
+                 destinations: tuple[tuple[str, Destination], ...] = ()) -> None:
         self.cfg = cfg
         self._intents = tuple(
-            _CompiledIntent(
-                intent,
-                tuple((p, n) for p in intent.phrases if (n := normalise(p))),
-                tuple((k, pat) for k in intent.keywords if (pat := _keyword_pattern(k))),
-            )
+            _CompiledIntent(intent, _terms(intent.phrases), _terms(intent.keywords))
             for intent in cfg.intents
         )
         self._dtmf = {m.digit: m for m in cfg.dtmf}
+        self._extensions: Mapping[str, tuple[str, Destination]] = {
+            d.exten: (key, d) for key, d in destinations if d.exten.isdigit()}
         self._heard: deque[Heard] = deque(maxlen=HISTORY_SIZE)
+        self.misunderstood = 0
+        """Speech turns in a row that matched nothing."""
 
     @property
     def history(self) -> list[Heard]:
@@ -106,28 +126,68 @@ class RulesBrain:
         """Record what of its last answer the caller heard (``complete=False``: cut off)."""
         self._heard.append(Heard(text, complete))
 
-    def match(self, text: str) -> tuple[Intent, str] | None:
-        """The intent ``text`` asks for and the phrase or keyword that matched, or None."""
-        norm = normalise(text)
-        if not norm:
+    def match(self, text: str) -> Match | None:
+        """The intent ``text`` asks for, with what matched and how well, or None."""
+        tokens = words(text)
+        if not tokens:
             return None
         for compiled in self._intents:
-            for phrase, normalised in compiled.phrases:
-                if normalised in norm:
-                    return compiled.intent, phrase
+            for term in compiled.phrases:
+                hit = term.find(tokens, 1.0)
+                if hit is not None:
+                    return self._intent_match(compiled.intent, term, hit, "phrase")
         for compiled in self._intents:
-            for keyword, pattern in compiled.keywords:
-                if pattern.search(norm):
-                    return compiled.intent, keyword
+            for term in compiled.keywords:
+                hit = term.find(tokens, 1.0)
+                if hit is not None:
+                    return self._intent_match(compiled.intent, term, hit, "keyword")
+        floor = self.cfg.min_confidence
+        if floor >= 1.0:
+            return None
+        best: Match | None = None
+        for kind in ("phrases", "keywords"):
+            for compiled in self._intents:
+                for term in getattr(compiled, kind):
+                    hit = term.find(tokens, floor)
+                    if hit is not None and (best is None or hit.score > best.score):
+                        best = self._intent_match(compiled.intent, term, hit, "fuzzy")
+        return best
+
+    @staticmethod
+    def _intent_match(intent: Intent, term: Term, hit: Hit, how: str) -> Match:
+        return Match(intent, term.text, hit.heard, hit.score, how, intent.action, intent.reply)
+
+    def spoken_key(self, text: str) -> Match | None:
+        """A digit key of the DTMF menu said aloud as the whole utterance ("two", "option 1,
+        please"), when the menu has that key. Only digits: "hash" or "star" said aloud are
+        words more often than keys."""
+        rest = [w for w in words(text) if w not in KEY_PREFIX]
+        if len(rest) != 1 or len(rest[0]) != 1 or rest[0] not in self._dtmf:
+            return None
+        mapping = self._dtmf[rest[0]]
+        return Match(None, rest[0], rest[0], 1.0, "spoken_key", mapping.action, mapping.reply)
+
+    def extension(self, text: str) -> Match | None:
+        """"extension 2001" (digits or number words) when a destination has that extension."""
+        tokens = words(text)
+        for before, number in zip(tokens, tokens[1:], strict=False):
+            if before in EXTENSION_WORDS and number in self._extensions:
+                key, dest = self._extensions[number]
+                what = dest.description or f"extension {' '.join(number)}"
+                return Match(None, key, f"{before} {number}", 1.0, "extension",
+                             Action("transfer", destination=key),
+                             EXTENSION_REPLY.format(what=what))
         return None
 
     async def respond(self, event: BrainInput, info: TurnInfo) -> AsyncGenerator[BrainOutput, None]:
         """Answer ``event``: Say outputs, one per sentence, then at most one Act.
 
-        Fills ``info.intent`` ("greeting", an intent name, "fallback", "dtmf", "dtmf_invalid",
-        "no_input" or "no_input_hangup") and ``info.matched`` (the phrase, keyword or digit that
-        decided it). Holds no resources, so cancelling the iteration at any point is safe.
-        Raises TypeError for an input type it does not know.
+        Fills ``info.intent`` ("greeting", an intent name, "dtmf" (a key pressed or said),
+        "extension", "fallback" (not understood), "not_understood_transfer", "dtmf_invalid",
+        "no_input" or "no_input_<action>"), ``info.matched`` (the phrase, keyword or digit that
+        decided it) and ``info.match`` (what matched, the words heard, the score, how). Holds
+        no resources, so cancelling the iteration at any point is safe. Raises TypeError for an
+        input type it does not know.
         """
         for output in self._answer(event, info):
             yield output
@@ -138,20 +198,14 @@ class RulesBrain:
                 info.intent = "greeting"
                 return _say(self.cfg.greeting)
             case UserText(text=text):
-                hit = self.match(text)
-                if hit is None:
-                    info.intent = "fallback"
-                    return _say(self.cfg.fallback)
-                intent, matched = hit
-                info.intent = intent.name
-                info.matched.append(matched)
-                return _reply_and_act(intent.reply, intent.action)
+                return self._understand(text, info)
             case UserDtmf(digit=digit):
                 info.matched.append(digit)
                 mapping = self._dtmf.get(digit)
                 if mapping is None:
                     info.intent = "dtmf_invalid"
                     return _say(INVALID_KEY_REPLY)
+                self.misunderstood = 0
                 info.intent = "dtmf"
                 return _reply_and_act(mapping.reply, mapping.action)
             case NoInputTimeout(count=count):
@@ -159,9 +213,29 @@ class RulesBrain:
                 if count <= no_input.max_reprompts:
                     info.intent = "no_input"
                     return _say(no_input.reprompt)
-                info.intent = "no_input_hangup"
-                return _reply_and_act(no_input.hangup_reply, Action("hangup", reason="no input"))
+                action = no_input.action
+                info.intent = f"no_input_{action.kind}"
+                return _reply_and_act(no_input.hangup_reply, action)
         raise TypeError(f"RulesBrain cannot answer {type(event).__name__}")
+
+    def _understand(self, text: str, info: TurnInfo) -> list[BrainOutput]:
+        hit = self.spoken_key(text) or self.match(text) or self.extension(text)
+        if hit is None:
+            self.misunderstood += 1
+            info.match = {"term": "", "heard": "", "score": 0.0, "how": "none"}
+            nu = self.cfg.not_understood
+            if nu.after and self.misunderstood >= nu.after and nu.destination:
+                info.intent = "not_understood_transfer"
+                return _reply_and_act(nu.reply, Action("transfer", destination=nu.destination,
+                                                       reason="caller not understood"))
+            info.intent = "fallback"
+            return _say(self.cfg.fallback)
+        self.misunderstood = 0
+        info.intent = hit.intent.name if hit.intent is not None else (
+            "dtmf" if hit.how == "spoken_key" else hit.how)
+        info.matched.append(hit.term)
+        info.match = hit.record()
+        return _reply_and_act(hit.reply, hit.action)
 
 
 def _say(text: str, *, interruptible: bool = True) -> list[BrainOutput]:
@@ -171,7 +245,8 @@ def _say(text: str, *, interruptible: bool = True) -> list[BrainOutput]:
 def _reply_and_act(reply: str, action: Action) -> list[BrainOutput]:
     """The reply's sentences then the action; announcing an action cannot be interrupted."""
     if action.kind == "transfer":
-        return [*_say(reply, interruptible=False), Act("transfer", destination=action.destination)]
+        return [*_say(reply, interruptible=False),
+                Act("transfer", destination=action.destination, reason=action.reason)]
     if action.kind == "hangup":
         return [*_say(reply, interruptible=False), Act("hangup", reason=action.reason)]
     return _say(reply)

@@ -187,8 +187,8 @@ class _Builder:
         if "deepgram" in raw:
             raw["deepgram"] = self._deepgram(raw["deepgram"], f"{path}.deepgram")
         cfg = self.build(s.AssistantConfig, {"name": name, **raw}, path)
-        return dataclasses.replace(cfg, destinations=destinations, brain=brain_cfg,
-                                   tools=tools_cfg)
+        return _with_derived_defaults(dataclasses.replace(
+            cfg, destinations=destinations, brain=brain_cfg, tools=tools_cfg))
 
     def _deepgram(self, raw: Any, path: str) -> s.DeepgramAgentConfig:
         """``deepgram:``, whose ``speak`` and ``think`` are lists of providers in fallback
@@ -379,6 +379,12 @@ def _validate(cfg: s.Config, source: str) -> None:
             (f"{p}.brain.intents[{i}].action", it.action) for i, it in enumerate(a.brain.intents)
         ]
         actions += [(f"{p}.brain.dtmf.{m.digit}.action", m.action) for m in a.brain.dtmf]
+        actions.append((f"{p}.brain.no_input.action", a.brain.no_input.action))
+        nu = a.brain.not_understood
+        if nu.destination and nu.destination != a.fallback_destination:  # that is checked below
+            actions.append((f"{p}.brain.not_understood",
+                            s.Action("transfer", destination=nu.destination)))
+        _validate_understanding(a, source, p)
         for apath, act in actions:
             if act.kind == "transfer" and act.destination not in dest_names:
                 raise ConfigError(source, f"{apath}.destination",
@@ -396,6 +402,38 @@ def _validate(cfg: s.Config, source: str) -> None:
             raise ConfigError(source, f"{p}.fallback_destination",
                               f"unknown destination {a.fallback_destination!r}")
         _validate_model_assistant(a, names, source, p)
+
+
+def _with_derived_defaults(a: s.AssistantConfig) -> s.AssistantConfig:
+    """Defaults that come from the rest of the assistant: a misunderstood caller goes to the
+    ``fallback_destination`` unless ``not_understood.destination`` says otherwise, and a
+    Deepgram STT without ``keyterms`` is sent the assistant's vocabulary (nova-3 and Flux)."""
+    from ..brain.vocabulary import default_keyterms
+
+    nu = a.brain.not_understood
+    if not nu.destination and a.fallback_destination:
+        a = dataclasses.replace(a, brain=dataclasses.replace(a.brain, not_understood=(
+            dataclasses.replace(nu, destination=a.fallback_destination))))
+    if a.stt.engine == "deepgram" and not a.stt.keyterms:
+        terms = default_keyterms(a)
+        if terms:
+            a = dataclasses.replace(a, stt=dataclasses.replace(a.stt, keyterms=terms))
+    return a
+
+
+def _validate_understanding(a: s.AssistantConfig, source: str, p: str) -> None:
+    """The rule brain's matching threshold, misunderstanding limit and the filler."""
+    checks: list[tuple[str, bool, str]] = [
+        ("brain.min_confidence", 0.5 <= a.brain.min_confidence <= 1.0,
+         "expected 0.5..1.0 (1.0: exact matches only)"),
+        ("brain.not_understood.after", 0 <= a.brain.not_understood.after <= 10,
+         "expected 0..10 misunderstandings (0: never transfer)"),
+        ("filler.after", 0 <= a.filler.after <= 10, "expected 0..10 s (0: no filler)"),
+        ("filler.text", len(a.filler.text) <= 100, "expected at most 100 characters"),
+    ]
+    for key, ok, msg in checks:
+        if not ok:
+            raise ConfigError(source, f"{p}.{key}", msg)
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

@@ -222,6 +222,22 @@ class NoInput:
     reprompt: str = "Are you still there?"
     max_reprompts: int = 2
     hangup_reply: str = "I haven't heard anything, so I'll end the call now. Goodbye."
+    """Said after the last reprompt, before ``action``."""
+    action: Action = Action("hangup", reason="no input")
+    """What follows the last reprompt: ``hangup`` (AI_STATUS=COMPLETED, AI_REASON=no input) or
+    a ``transfer`` to a destination (a person may hear a caller the recogniser cannot)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NotUnderstood:
+    """Speech heard but matching no intent (distinct from silence, ``no_input``)."""
+
+    after: int = 2
+    """Misunderstandings in a row after which the caller is offered a person and transferred
+    (the first ones get the ``fallback`` reply); 0: never, the fallback reply repeats."""
+    reply: str = "Sorry, I'm having trouble understanding. Let me get you a person."
+    destination: str = ""
+    """A destinations key; empty: the assistant's ``fallback_destination`` (none: never)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +246,14 @@ class RulesBrainConfig:
     intents: tuple[Intent, ...] = ()
     dtmf: tuple[DtmfMapping, ...] = ()
     fallback: str = "Sorry, I didn't catch that. Could you say it another way?"
+    """Said when speech matched no intent (not understood)."""
     no_input: NoInput = NoInput()
+    not_understood: NotUnderstood = NotUnderstood()
+    min_confidence: float = 0.8
+    """How close (0..1) the caller's words must be to a keyword or phrase, in spelling and
+    sound, for a fuzzy match ("Thales" for "sales" scores 0.86); exact matches score 1.0 and
+    always win. 1.0: exact matches only. Also how close a word must be to the assistant's
+    vocabulary for the local STT's re-scoring (``stt.rescore``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +265,18 @@ class VadConfig:
     """End-of-speech hangover: unvoiced audio that ends an utterance."""
     min_energy_dbfs: float = -45.0
     """Frames quieter than this are never speech (line noise, comfort noise)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FillerConfig:
+    """A short phrase said while a pipeline assistant's answer is slow (``filler``): no dead
+    air while it thinks. Rendered once at start-up with the local voice; at most once per
+    turn, never over the answer (the answer waits for its last frame)."""
+
+    after: float = 1.2
+    """Seconds from the end of the caller's speech (or the keypress) with no sentence of the
+    answer yet; 0: never."""
+    text: str = "One moment."
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,9 +312,14 @@ class SttConfig:
     """Deepgram: ``UtteranceEnd`` after this long without words (ends a turn that
     endpointing missed, e.g. in noise)."""
     keyterms: tuple[str, ...] = ()
-    """Deepgram nova-3: words to recognise better (product names, surnames)."""
+    """Deepgram nova-3 and Flux: words to recognise better (product names, surnames); empty:
+    the rule brain's keywords and phrases (and destination names) are sent."""
     prompt: str = ""
     """OpenAI: a prompt guiding the transcription (vocabulary, spelling)."""
+    rescore: bool = True
+    """Moonshine: words of the transcript close in spelling and sound to the assistant's
+    vocabulary (its intents' keywords and phrases, ``keyterms``, destination names) are
+    replaced by the vocabulary word ("Thales" -> "sales"); the call record keeps both texts."""
     timeout: float = 5.0
     """Seconds to connect (Deepgram) or for one transcription (OpenAI)."""
 
@@ -318,8 +358,10 @@ class LlmConfig:
     models named o1/o3/o4/gpt-5..., else ``max_tokens``."""
     history_messages: int = 40
     """The conversation kept for the model (oldest dropped first; the system prompt stays)."""
-    timeout: float = 8.0
-    """Seconds to the first token; longer is a failed turn (apology, fallback)."""
+    timeout: float = 5.0
+    """Seconds to the first token; longer is a failed turn (apology, fallback). The caller
+    hears the ``filler`` after 1.2 s meanwhile. A local model that must first load (Ollama
+    after ``keep_alive``) may need more."""
     keep_alive: str = "5m"
     """Ollama: how long the model stays loaded after a call."""
     model_path: str = ""
@@ -580,6 +622,7 @@ class AssistantConfig:
     llm: LlmConfig = LlmConfig()
     vad: VadConfig = VadConfig()
     barge_in: BargeInConfig = BargeInConfig()
+    filler: FillerConfig = FillerConfig()
     brain: RulesBrainConfig = RulesBrainConfig()
     realtime: RealtimeConfig = RealtimeConfig()
     deepgram: DeepgramAgentConfig = DeepgramAgentConfig()

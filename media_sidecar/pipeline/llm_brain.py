@@ -99,11 +99,15 @@ class LlmBrain:
                         self._said(s)
                         yield Say(s)
                     return
-                info.intent = "no_input_hangup"
+                action = no_input.action
+                info.intent = f"no_input_{action.kind}"
                 for s in split_sentences(no_input.hangup_reply):
                     self._said(s)
                     yield Say(s, interruptible=False)
-                yield Act("hangup", reason="no input")
+                if action.kind == "transfer":
+                    yield Act("transfer", destination=action.destination, reason=action.reason)
+                elif action.kind == "hangup":
+                    yield Act("hangup", reason=action.reason or "no input")
                 return
             case UserText(text=text):
                 self._user(text)

@@ -61,6 +61,9 @@ class CallServices:
     """How cloud stages reach their services (tests: in-memory transports to mocks)."""
     env: Mapping[str, str] | None = None
     """Where API keys are read (None: the process environment)."""
+    fillers: Mapping[str, bytes] = field(default_factory=dict)
+    """Per assistant: its ``filler`` phrase, slin 8 kHz, rendered at load (an assistant
+    without one here has no filler)."""
 
 
 class CallSession(PipelineTurns):
@@ -79,7 +82,7 @@ class CallSession(PipelineTurns):
         self._stt_t0: float | None = None
         """trio time the audio streamed to the STT service began (its clock's zero)."""
         self._last_speech_end: float | None = None
-        self._init_turns()
+        self._init_turns(services.fillers.get(self.assistant.name, b""))
 
     @property
     def provider_name(self) -> str:

@@ -37,9 +37,17 @@ class TurnRecord:
     trigger: str
     """speech, dtmf, no-input or start."""
     caller_text: str = ""
+    """What the STT heard (DTMF turns: ``[DTMF 1]``)."""
+    rescored_text: str = ""
+    """The caller's words after re-scoring against the assistant's vocabulary (local STT,
+    ``stt.rescore``), when that changed them: what the brain was given."""
     agent_text: str = ""
     heard_text: str = ""
     intent: str = ""
+    match: dict[str, Any] = field(default_factory=dict)
+    """The rule brain's match: term, heard (the caller's words), score (1.0 exact), how."""
+    filler_at: float | None = None
+    """The filler ("One moment.") started playing: the answer was slow (``filler.after``)."""
     interrupted: bool = False
     speech_end: float | None = None
     """Caller end of speech (VAD), call-relative seconds."""
@@ -120,7 +128,7 @@ class CallRecord:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
 
 
-_TURN_TEXT = ("caller_text", "agent_text", "heard_text")
+_TURN_TEXT = ("caller_text", "rescored_text", "agent_text", "heard_text")
 
 
 def without_text(body: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +136,9 @@ def without_text(body: dict[str, Any]) -> dict[str, Any]:
     keypad digits, tool arguments and results are emptied, and ``transcripts: false`` marks
     it. Outcomes, timings, intents and action kinds and destinations stay."""
     body = dict(body)
-    body["turns"] = [{**t, **dict.fromkeys(_TURN_TEXT, "")} for t in body.get("turns", [])]
+    body["turns"] = [{**t, **dict.fromkeys(_TURN_TEXT, ""),
+                      "match": {**t.get("match", {}), "heard": ""} if t.get("match") else {}}
+                     for t in body.get("turns", [])]
     body["actions"] = [{**a, "arguments": {}, "result": ""} for a in body.get("actions", [])]
     body["dtmf"] = []
     body["transcripts"] = False

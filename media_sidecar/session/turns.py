@@ -4,6 +4,12 @@
 stages' start-up and the inbound audio). A turn is two tasks in one cancel scope: the brain's
 answer releases sentences into a channel; the speaking task streams each sentence's TTS audio
 into the playout. Cancelling the scope closes the LLM stream and the TTS stream together.
+
+No dead air while thinking: a third task of a caller's turn waits ``filler.after`` seconds from
+the end of the caller's speech; if the brain has released nothing by then, the filler ("One
+moment.", rendered once at load) is queued, at most once per turn. The answer's audio is
+queued after it (the playout is first in, first out), so the two never overlap. The offline STT's transcript is re-scored against the assistant's
+vocabulary before the brain sees it (:mod:`media_sidecar.brain.vocabulary`).
 """
 
 from __future__ import annotations
@@ -24,12 +30,14 @@ from ..brain.base import (
     UserDtmf,
     UserText,
 )
+from ..brain.vocabulary import Rescorer
 from ..constants import FRAME_SECONDS
 from ..dsp.vad import TurnDetector
 from ..pipeline import Stages
 from ..pipeline.base import ProviderError, SpeechSynth, Transcriber
 from .base import MediaSession, leaf_exception
 from .digits import DigitGroup
+from .playout import PlayoutFull, Segment
 from .records import ToolAction, TurnRecord
 from .voice import Utterance, Voice
 
@@ -46,6 +54,11 @@ class Turn:
     utterances: list[Utterance] = field(default_factory=list)
     started: float = 0.0
     info: TurnInfo = field(default_factory=TurnInfo)
+    speech_end: float | None = None
+    """trio time the caller's speech ended (speech turns)."""
+    answered: trio.Event = field(default_factory=trio.Event)
+    """The brain released its first output (or finished without one)."""
+    filler: Segment | None = None
 
 
 class PipelineTurns(MediaSession):
@@ -66,7 +79,10 @@ class PipelineTurns(MediaSession):
     async def _stage_failed(self, reason: str) -> None:
         raise NotImplementedError
 
-    def _init_turns(self) -> None:
+    def _init_turns(self, filler: bytes = b"") -> None:
+        """``filler``: the assistant's filler phrase rendered at load (slin 8 kHz); empty:
+        no filler."""
+        self._filler_pcm = filler
         self._turn: Turn | None = None
         self._speaking: Turn | None = None
         """The turn whose audio is (or was last) in the playout."""
@@ -79,6 +95,8 @@ class PipelineTurns(MediaSession):
         self._groups_digits = a.uses_llm and a.dtmf_input.to_model
         self._rule_digits = {m.digit for m in a.brain.dtmf} if (
             not a.uses_llm or a.llm.rules_first) else set()
+        self._rescorer = (Rescorer.for_assistant(a) if a.stt.engine == "moonshine"
+                          and a.stt.rescore else None)
 
     def _stop_agent(self) -> None:
         """The call is handed off: the turn in progress (its LLM and TTS streams) ends."""
@@ -161,7 +179,8 @@ class PipelineTurns(MediaSession):
         rec = TurnRecord(index=len(self.record.turns), trigger=trigger,
                          speech_end=self._rel(speech_end))
         self.record.turns.append(rec)
-        turn = Turn(rec=rec, scope=trio.CancelScope(), started=trio.current_time())
+        turn = Turn(rec=rec, scope=trio.CancelScope(), started=trio.current_time(),
+                    speech_end=speech_end)
         self._turn = turn
         self._all_turns.append(turn)
         self._nursery.start_soon(self._run_turn, turn, event, audio)
@@ -179,22 +198,55 @@ class PipelineTurns(MediaSession):
             await self._stage_failed(str(error))
 
     async def _turn_body(self, turn: Turn, event: BrainInput | None, audio: bytes) -> None:
-        rec = turn.rec
         with turn.scope:
-            if event is None:
-                assert self.transcriber is not None
-                text = await self.transcriber.transcribe(audio)
-                rec.caller_text = text
-                rec.stt_done = self._rel(trio.current_time())
-                if not text.strip():
-                    rec.intent = "(no words)"
-                    return
-                event = UserText(text)
-            elif isinstance(event, UserDtmf):
-                rec.caller_text = f"[DTMF {event.digit}]"
-            act = await self._converse(turn, event)
-            if act is not None:
-                await self._act(act, rec)
+            async with trio.open_nursery() as nursery:
+                if (self._filler_pcm and self.assistant.filler.after > 0
+                        and turn.rec.trigger in ("speech", "dtmf")):
+                    nursery.start_soon(self._filler, turn)
+                try:
+                    await self._answer_turn(turn, event, audio)
+                finally:
+                    turn.answered.set()  # a filler not yet started is not needed any more
+
+    async def _filler(self, turn: Turn) -> None:
+        """Queue the filler once if the brain has released nothing ``filler.after`` seconds
+        after the caller stopped speaking (or pressed the key). The answer's audio, queued
+        later, plays after the filler's last frame. Ends at once when the brain answers first;
+        cancelled with the turn (a barge-in also flushes the filler)."""
+        cfg = self.assistant.filler
+        base = turn.speech_end if turn.speech_end is not None else turn.started
+        with trio.move_on_at(base + cfg.after):
+            await turn.answered.wait()
+        if turn.answered.is_set() or self._committed:
+            return
+        try:
+            turn.filler = self.playout.enqueue(self._filler_pcm, text=cfg.text)
+        except PlayoutFull:
+            return
+        self._speaking = turn
+        log.info("call %s: answer slow, filler said %.3f s after the caller", self.uuid,
+                 trio.current_time() - base)
+
+    async def _answer_turn(self, turn: Turn, event: BrainInput | None, audio: bytes) -> None:
+        rec = turn.rec
+        if event is None:
+            assert self.transcriber is not None
+            text = await self.transcriber.transcribe(audio)
+            rec.caller_text = text
+            rec.stt_done = self._rel(trio.current_time())
+            if not text.strip():
+                rec.intent = "(no words)"
+                return
+            if self._rescorer is not None:
+                rescored = self._rescorer.rescore(text)
+                if rescored.changes:
+                    rec.rescored_text = text = rescored.text
+            event = UserText(text)
+        elif isinstance(event, UserDtmf):
+            rec.caller_text = f"[DTMF {event.digit}]"
+        act = await self._converse(turn, event)
+        if act is not None:
+            await self._act(act, rec)
 
     async def _converse(self, turn: Turn, event: BrainInput) -> Act | None:
         """The brain's sentences go to the speaking task as they come; returns its action."""
@@ -205,6 +257,7 @@ class PipelineTurns(MediaSession):
             nursery.start_soon(self._speak, turn, recv)
             async with send, aclosing(self.brain.respond(event, info)) as outputs:
                 async for out in outputs:
+                    turn.answered.set()
                     turn.rec.intent = info.intent
                     if isinstance(out, Say):
                         await send.send(out)
@@ -224,8 +277,8 @@ class PipelineTurns(MediaSession):
             async for say in recv:
                 utt = Utterance(say.text, interruptible=say.interruptible and not self._committed)
                 turn.utterances.append(utt)
-                self._speaking = turn
                 rec.agent_text = f"{rec.agent_text} {say.text}".strip()
+                self._speaking = turn
                 await self.voice.say(utt)
 
     @staticmethod
@@ -291,6 +344,9 @@ class PipelineTurns(MediaSession):
             rec.llm_first_token = self._rel(info.first_token)
             rec.first_sentence = self._rel(info.first_sentence)
             rec.llm_done = self._rel(info.llm_done)
+            rec.match = dict(info.match)
+            if turn.filler is not None:
+                rec.filler_at = self._rel(turn.filler.started_at)
             base = rec.speech_end if rec.speech_end is not None else self._rel(turn.started)
             if rec.first_frame_sent is not None and rec.speech_end is not None:
                 rec.latency_ms = round((rec.first_frame_sent - rec.speech_end) * 1000, 1)

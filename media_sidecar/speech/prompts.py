@@ -1,5 +1,6 @@
-"""Fixed prompts, prepared at start-up: the apology said when a provider fails mid-call, and
-the drain's announcement said to each call handed off at the drain deadline.
+"""Fixed prompts, prepared at start-up: the apology said when a provider fails mid-call, the
+drain's announcement said to each call handed off at the drain deadline, and the filler said
+while a pipeline assistant's answer is slow.
 
 A prompt is slin 8 kHz bytes, from a recording (WAV, 16-bit mono at any rate, or raw slin
 8 kHz) or synthesised once with a local TTS engine, so saying it costs a call nothing and works
@@ -105,4 +106,29 @@ def render_announcements(cfg: Config, tts_for: Callable[[AssistantConfig], TextT
         log.warning("no local TTS to say the drain announcement for %s (install the 'local' "
                     "extra); their calls are handed off at the drain deadline without it",
                     ", ".join(missing))
+    return out
+
+
+def render_fillers(cfg: Config, tts_for: Callable[[AssistantConfig], TextToSpeech | None]
+                   ) -> dict[str, bytes]:
+    """Per pipeline assistant with a ``filler`` (after > 0, text set), the filler phrase
+    ("One moment.") as slin 8 kHz in its local voice (``tts_for``), synthesised once per voice
+    and text. An assistant without a local voice gets none (it then has no filler); a phrase
+    that cannot be rendered is logged and skipped."""
+    out: dict[str, bytes] = {}
+    done: dict[tuple[int, str], bytes] = {}
+    for a in cfg.assistants:
+        text = a.filler.text.strip()
+        if not a.is_pipeline or a.filler.after <= 0 or not text:
+            continue
+        try:
+            tts = tts_for(a)
+            if tts is None:
+                continue
+            key = (id(tts), text)
+            if key not in done:
+                done[key] = synthesize(tts, text)
+            out[a.name] = done[key]
+        except (OSError, ValueError, SpeechEngineError) as exc:
+            log.warning("assistant %s: filler unavailable: %s", a.name, exc)
     return out

@@ -125,15 +125,16 @@ async def test_greeting_is_protected_from_early_barge_in(autojump_clock):
     assert out.record.turns[0].interrupted is False
 
 
-async def test_no_input_reprompts_then_ends_the_call(autojump_clock):
+async def test_no_input_reprompts_then_passes_the_caller_to_a_person(autojump_clock):
     out = await run_session(CallerScript(), max_seconds=120)
     rec = out.record
     assert [t.trigger for t in rec.turns] == ["start", "no-input", "no-input", "no-input"]
     reprompt = split_sentences(BRAIN.no_input.reprompt)[0]
     assert out.tts.spoken.count(reprompt) == BRAIN.no_input.max_reprompts
     assert out.tts.spoken[-1] == split_sentences(BRAIN.no_input.hangup_reply)[-1]
-    assert out.ended.status == "COMPLETED" and out.ended.reason == "no input"
-    assert out.asterisk.frames_received[-1].kind == Kind.HANGUP
+    # the embedded default never hangs up on a silent caller: the operator takes the call
+    assert out.ended.status == "TRANSFERRED" and out.ended.reason == "no input"
+    assert out.ended.transfer_to == "operator" and out.asterisk.closed_by == "redirect"
 
 
 async def test_transfer_without_ami_hands_back_to_the_dialplan(autojump_clock):

@@ -146,9 +146,10 @@ async def test_a_leg_that_never_sends_a_frame_is_reprompted_and_hung_up_on_time(
     for out in (loud, quiet):
         rec = out.record
         assert [t.trigger for t in rec.turns] == ["start", "no-input", "no-input", "no-input"]
-        assert [t.intent for t in rec.turns[1:]] == ["no_input", "no_input", "no_input_hangup"]
-        assert out.ended.status == "COMPLETED" and out.ended.reason == "no input"
-        assert out.asterisk.frames_received[-1].kind == Kind.HANGUP
+        assert [t.intent for t in rec.turns[1:]] == ["no_input", "no_input", "no_input_transfer"]
+        # the embedded default passes a silent caller to a person: never hangs up on them
+        assert out.ended.status == "TRANSFERRED" and out.ended.reason == "no input"
+        assert out.ended.transfer_to == "operator" and out.asterisk.closed_by == "redirect"
     # each reprompt starts no_input.after (8 s) after the agent's previous audio ended: the
     # watchdog checks every 100 ms, then the reprompt takes the next playout tick
     starts = agent_started(quiet)

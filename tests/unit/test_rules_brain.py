@@ -86,7 +86,8 @@ async def test_an_intent_without_action_only_talks(cfg: RulesBrainConfig) -> Non
     ]
 
 
-@pytest.mark.parametrize("text", ["blah blah", "", "   ", "?!", "billingual", "abilling"])
+@pytest.mark.parametrize("text", ["blah blah", "", "   ", "?!", "I'd like a pizza",
+                                  "what's the weather like", "um uh"])
 async def test_no_match_gives_the_fallback(cfg: RulesBrainConfig, text: str) -> None:
     outs, info = await answer(RulesBrain(cfg), UserText(text))
     assert info.intent == "fallback" and info.matched == []
@@ -155,13 +156,26 @@ async def test_a_key_mapped_to_an_action_without_reply_acts_at_once() -> None:
     assert outs == [Act("transfer", destination="operator")]
 
 
-async def test_no_input_reprompts_then_hangs_up(cfg: RulesBrainConfig) -> None:
+async def test_no_input_reprompts_then_passes_the_caller_to_a_person(
+    cfg: RulesBrainConfig,
+) -> None:
+    """The embedded default never hangs up on a silent caller: a person may hear them."""
     brain = RulesBrain(cfg)
     reprompt = [Say(s) for s in split_sentences(cfg.no_input.reprompt)]
     assert cfg.no_input.max_reprompts == 2
     for count in (1, 2):
         outs, info = await answer(brain, NoInputTimeout(count))
         assert outs == reprompt and info.intent == "no_input"
+    outs, info = await answer(brain, NoInputTimeout(3))
+    assert info.intent == "no_input_transfer"
+    assert outs == [
+        Say("I can't hear you, so I'll put you through to a person.", interruptible=False),
+        Act("transfer", destination="operator", reason="no input"),
+    ]
+
+
+async def test_no_input_hangs_up_when_configured_so() -> None:
+    brain = RulesBrain(RulesBrainConfig())
     outs, info = await answer(brain, NoInputTimeout(3))
     assert info.intent == "no_input_hangup"
     assert outs == [
