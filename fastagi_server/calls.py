@@ -63,6 +63,10 @@ class TrackedCall:
     23.0 and later): a transfer can then be a dialplan Goto instead of an AMI Redirect."""
     goto: tuple[str, str, str] | None = None
     """(context, exten, priority) the FastAGI side sends the channel to after the hand-back."""
+    audiosocket_address: str = ""
+    """host:port of the media worker the call is placed on (``EXEC AudioSocket`` goes there)."""
+    worker: str = ""
+    """That worker's name (logs)."""
 
 
 def supports_handback(version: str) -> bool:

@@ -149,7 +149,7 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
     from media_sidecar.process import main as run_sidecar_process
 
     cfg = _load(args.config)
-    return run_sidecar_process(cfg, args.config, args.status_fd)
+    return run_sidecar_process(cfg, args.config, args.status_fd, args.worker)
 
 
 def _preflight_serve(cfg: Config) -> None:
@@ -256,6 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "serve starts it: SIGTERM/SIGINT drain, SIGHUP reloads the config.")
         sp.add_argument("--config", help="YAML config (default: the embedded one)")
         sp.add_argument("--status-fd", type=int, default=None, help=argparse.SUPPRESS)
+        if name == "sidecar":
+            sp.add_argument("--worker", type=int, default=0, metavar="I",
+                            help="run media worker I: each configured sidecar and health port "
+                                 "+ I * sidecar.worker_port_step (default: 0, the ports as "
+                                 "configured)")
         sp.set_defaults(func=func)
 
     r = sub.add_parser(

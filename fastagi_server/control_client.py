@@ -1,9 +1,18 @@
-"""The FastAGI server's end of the control link (asyncio ``websockets`` client).
+"""The FastAGI server's end of the control link to one media worker (asyncio ``websockets``).
 
-Keeps one connection to the sidecar, reconnecting with exponential backoff when it drops or the
-sidecar restarts (a restart loses only the calls that were on the sidecar). While the link is
-down, :meth:`offer` fails at once, so the AGI call sets ``AI_STATUS=FAILED`` and the dialplan
-falls through to its fallback without making the caller wait.
+Keeps one connection to the worker, reconnecting with exponential backoff when it drops or the
+worker restarts (a restart loses only the calls that were on that worker). While the link is
+down, :meth:`offer` fails at once, so the call is placed on another worker, or, when none takes
+it, the AGI call sets ``AI_STATUS=FAILED`` and the dialplan falls through to its fallback
+without making the caller wait. :class:`~fastagi_server.placement.MediaPool` holds one client per
+worker and places each call.
+
+Load: right after ``hello`` the client sends ``watch_load``; the worker's ``load`` reports
+(calls running + offers waiting for their AudioSocket) are what :attr:`ControlClient.load`
+starts from, plus the offers this client has in flight and the ones accepted since the last
+report (the worker sends a report right after each accept, which then replaces that count). A
+worker that sends no reports (an older release) gets the calls this client placed there and
+has not forgotten yet.
 """
 
 from __future__ import annotations
@@ -41,8 +50,20 @@ NOT_READY_DOWN = "media plane not ready: the media sidecar is not connected"
 
 class ControlClient:
     def __init__(self, url: str, on_transfer: TransferHandler, *, backoff_min: float = 0.2,
-                 backoff_max: float = 5.0) -> None:
+                 backoff_max: float = 5.0, name: str = "", audiosocket_address: str = "",
+                 local: bool = True) -> None:
         self.url = url
+        self.name = name
+        """The worker's name (a local worker's index) for logs and ``offer.worker``."""
+        self.audiosocket_address = audiosocket_address
+        """Where Asterisk connects AudioSocket for the calls placed on this worker."""
+        self.local = local
+        """One of ``serve``'s own workers (its offers name it), not a ``fastagi.media`` one."""
+        self.reported: c.Load | None = None
+        """The worker's latest ``load`` report on the current link (None: none yet)."""
+        self._since_report = 0
+        self._in_flight = 0
+        self._placed: set[str] = set()
         self.on_transfer = on_transfer
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
@@ -60,6 +81,20 @@ class ControlClient:
     @property
     def connected(self) -> bool:
         return self._ws is not None
+
+    @property
+    def load(self) -> int:
+        """Calls and pending offers on the worker as this side knows them now (module doc)."""
+        if self.reported is not None:
+            base = self.reported.calls + self.reported.offers + self._since_report
+        else:
+            base = len(self._placed)
+        return base + self._in_flight
+
+    @property
+    def knows_worker(self) -> bool:
+        """The worker reports load, so it knows ``offer.worker`` (protocol.control)."""
+        return self.reported is not None
 
     async def wait_connected(self, time_limit: float) -> bool:
         try:
@@ -81,6 +116,7 @@ class ControlClient:
                     hello = c.decode(await asyncio.wait_for(ws.recv(), 2))
                     if not isinstance(hello, c.Hello):
                         raise c.ControlError("sidecar did not answer hello")
+                    await ws.send(c.encode(c.WatchLoad()))
                     self._ws = ws
                     self._up.set()
                     self.ever_up = True
@@ -118,6 +154,7 @@ class ControlClient:
     def _link_lost(self) -> None:
         self._ws = None
         self._up.clear()
+        self.reported, self._since_report = None, 0  # the next link may reach another release
         for fut in self._offers.values():
             if not fut.done():
                 fut.set_exception(ControlUnavailable("control link lost"))
@@ -135,12 +172,22 @@ class ControlClient:
             fut = self._offers.pop(msg.uuid.lower(), None)
             if fut is not None and not fut.done():
                 fut.set_result(msg)
+                if isinstance(msg, c.Accept):  # counted before the load report behind it
+                    self._placed.add(msg.uuid.lower())
+                    if self.reported is not None:
+                        self._since_report += 1
         elif isinstance(msg, c.Ended):
             verdict = self._verdict(msg.uuid)
             verdict.value = msg
             verdict.event.set()
         elif isinstance(msg, c.TransferRequest):
             tg.create_task(self._serve_transfer(msg))
+        elif isinstance(msg, c.Load):
+            numbers = (msg.calls, msg.offers, msg.max_calls)
+            if all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
+                self.reported, self._since_report = msg, 0
+            else:
+                log.warning("load report with bad numbers ignored: %s", msg)
         else:
             log.warning("unexpected control message %s ignored", msg.TYPE)
 
@@ -182,16 +229,23 @@ class ControlClient:
         fut: asyncio.Future[c.Accept | c.Refuse] = asyncio.get_running_loop().create_future()
         self._offers[offer.uuid.lower()] = fut
         self._verdict(offer.uuid)
+        self._in_flight += 1
         try:
             if not await self.send(offer):
                 self.unanswered["sidecar_unreachable"] += 1
                 raise ControlUnavailable(NOT_READY_DOWN)
-            return await asyncio.wait_for(fut, time_limit)
+            reply = await asyncio.wait_for(fut, time_limit)
         except TimeoutError:
             self.unanswered["sidecar_timeout"] += 1
+            # it may still take the offer: withdraw it, so it does not count as load there
+            await self.send(c.Hangup(uuid=offer.uuid, cause="offer timed out"))
             raise ControlUnavailable(f"media sidecar did not answer within {time_limit:.1f} s") from None
         finally:
+            self._in_flight -= 1
             self._offers.pop(offer.uuid.lower(), None)
+        if not isinstance(reply, c.Accept):
+            self.forget(offer.uuid)
+        return reply
 
     def _verdict(self, uuid: str) -> _Verdict:
         key = uuid.lower()
@@ -210,7 +264,9 @@ class ControlClient:
         return verdict.value
 
     def forget(self, uuid: str) -> None:
+        """The AGI side is done with the call: drop its verdict slot and its placement."""
         self._ended.pop(uuid.lower(), None)
+        self._placed.discard(uuid.lower())
 
 
 class _Verdict:

@@ -33,6 +33,7 @@ import yaml
 
 from media_sidecar.config.loader import default_yaml_text
 from media_sidecar.config.schema import AssistantConfig, Config, Listen
+from media_sidecar.config.workers import cpu_count, worker_config, worker_count
 
 __all__ = [
     "CHECKS",
@@ -464,14 +465,17 @@ def check_records(cfg: Config) -> list[Finding]:
 
 
 def listeners(cfg: Config) -> list[tuple[str, str, Listen]]:
-    """(key path, what, address) of everything ``serve`` listens on."""
-    found = [
-        ("fastagi.listen", "FastAGI", cfg.fastagi.listen),
-        ("sidecar.audiosocket", "AudioSocket", cfg.sidecar.audiosocket),
-        ("sidecar.control", "control link", cfg.sidecar.control),
-    ]
-    if cfg.health.enabled:
-        found.append(("health.listen", "health", cfg.health.listen))
+    """(key path, what, address) of everything ``serve`` listens on: FastAGI, then each media
+    worker's AudioSocket, control link and health ports (worker ``i``: each port +
+    ``i * sidecar.worker_port_step``; the key path is the configured port's)."""
+    found = [("fastagi.listen", "FastAGI", cfg.fastagi.listen)]
+    for i in range(worker_count(cfg)):
+        w = worker_config(cfg, i)
+        of = f" of media worker {i}" if i else ""
+        found += [("sidecar.audiosocket", f"AudioSocket{of}", w.sidecar.audiosocket),
+                  ("sidecar.control", f"control link{of}", w.sidecar.control)]
+        if cfg.health.enabled:
+            found.append(("health.listen", f"health{of}", w.health.listen))
     return found
 
 
@@ -505,13 +509,14 @@ def check_ports(cfg: Config) -> list[Finding]:
         other = seen.get((listen.host, listen.port))
         if other is not None:
             out.append(Finding("error", f"{path}.port", f"{addr} is also {other}'s address",
-                               "give each listener its own port", "ports"))
+                               "give each listener its own port (media worker I uses each "
+                               "port + I * sidecar.worker_port_step)", "ports"))
             continue
         seen[(listen.host, listen.port)] = what
         exc = port_in_use(listen)
         if exc is None:
             continue
-        level: Level = "warning" if what == "health" else "error"
+        level: Level = "warning" if what.startswith("health") else "error"
         if exc.errno == errno.EADDRINUSE:
             message = f"{what} address {addr} is already in use"
             fix = (f"stop what listens there (see: ss -ltnp 'sport = :{listen.port}'; "
@@ -523,4 +528,16 @@ def check_ports(cfg: Config) -> list[Finding]:
             message += " (calls are served without /live, /ready, /health and /metrics)"
         out.append(Finding(level, f"{path}.port" if exc.errno == errno.EADDRINUSE
                            else f"{path}.host", message, fix, "ports"))
-    return out
+    first = {f.path: f for f in reversed(out)}  # one finding per key: the lowest worker's
+    return [f for f in out if first[f.path] is f] + check_workers(cfg)
+
+
+def check_workers(cfg: Config) -> list[Finding]:
+    """More media workers than CPUs makes them share cores (each one's frame clock then waits
+    for the others): a warning."""
+    n, cpus = worker_count(cfg), cpu_count()
+    if n > cpus:
+        return [Finding("warning", "sidecar.workers", f"{n} media workers on {cpus} CPU(s): "
+                        "workers share cores and their 20 ms frame clocks wait on each other",
+                        "leave sidecar.workers out (one per CPU)", "ports")]
+    return []

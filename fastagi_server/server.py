@@ -5,9 +5,10 @@ configured) with a task that feeds its events to the call tracker, and the FastA
 Without AMI settings the server runs in degraded mode: transfers are handed back to the
 dialplan (AI_STATUS=TRANSFERRED, AI_TRANSFER_TO) and DTMF comes from AudioSocket frames.
 
-Calls are answered from the start, but until the control link is up (the sidecar accepts it
-only once its models are loaded) each one gets ``AI_STATUS=FAILED`` at once with
-"media plane not ready: starting". :meth:`FastAgiServer.drain` refuses new calls
+Calls are answered from the start, but until a media worker's control link is up (a worker
+accepts it only once its models are loaded) each one gets ``AI_STATUS=FAILED`` at once with
+"media plane not ready: starting". Each call is placed on one of the media workers
+(:mod:`.placement`). :meth:`FastAgiServer.drain` refuses new calls
 (``AI_REASON=draining``) and returns :meth:`FastAgiServer.run` once every AGI connection is
 done; :meth:`FastAgiServer.reload` switches routing and assistants for new calls.
 """
@@ -29,6 +30,7 @@ from .agi.connection import AgiConnection
 from .agi.handler import AgiCallHandler
 from .calls import CallTracker
 from .control_client import ControlClient
+from .placement import MediaPool
 from .stats import report_stats, snapshot
 
 log = logging.getLogger("agi_voice.fastagi")
@@ -38,7 +40,8 @@ class FastAgiServer:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.ami: Any = None
-        self.control = ControlClient(cfg.control_url, self._transfer)
+        self.control = MediaPool.from_config(cfg, self._transfer, client=ControlClient)
+        """One control link per media worker; places each call (:mod:`.placement`)."""
         self.tracker = CallTracker(self.control, None, transfer_mode=cfg.fastagi.transfer)
         self.handler = AgiCallHandler(cfg, self.control, self.tracker)
         self.port: int | None = None
@@ -82,8 +85,10 @@ class FastAgiServer:
                 raise listen_error("FastAGI", listen.host, listen.port, exc) from None
             await stack.enter_async_context(server)
             self.port = server.sockets[0].getsockname()[1]
-            log.info("FastAGI listening on %s:%d; sidecar control %s; AudioSocket target %s",
-                     listen.host, self.port, self.cfg.control_url, self.cfg.audiosocket_address)
+            log.info("FastAGI listening on %s:%d; %d media worker(s): %s", listen.host,
+                     self.port, len(self.control.clients),
+                     "; ".join(f"{cl.name} control {cl.url} AudioSocket "
+                               f"{cl.audiosocket_address}" for cl in self.control.clients))
             self.ready.set()
             await self._stop.wait()
             for task in tasks:  # drained: the link and AMI close, then the listener

@@ -1,9 +1,18 @@
-"""``agi-voice serve``: a small supervisor of the two planes, each its own process.
+"""``agi-voice serve``: a small supervisor of the two planes, each its own process (the media
+plane as N media workers).
 
-- **Start.** Both planes start at once, each with the write end of a status pipe
+- **Workers.** The media plane is ``sidecar.workers`` processes (default: one per CPU this
+  process may run on; :mod:`media_sidecar.config.workers`), roles ``sidecar-0`` ...
+  ``sidecar-<N-1>``, each ``agi-voice sidecar --worker I`` on its own ports (each configured
+  port + ``I * sidecar.worker_port_step``), optionally pinned to a CPU each
+  (``sidecar.pin_workers``). Everything below that says "the media plane" holds for each
+  worker on its own: each is started, restarted (its own backoff) and drained by itself; one
+  that dies loses only its own calls while the others serve on, and FastAGI places new calls
+  on the others until it is back (:mod:`fastagi_server.placement`).
+- **Start.** All planes start at once, each with the write end of a status pipe
   (:mod:`media_sidecar.ops.status`): a plane says ``ready`` when it can do its job, or
   ``fatal <one line>`` before it exits when it cannot start. FastAGI is ready first and fails
-  calls at once ("media plane not ready: starting") until the media plane's control link is up.
+  calls at once ("media plane not ready: starting") until some worker's control link is up.
 - **Restart.** A plane that dies after it was ready is restarted (backoff 0.5 s doubling to
   30 s, back to 0.5 s after 30 s up). A plane that dies before it was ready is a fatal start-up
   error: ``serve`` prints that plane's one line, stops the other plane and exits 1 (under
@@ -17,10 +26,12 @@
   kill ends still get their ``AI_STATUS``. Exit 0 when both planes drained. A second signal
   sends a second SIGTERM: each plane stops at once.
 - **Reload** (SIGHUP, ``agi-voice reload``). The file is validated here first; an invalid one is
-  refused with its error logged and nothing changes. Then SIGHUP goes to the media plane, and
-  only once it answers ``reloaded`` to FastAGI, so FastAGI never routes a call to an assistant
-  the media plane does not know yet; if the media plane refuses (a model that does not load),
-  FastAGI keeps its config too.
+  refused with its error logged and nothing changes. Then SIGHUP goes to every media worker at
+  once (one that is starting gets it once it is ready), and only once every one has answered
+  ``reloaded`` to FastAGI, so FastAGI never routes a call to an assistant a worker does not
+  know yet; if a worker refuses (a model that does not load), FastAGI keeps its config too
+  (the workers that took it serve new calls with it; a call for an assistant one of them no
+  longer knows is placed on another).
 - **Pid file.** ``<service.runtime_dir>/agi-voice-<FastAGI port>.pid`` (:func:`pid_file`),
   written at start and removed at exit, for ``agi-voice reload``.
 
@@ -45,6 +56,7 @@ from pathlib import Path
 
 from media_sidecar.config.loader import ConfigError, load_config
 from media_sidecar.config.schema import Config
+from media_sidecar.config.workers import worker_count
 from media_sidecar.ops.status import (
     FATAL,
     READY,
@@ -57,7 +69,8 @@ from media_sidecar.ops.status import (
 log = logging.getLogger("agi_voice.serve")
 
 ROLES = ("sidecar", "fastagi")
-"""The planes, in the order they are reloaded (and killed at the stop deadline)."""
+"""The kinds of plane, in the order they are reloaded (and killed at the stop deadline). A
+plane's role is its kind, or ``sidecar-<I>`` for media worker I."""
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 30.0
 BACKOFF_RESET_SECONDS = 30.0
@@ -80,21 +93,35 @@ def pid_file(cfg: Config, env: Mapping[str, str] | None = None) -> Path:
     return Path(base) / f"agi-voice-{cfg.fastagi.listen.port}.pid"
 
 
+def kind_of(role: str) -> str:
+    """``sidecar`` or ``fastagi`` for a role (``sidecar-1`` is a sidecar)."""
+    return role.split("-", 1)[0]
+
+
 def plane_argv(role: str, config_path: str | None, verbose: bool) -> list[str]:
     """The command line of one plane (``--status-fd`` is added at each start)."""
     argv = [sys.executable, "-m", "fastagi_server.cli"]
     if verbose:
         argv.append("-v")
-    argv.append(role)
+    argv.append(kind_of(role))
     if config_path:
         argv += ["--config", config_path]
+    if role.startswith("sidecar-"):
+        argv += ["--worker", role.split("-", 1)[1]]
     return argv
+
+
+def plane_roles(cfg: Config) -> list[str]:
+    """Every plane ``serve`` runs for ``cfg``: the media workers, then FastAGI."""
+    return [*(f"sidecar-{i}" for i in range(worker_count(cfg))), "fastagi"]
 
 
 @dataclass(eq=False)
 class Plane:
     role: str
     argv: list[str]
+    cpu: int | None = None
+    """The CPU this plane is pinned to (``sidecar.pin_workers``), if any."""
     proc: asyncio.subprocess.Process | None = None
     ready: bool = False
     fatal: str = ""
@@ -117,21 +144,31 @@ class Supervisor:
     cfg: Config
     config_path: str | None
     argv: dict[str, list[str]] = field(default_factory=dict)
-    """role -> command line; empty: :func:`plane_argv` for each of :data:`ROLES`."""
+    """role -> command line; empty: :func:`plane_argv` for each of :func:`plane_roles`."""
     verbose: bool = False
     pid_path: Path | None = None
 
     def __post_init__(self) -> None:
-        argv = self.argv or {r: plane_argv(r, self.config_path, self.verbose) for r in ROLES}
+        argv = self.argv or {r: plane_argv(r, self.config_path, self.verbose)
+                             for r in plane_roles(self.cfg)}
         self.planes = {role: Plane(role, list(cmd)) for role, cmd in argv.items()}
+        if self.cfg.sidecar.pin_workers:
+            cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+            for i, plane in enumerate(p for p in self.planes.values()
+                                      if kind_of(p.role) == "sidecar"):
+                plane.cpu = cpus[i % len(cpus)] if cpus else None
         self.events: asyncio.Queue[_Event] = asyncio.Queue()
         self.stopping = False
         self.failed = ""
         """``role: line`` of the plane whose start failed (serve then exits 1)."""
         self.unclean = False
         """A plane had to be killed, or exited non-zero while stopping."""
-        self.reload_pending: list[str] = []
-        self.reload_waiting = ""
+        self.reload_phases: list[set[str]] = []
+        """Roles still to reload, phase by phase: every media worker, then FastAGI."""
+        self.reload_sent: set[str] = set()
+        """Roles sent SIGHUP whose answer has not come yet."""
+        self.reload_failed = False
+        """A worker refused the reload in progress: FastAGI is not asked."""
         self._timers: set[asyncio.Task[None]] = set()
         self._tg: asyncio.TaskGroup | None = None
 
@@ -197,7 +234,15 @@ class Supervisor:
             os.close(write_fd)
         plane.proc, plane.ready, plane.fatal = proc, False, ""
         plane.started_at = asyncio.get_running_loop().time()
-        log.info("started %s (pid %d)", plane.role, proc.pid)
+        pinned = ""
+        if plane.cpu is not None:
+            try:
+                os.sched_setaffinity(proc.pid, {plane.cpu})
+                pinned = f" on CPU {plane.cpu}"
+            except OSError as exc:  # it runs on, unpinned
+                log.warning("could not pin %s to CPU %d: %s", plane.role, plane.cpu,
+                            exc.strerror or exc)
+        log.info("started %s (pid %d)%s", plane.role, proc.pid, pinned)
         assert self._tg is not None
         self._tg.create_task(self._watch(plane.role, proc, read_fd))
 
@@ -243,7 +288,9 @@ class Supervisor:
             plane.ready = True
             log.info("%s ready", plane.role)
             if all(p.ready for p in self.planes.values()):
-                log.info("serving: both planes are ready")
+                workers = sum(kind_of(r) == "sidecar" for r in self.planes)
+                log.info("serving: both planes are ready (%d media worker%s)", workers,
+                         "" if workers == 1 else "s")
             self._advance_reload()
         elif kind == FATAL:
             plane.fatal = text
@@ -253,8 +300,7 @@ class Supervisor:
     def _on_exit(self, plane: Plane, code: int) -> None:
         plane.proc = None
         was_ready, plane.ready = plane.ready, False
-        if self.reload_waiting == plane.role:
-            self.reload_waiting = ""
+        self.reload_sent.discard(plane.role)  # it gets the SIGHUP again once it is ready
         if self.stopping:
             log.info("%s stopped (exit status %d)", plane.role, code)
             if code != 0 and not self.failed:
@@ -294,9 +340,9 @@ class Supervisor:
         for plane in self.planes.values():
             self._signal(plane, signal.SIGTERM)
         kill_at = self.cfg.drain.deadline_seconds + STOP_MARGIN_SECONDS
-        for i, role in enumerate(ROLES):
-            if role in self.planes:
-                self._timer(kill_at + i * FASTAGI_LAST_SECONDS, _Event("kill", role))
+        for role in self.planes:
+            later = ROLES.index(kind_of(role)) * FASTAGI_LAST_SECONDS
+            self._timer(kill_at + later, _Event("kill", role))
 
     # -- reload ----------------------------------------------------------------------------------
 
@@ -311,32 +357,40 @@ class Supervisor:
             return
         self.cfg = new
         log.info("reloading %s: the media plane first, then FastAGI", new.source)
-        self.reload_pending = [r for r in ROLES if r in self.planes]
+        self.reload_failed = False
+        self.reload_phases = [phase for phase in (
+            {r for r in self.planes if kind_of(r) == kind} for kind in ROLES) if phase]
         self._advance_reload()
 
     def _advance_reload(self) -> None:
-        """SIGHUP to the first plane still to reload, once it is ready (a plane that is
-        starting gets it when it is ready) and no other reload is in flight."""
-        if self.reload_waiting or self.stopping or not self.reload_pending:
+        """SIGHUP to each plane of the current phase that is ready and not signalled yet (a
+        plane that is starting gets it when it is ready)."""
+        if self.stopping or not self.reload_phases:
             return
-        plane = self.planes[self.reload_pending[0]]
-        if plane.proc is None or not plane.ready:
-            return
-        self.reload_waiting = plane.role
-        self._signal(plane, signal.SIGHUP)
+        for role in sorted(self.reload_phases[0] - self.reload_sent):
+            plane = self.planes[role]
+            if plane.proc is not None and plane.ready:
+                self.reload_sent.add(role)
+                self._signal(plane, signal.SIGHUP)
 
     def _on_reloaded(self, plane: Plane, ok: bool, error: str) -> None:
-        if plane.role != self.reload_waiting:
+        if plane.role not in self.reload_sent:
             return  # a SIGHUP someone sent to the plane itself; it logged the result
-        self.reload_waiting = ""
-        if ok:
-            self.reload_pending.remove(plane.role)
-            if not self.reload_pending:
-                log.info("config reloaded by both planes: new calls use it")
-        else:
+        self.reload_sent.discard(plane.role)
+        phase = self.reload_phases[0] if self.reload_phases else set()
+        phase.discard(plane.role)
+        if not ok:
+            media = kind_of(plane.role) == "sidecar"
             log.error("%s refused the new config (%s)%s", plane.role, error,
-                      "; FastAGI keeps its config too" if plane.role == "sidecar" else "")
-            self.reload_pending.clear()
+                      "; FastAGI keeps its config too" if media else "")
+            del self.reload_phases[1:]  # the rest of this phase answers; FastAGI is not asked
+            self.reload_failed = True
+        if not phase and self.reload_phases:
+            self.reload_phases.pop(0)
+            if not self.reload_phases and not self.reload_failed:
+                log.info("config reloaded by both planes: new calls use it")
+        if not self.reload_phases:
+            self.reload_failed = False
         self._advance_reload()
 
     # -- pid file --------------------------------------------------------------------------------

@@ -163,6 +163,7 @@ async def run_sidecar(cfg: Config, services: CallServices | None = None,
                       health_listen: Listen | None = None,
                       lifecycle: SidecarLifecycle | None = None,
                       strict: bool = False,
+                      worker: str = "",
                       task_status: trio.TaskStatus[SidecarPorts] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve until cancelled. Engines and prompts are loaded here unless given.
 
@@ -176,6 +177,7 @@ async def run_sidecar(cfg: Config, services: CallServices | None = None,
     Raises :class:`~media_sidecar.ops.status.StartupError` (possibly inside an exception
     group) when a listener cannot bind, or, with ``strict``, when an assistant's local engines
     cannot load (the ``sidecar`` command; without it such an assistant's offers are refused).
+    ``worker`` is this media worker's name (``--worker``): offers naming another are refused.
     """
     health = health or SidecarHealth()
     metrics = SidecarMetrics()
@@ -186,7 +188,7 @@ async def run_sidecar(cfg: Config, services: CallServices | None = None,
         if listen is not None:
             health_port = await nursery.start(serve_health, health, metrics, listen.host,
                                               listen.port)
-        given = _Given(services, unavailable, prompts, announcements, records)
+        given = _Given(services, unavailable, prompts, announcements, records, worker)
         await _serve(cfg, given, provider_factory, health, metrics, health_port, lifecycle,
                      strict, task_status)
         nursery.cancel_scope.cancel()  # reached only if serving ended by itself
@@ -201,6 +203,7 @@ class _Given:
     prompts: dict[str, bytes] | None
     announcements: dict[str, bytes] | None
     records: RecordWriter | None
+    worker: str = ""
 
 
 async def _serve(cfg: Config, given: _Given, provider_factory: ProviderFactory,
@@ -225,7 +228,7 @@ async def _serve(cfg: Config, given: _Given, provider_factory: ProviderFactory,
         # at once with the reason (AI_STATUS=FAILED) instead of timing out.
         registry.unavailable = {a.name: "no speech engines available" for a in cfg.assistants
                                 if a.is_pipeline} | (unavailable or {})
-    hub = ControlHub(registry)
+    hub = ControlHub(registry, given.worker)
     health.registry, health.hub = registry, hub
     records = given.records or RecordWriter(cfg.sidecar.records_path, cfg.sidecar.records)
     records.observers.append(metrics.observe_record)

@@ -1,4 +1,9 @@
-"""The media sidecar as a process: ``agi-voice sidecar``, and one of ``agi-voice serve``'s two.
+"""The media sidecar as a process: ``agi-voice sidecar [--worker I]``, and each of the media
+workers ``agi-voice serve`` runs.
+
+- Worker ``I`` (default 0) listens on the configured AudioSocket, control and health ports +
+  ``I * sidecar.worker_port_step`` (:mod:`media_sidecar.config.workers`), and refuses an offer
+  that names another worker.
 
 - Start-up: the engines load, then AudioSocket and the control link listen; then the process
   is ready (a ``ready`` line on the status pipe under ``serve``). A fatal start-up error (a
@@ -22,6 +27,7 @@ import trio
 from .app import load_assets, run_sidecar
 from .config.loader import ConfigError, load_config
 from .config.schema import Config
+from .config.workers import worker_config
 from .ops.status import StatusPipe, die_with_parent, find_startup_error, startup_failure_line
 from .server.lifecycle import ReloadError, SidecarLifecycle
 
@@ -31,16 +37,19 @@ log = logging.getLogger("agi_voice.sidecar")
 class _State:
     ready = False
     draining = False
+    worker = 0
 
 
-def main(cfg: Config, config_path: str | None, status_fd: int | None = None) -> int:
-    """Run the sidecar until drained or stopped; the exit status."""
+def main(cfg: Config, config_path: str | None, status_fd: int | None = None,
+         worker: int = 0) -> int:
+    """Run the sidecar (media worker ``worker``) until drained or stopped; the exit status."""
     status = StatusPipe(status_fd)
     if status.supervised:
         die_with_parent()
     state = _State()
+    state.worker = worker
     try:
-        trio.run(_serve, cfg, config_path, status, state)
+        trio.run(_serve, worker_config(cfg, worker), config_path, status, state)
     except Exception as exc:
         if find_startup_error(exc) is None and state.ready:
             raise  # a crash while serving: the traceback, and the supervisor restarts it
@@ -58,7 +67,7 @@ async def _serve(cfg: Config, config_path: str | None, status: StatusPipe,
             nursery.start_soon(_on_signals, signals, lifecycle, config_path, status, state,
                                nursery)
             await nursery.start(functools.partial(run_sidecar, cfg, lifecycle=lifecycle,
-                                                  strict=True))
+                                                  strict=True, worker=str(state.worker)))
             state.ready = True
             status.ready()
 
@@ -75,7 +84,8 @@ async def _on_signals(signals: AsyncIterator[int], lifecycle: SidecarLifecycle,
                 log.info("SIGHUP ignored: %s", "still starting (the config was read at start)"
                          if not state.ready else "draining")
                 continue
-            nursery.start_soon(_reload, lifecycle, config_path, status, reloading)
+            nursery.start_soon(_reload, lifecycle, config_path, status, reloading,
+                               state.worker)
         elif not state.ready:
             log.info("%s while starting: stopping", signal.Signals(signum).name)
             nursery.cancel_scope.cancel()
@@ -94,13 +104,13 @@ async def _drain_then_stop(lifecycle: SidecarLifecycle, nursery: trio.Nursery) -
 
 
 async def _reload(lifecycle: SidecarLifecycle, config_path: str | None, status: StatusPipe,
-                  lock: trio.Lock) -> None:
+                  lock: trio.Lock, worker: int = 0) -> None:
     """Load and validate the config file again and switch new calls to it; an error is logged
     and reported on the status pipe, and the running config stays."""
     async with lock:
         try:
             new = await trio.to_thread.run_sync(load_config, config_path)
-            restart_only = await lifecycle.reload(new)
+            restart_only = await lifecycle.reload(worker_config(new, worker))
         except (ConfigError, ReloadError) as exc:
             log.error("config reload refused: %s; the running config stays", exc)
             status.reloaded(False, str(exc))

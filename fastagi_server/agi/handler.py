@@ -2,8 +2,9 @@
 
 Flow: env block (with a timeout) -> the call's identity and AI_* inputs read from Asterisk (one
 ``GET FULL VARIABLE``; the env block is caller-forgeable, see :mod:`.identity`) -> routing ->
-offer over the control link
--> ANSWER if needed -> ``EXEC AudioSocket "<uuid>,<host:port>"`` for a slin assistant, or
+the call placed on the least-loaded media worker that accepts its offer
+(:mod:`fastagi_server.placement`) -> ANSWER if needed -> ``EXEC AudioSocket
+"<uuid>,<host:port>"`` at that worker's address for a slin assistant, or
 ``EXEC Dial "AudioSocket/<host:port>/<uuid>/c(<codec>),5,g"`` for a ulaw, alaw or slin16 one
 (either blocks for the conversation) -> outcome variables. Any failure before the conversation sets ``AI_STATUS=FAILED`` and
 ``AI_REASON`` at once and returns, so the dialplan falls through to its fallback: a caller never
@@ -26,7 +27,8 @@ from media_sidecar.protocol import control as c
 from media_sidecar.protocol.control import DRAINING
 
 from ..calls import REDIRECTED_REASON, CallTracker, TrackedCall, supports_handback
-from ..control_client import ControlClient, ControlUnavailable
+from ..control_client import ControlUnavailable
+from ..placement import MediaPool
 from ..routing import RouteInput, call_variables, choose_assistant
 from .connection import AgiConnection
 from .identity import (
@@ -73,6 +75,8 @@ class AgiOutcome:
     uniqueid: str = ""
     """The call's channel and uniqueid as Asterisk gave them (the env block's when the read
     failed)."""
+    worker: str = ""
+    """The media worker the call was placed on (empty: never placed)."""
 
 
 def _safe(value: str, limit: int = 512) -> str:
@@ -116,7 +120,7 @@ def audiosocket_dial(audio_format: str, uuid: str, address: str) -> str:
 
 
 class AgiCallHandler:
-    def __init__(self, cfg: Config, control: ControlClient, tracker: CallTracker) -> None:
+    def __init__(self, cfg: Config, control: MediaPool, tracker: CallTracker) -> None:
         self.cfg = cfg
         self.control = control
         self.tracker = tracker
@@ -156,8 +160,9 @@ class AgiCallHandler:
         outcome.uniqueid = ident.uniqueid if ident is not None else req.uniqueid
         self.outcomes.append(outcome)
         del self.outcomes[:-100]
-        log.info("AGI %s (%s): AI_STATUS=%s %s", log_safe(outcome.channel),
-                 log_safe(outcome.uniqueid), outcome.status, outcome.reason)
+        log.info("AGI %s (%s): AI_STATUS=%s %s%s", log_safe(outcome.channel),
+                 log_safe(outcome.uniqueid), outcome.status, outcome.reason,
+                 f" (media worker {outcome.worker})" if outcome.worker else "")
         return outcome
 
     async def _identify(self, conn: AgiConnection, req: AgiRequest) -> CallIdentity:
@@ -256,14 +261,26 @@ class AgiCallHandler:
             reason = DRAINING if reply.reason == DRAINING else f"sidecar refused: {reply.reason}"
             return await self._finish(conn, AgiOutcome("FAILED", reason=reason,
                                                        assistant=assistant.name))
+        worker = self.control.worker(call_uuid)
         tracked = TrackedCall(uuid=call_uuid, channel=ident.channel, uniqueid=ident.uniqueid,
-                              assistant=assistant, handback=supports_handback(req.version))
+                              assistant=assistant, handback=supports_handback(req.version),
+                              audiosocket_address=self.control.audiosocket_address(call_uuid),
+                              worker=worker.name if worker is not None else "")
+        try:
+            return await self._placed(conn, tracked, t_start)
+        finally:
+            self.control.forget(call_uuid)
+
+    async def _placed(self, conn: AgiConnection, tracked: TrackedCall,
+                      t_start: float) -> AgiOutcome:
+        """Serve a call its media worker accepted, then report its outcome to that worker."""
+        call_uuid = tracked.uuid
         self.tracker.add(tracked)
         try:
             outcome = await self._converse(conn, tracked, t_start)
         finally:
             tracked.agi_closed = True
-            self.control.forget(call_uuid)
+        outcome.worker = tracked.worker
         how = ""
         try:
             if not tracked.disposition and not tracked.redirected_to and conn.hung_up:
@@ -290,7 +307,9 @@ class AgiCallHandler:
         if await conn.channel_status() != CHANNEL_UP and self.cfg.fastagi.answer:
             await conn.answer()
         setup_ms = (time.perf_counter() - t_start) * 1000
-        assistant, address = tracked.assistant, self.cfg.audiosocket_address
+        # the worker the call was placed on (tests that drive this alone: the configured one)
+        assistant = tracked.assistant
+        address = tracked.audiosocket_address or self.cfg.audiosocket_address
         dialstatus: str | None = None  # None: the AudioSocket() application served the call
         if assistant.media_path == "dial":
             # The caller's codec straight through: Asterisk bridges the caller to an

@@ -355,6 +355,7 @@ def _validate(cfg: s.Config, source: str) -> None:
         if not 0 <= port <= 65535:
             raise ConfigError(source, port_path, f"expected a TCP port 0..65535, got {port}")
     _validate_ops(cfg, source)
+    _validate_workers(cfg, source)
     if not 0 <= cfg.sidecar.playout.lead_frames <= 5:
         raise ConfigError(source, "sidecar.playout.lead_frames",
                           "expected 0..5 frames (Asterisk drops a burst toward a real channel)")
@@ -437,6 +438,43 @@ def _validate_understanding(a: s.AssistantConfig, source: str, p: str) -> None:
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):([0-9]{1,5})")
+
+
+def _validate_workers(cfg: s.Config, source: str) -> None:
+    """The media workers (``sidecar.workers``, ``worker_port_step``) and ``fastagi.media``
+    (see :mod:`.workers` for the port scheme)."""
+    sc = cfg.sidecar
+    if sc.workers is not None and not 0 <= sc.workers <= 1024:
+        raise ConfigError(source, "sidecar.workers",
+                          "expected 0..1024 (leave it out for one per CPU)")
+    if not 1 <= sc.worker_port_step <= 10000:
+        raise ConfigError(source, "sidecar.worker_port_step", "expected 1..10000")
+    if sc.workers == 0 and not cfg.fastagi.media:
+        raise ConfigError(source, "sidecar.workers",
+                          "0 local media workers and no fastagi.media: no call could be served")
+    last = (sc.workers or 1) - 1
+    for path, port in (("sidecar.audiosocket.port", sc.audiosocket.port),
+                       ("sidecar.control.port", sc.control.port),
+                       ("health.listen.port", cfg.health.listen.port)):
+        if port and port + last * sc.worker_port_step > 65535:
+            raise ConfigError(source, path, f"worker {last} would listen on port "
+                              f"{port + last * sc.worker_port_step} (> 65535): lower the port, "
+                              "sidecar.workers or sidecar.worker_port_step")
+    names: set[str] = set()
+    for i, host in enumerate(cfg.fastagi.media):
+        p = f"fastagi.media[{i}]"
+        if not re.fullmatch(r"wss?://[^/\s]+:[0-9]{1,5}(/\S*)?", host.control_url):
+            raise ConfigError(source, f"{p}.control_url",
+                              "expected ws://HOST:PORT/control (the worker's control link)")
+        m = _HOST_PORT.fullmatch(host.audiosocket_address)
+        if m is None or not 0 < int(m.group(2)) <= 65535:
+            raise ConfigError(source, f"{p}.audiosocket_address",
+                              "expected HOST:PORT (where Asterisk reaches the worker's AudioSocket)")
+        key = host.name or host.control_url
+        if key in names:
+            raise ConfigError(source, p, f"{key!r} is listed twice")
+        names.add(key)
 
 
 def _validate_ops(cfg: s.Config, source: str) -> None:

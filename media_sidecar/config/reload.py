@@ -13,8 +13,9 @@ import dataclasses
 from .schema import Config
 
 RESTART_ONLY = (
-    "fastagi.listen", "fastagi.audiosocket_address", "fastagi.control_url",
+    "fastagi.listen", "fastagi.audiosocket_address", "fastagi.control_url", "fastagi.media",
     "sidecar.audiosocket", "sidecar.control", "sidecar.records_path", "sidecar.records",
+    "sidecar.workers", "sidecar.pin_workers", "sidecar.worker_port_step",
     "health", "ami", "logging", "service",
 )
 """Key paths a reload keeps from the running config."""
@@ -36,9 +37,11 @@ def for_reload(running: Config, new: Config) -> tuple[Config, list[str]]:
         new,
         fastagi=dataclasses.replace(new.fastagi, listen=fa.listen,
                                     audiosocket_address=fa.audiosocket_address,
-                                    control_url=fa.control_url),
+                                    control_url=fa.control_url, media=fa.media),
         sidecar=dataclasses.replace(new.sidecar, audiosocket=sc.audiosocket, control=sc.control,
-                                    records_path=sc.records_path, records=sc.records),
+                                    records_path=sc.records_path, records=sc.records,
+                                    workers=sc.workers, pin_workers=sc.pin_workers,
+                                    worker_port_step=sc.worker_port_step),
         health=running.health, ami=running.ami, logging=running.logging,
         service=running.service,
     )

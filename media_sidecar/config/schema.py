@@ -20,6 +20,19 @@ class Listen:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaHost:
+    """One media worker the FastAGI side places calls on besides the local ones
+    (``fastagi.media``; usually a worker on another host, see docs/topology.md)."""
+
+    control_url: str
+    """ws:// URL of the worker's control link, as this FastAGI server reaches it."""
+    audiosocket_address: str
+    """host:port Asterisk connects AudioSocket to for calls placed on this worker."""
+    name: str = ""
+    """How logs and the offer name the worker; empty: its control URL's host:port."""
+
+
+@dataclass(frozen=True, slots=True)
 class FastAgiConfig:
     listen: Listen = Listen("127.0.0.1", 4573)
     env_timeout: float = 5.0
@@ -32,6 +45,9 @@ class FastAgiConfig:
     """ws:// URL of the sidecar control link; empty means the sidecar's control listen address."""
     answer: bool = True
     """Send ANSWER before EXEC AudioSocket when the channel is not up."""
+    media: tuple[MediaHost, ...] = ()
+    """Media workers started elsewhere (other hosts), placed on in addition to the local
+    ones (``sidecar.workers``; 0 of those: only these)."""
     transfer: str = "auto"
     """How an assistant's transfer moves the channel: ``goto`` (the sidecar hands the call back
     and the FastAGI side runs ``EXEC Goto`` to the destination: no AMI needed, no Asterisk
@@ -82,6 +98,14 @@ class SidecarConfig:
     caller_queue_frames: int = 50
     """Caller audio frames buffered per call; when full the oldest is dropped and counted."""
     records: RecordsConfig = RecordsConfig()
+    workers: int | None = None
+    """Media worker processes ``serve`` runs; None (the default): one per CPU this process
+    may run on; 0: none (FastAGI only, placing calls on ``fastagi.media``). Worker ``i``
+    listens on each sidecar and health port + ``i * worker_port_step``."""
+    pin_workers: bool = False
+    """Pin worker ``i`` to the ``i``-th CPU this process may run on (``sched_setaffinity``)."""
+    worker_port_step: int = 10
+    """Worker ``i`` uses port + ``i`` * this for AudioSocket, the control link and health."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,14 +5,24 @@ every message except ``hello`` names its call by ``uuid``. This module is pure: 
 messages into JSON text and back and rejects anything malformed with :class:`ControlError`.
 
 FastAGI server -> sidecar: ``hello``, ``offer``, ``dtmf``, ``hangup``, ``transfer_result``,
-``outcome``, ``stats``.
-Sidecar -> FastAGI server: ``hello``, ``accept``, ``refuse``, ``transfer_request``, ``ended``.
+``outcome``, ``stats``, ``watch_load``.
+Sidecar -> FastAGI server: ``hello``, ``accept``, ``refuse``, ``transfer_request``, ``ended``,
+``load``.
 
 Versioning: ``hello`` carries :data:`PROTOCOL_VERSION` and each side refuses another version.
 A new message type is a compatible addition and keeps the version: a peer that does not know
 it fails to decode it, logs it and ignores it, and the link stays up (both ends already do
 this). A new field in an existing message is not compatible (unknown fields are refused), nor
-is a changed meaning; those bump the version.
+is a changed meaning; those bump the version. One exception keeps old peers working: a field
+listed in :data:`OPTIONAL_FIELDS` is left out of the JSON while it holds its default, and a
+sender sets it only for a peer that has shown it knows it.
+
+Load (placement across media workers): after ``hello`` the FastAGI side sends ``watch_load``;
+a sidecar that knows it answers with a ``load`` report at once, right after every ``accept``,
+and within :data:`LOAD_REPORT_SECONDS` of any other change (a call over, an offer claimed or
+expired, the drain). An old sidecar logs and ignores ``watch_load``, sends no ``load``, and the
+FastAGI side then counts that worker's load itself (the calls it placed there). A sidecar
+that has sent ``load`` knows ``offer.worker`` (added with ``load``).
 
 Either side that restarts loses only its own calls: offers live in the sidecar, the AGI
 connections in the FastAGI server, and the link is re-established by the FastAGI side.
@@ -28,6 +38,9 @@ from typing import Any, ClassVar
 PROTOCOL_VERSION = 1
 """1 since the first release; ``outcome`` was added without a bump (see above)."""
 MAX_MESSAGE_BYTES = 64 * 1024
+
+LOAD_REPORT_SECONDS = 1.0
+"""A sidecar reports a changed load (other than an accepted offer) at most this late."""
 
 OUTCOME_WAIT_SECONDS = 6.0
 """How long the sidecar holds a finished call's record for the control plane's ``outcome``.
@@ -79,6 +92,10 @@ class Offer:
     context: CallContext = CallContext()
     ami: bool = False
     """Whether the control plane has a live AMI connection (transfers by Redirect)."""
+    worker: str = ""
+    """The media worker the call is placed on (its index for ``serve``'s local workers); a
+    sidecar started as another worker refuses it. Optional (:data:`OPTIONAL_FIELDS`): sent
+    only to a sidecar that reports ``load``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,20 +204,51 @@ class Stats:
     draining: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class WatchLoad:
+    """FastAGI -> sidecar: send ``load`` reports on this link (see the module doc)."""
+
+    TYPE: ClassVar[str] = "watch_load"
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """Sidecar -> FastAGI: how busy this media worker is, for placing calls. The load a
+    placement compares is ``calls + offers``."""
+
+    TYPE: ClassVar[str] = "load"
+    worker: str = ""
+    """The worker's own name (``--worker``; its index under ``serve``)."""
+    calls: int = 0
+    """Calls whose media session is running."""
+    offers: int = 0
+    """Offers accepted whose AudioSocket has not connected yet."""
+    max_calls: int = 0
+    """``sidecar.max_calls``: offers past it are refused."""
+    draining: bool = False
+
+
 ControlMessage = (
     Hello | Offer | Accept | Refuse | Dtmf | Hangup | TransferRequest | TransferResult | Ended
-    | Outcome | Stats
+    | Outcome | Stats | WatchLoad | Load
 )
 _TYPES: dict[str, type[Any]] = {
     cls.TYPE: cls
     for cls in (Hello, Offer, Accept, Refuse, Dtmf, Hangup, TransferRequest, TransferResult, Ended,
-                Outcome, Stats)
+                Outcome, Stats, WatchLoad, Load)
 }
+
+OPTIONAL_FIELDS: dict[str, tuple[str, ...]] = {"offer": ("worker",)}
+"""Fields added to an existing message after version 1: left out of the JSON while they hold
+their default, so a peer that predates them still decodes the message."""
 
 
 def encode(msg: ControlMessage) -> str:
     """JSON text for one message."""
     body = asdict(msg)
+    for name in OPTIONAL_FIELDS.get(msg.TYPE, ()):
+        if body.get(name) in ("", None):
+            body.pop(name, None)
     body["type"] = msg.TYPE
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 

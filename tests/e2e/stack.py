@@ -177,7 +177,8 @@ def _config(base: Config, sidecar: SidecarPorts | None, ami_port: int | None,
         health=dataclasses.replace(base.health, enabled=False),
         sidecar=dataclasses.replace(base.sidecar, records_path=records,
                                     audiosocket=Listen("127.0.0.1", 0),
-                                    control=Listen("127.0.0.1", 0)),
+                                    control=Listen("127.0.0.1", 0),
+                                    workers=1),  # one sidecar (tests/e2e/test_workers_*: more)
     )
     if sidecar is not None:
         cfg = dataclasses.replace(cfg, fastagi=dataclasses.replace(

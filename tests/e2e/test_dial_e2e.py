@@ -129,9 +129,8 @@ async def test_sidecar_unreachable_over_dial_fails_with_the_reason(tmp_path):
     """The control link is up (the offer is accepted) but nothing listens where Asterisk
     must connect: chan_audiosocket cannot connect, DIALSTATUS=CHANUNAVAIL -> FAILED at once."""
     async with open_stack(rules_config("ulaw"), str(tmp_path / "r.jsonl")) as stack:
-        handler = stack.fastagi.server.handler
-        handler.cfg = dataclasses.replace(handler.cfg, fastagi=dataclasses.replace(
-            handler.cfg.fastagi, audiosocket_address="127.0.0.1:9"))
+        (worker,) = stack.fastagi.server.control.clients  # Asterisk is sent where none is
+        worker.audiosocket_address = "127.0.0.1:9"
         t0 = time.monotonic()
         call = await stack.call(CallerScript(), seconds=10)
         elapsed = time.monotonic() - t0
