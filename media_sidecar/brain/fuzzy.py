@@ -28,6 +28,7 @@ MIN_FUZZY_LETTERS = 4
 STOPWORDS = frozenset("""
 a an the and or but if so of to too in on at by for from with about as into over under up down
 off out i im id ill ive me my mine myself you youre youd youll your yours we were our ours us
+thats whats dont cant wont isnt theres heres
 he she it its his her hers him they them their theirs this that these those there here where
 what when who whom which why how is are was be been being am do does did done have has had
 having can could would should will shall may might must not no yes yeah yep ok okay just like
