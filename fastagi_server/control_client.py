@@ -64,6 +64,8 @@ class ControlClient:
         self._since_report = 0
         self._in_flight = 0
         self._placed: set[str] = set()
+        self._lost: set[str] = set()
+        """Placed calls whose link closed before the AGI side was done with them."""
         self.on_transfer = on_transfer
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
@@ -155,6 +157,7 @@ class ControlClient:
         self._ws = None
         self._up.clear()
         self.reported, self._since_report = None, 0  # the next link may reach another release
+        self._lost |= self._placed
         for fut in self._offers.values():
             if not fut.done():
                 fut.set_exception(ControlUnavailable("control link lost"))
@@ -267,6 +270,11 @@ class ControlClient:
         """The AGI side is done with the call: drop its verdict slot and its placement."""
         self._ended.pop(uuid.lower(), None)
         self._placed.discard(uuid.lower())
+        self._lost.discard(uuid.lower())
+
+    def lost(self, uuid: str) -> bool:
+        """The link closed while the call was placed here (the worker died or restarted)."""
+        return uuid.lower() in self._lost
 
 
 class _Verdict:

@@ -172,6 +172,11 @@ class MediaPool:
             return False
         return await cl.report_outcome(outcome)
 
+    def lost(self, uuid: str) -> bool:
+        """The call's worker went away (its link closed) while the call was placed there."""
+        cl = self.worker(uuid)
+        return cl is not None and cl.lost(uuid)
+
     async def wait_ended(self, uuid: str, time_limit: float) -> c.Ended | None:
         """The call's worker's verdict, or None if it does not come in time."""
         cl = self.worker(uuid)

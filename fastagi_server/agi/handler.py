@@ -347,6 +347,9 @@ class AgiCallHandler:
                 return out
         elif conn.hung_up:
             out.status, out.reason = "CALLER_HANGUP", "channel hung up"
+        elif tracked.worker and self.control.lost(tracked.uuid):
+            out.reason = (f"media worker {tracked.worker} stopped during the call (its control "
+                          "link closed)")
         elif dialstatus in DIAL_COULD_NOT_CONNECT:
             out.reason = (f"Dial(AudioSocket/...) could not connect to the media sidecar "
                           f"(DIALSTATUS={dialstatus})")
