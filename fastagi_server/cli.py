@@ -102,6 +102,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"  AudioSocket  {cfg.sidecar.audiosocket.host}:{cfg.sidecar.audiosocket.port} "
           f"(Asterisk connects to {cfg.audiosocket_address})")
     print(f"  control link {cfg.control_url}")
+    from media_sidecar.config.workers import media_targets, worker_count
+
+    n, step = worker_count(cfg), cfg.sidecar.worker_port_step
+    print(f"  media workers {n} local" + (f" (worker I: each port + I*{step}; the last on "
+                                          f"AudioSocket {cfg.sidecar.audiosocket.port + (n - 1) * step})"
+                                          if n > 1 else "")
+          + (f", {len(cfg.fastagi.media)} in fastagi.media: "
+             + ", ".join(t.name for t in media_targets(cfg) if not t.local)
+             if cfg.fastagi.media else ""))
     ami = cfg.ami
     print(f"  AMI          {f'{ami.username}@{ami.host}:{ami.port}' if ami.enabled else 'not configured (degraded mode)'}")
     print(f"  routing      default={cfg.routing.default or cfg.assistants[0].name}, "

@@ -8,18 +8,22 @@ then the expired head of the oldest remaining file (records are appended in the 
 end, so the expired ones are always at the head). A line that cannot be read is kept.
 
 Blocking file I/O: the caller runs these in a worker thread and serialises them (one lock in
-:class:`~media_sidecar.session.records.RecordWriter`). The wall clock is used because records
+:class:`~media_sidecar.session.records.RecordWriter`). Several media workers (processes) share
+one file: each append, rotation and sweep holds an exclusive ``flock`` on the file's directory,
+so a rotation or a sweep's rewrite never loses another worker's line. The wall clock is used because records
 are stamped with it. New files are created mode 0640 (records hold caller data).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,9 +49,23 @@ class RotatingJsonLines:
         self.max_age_days = max_age_days
         self.clock = clock
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Exclusive across processes (the media workers) for the block. Raises OSError."""
+        fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def append(self, line: str) -> None:
         """Append one line (no newline in it), rotating first when it would not fit.
         Raises OSError."""
+        with self._locked():
+            self._append(line)
+
+    def _append(self, line: str) -> None:
         data = (line + "\n").encode("utf-8")
         if self.max_bytes:
             try:
@@ -99,9 +117,13 @@ class RotatingJsonLines:
 
     def sweep(self) -> SweepResult:
         """Delete records older than ``max_age_days`` (nothing when it is 0). Raises OSError."""
-        result = SweepResult()
         if not self.max_age_days:
-            return result
+            return SweepResult()
+        with self._locked():
+            return self._sweep()
+
+    def _sweep(self) -> SweepResult:
+        result = SweepResult()
         cutoff = self.clock() - self.max_age_days * 86400
         for f in self.files():
             try:

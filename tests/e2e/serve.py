@@ -144,14 +144,13 @@ class Serve:
             self.proc.wait(10)
         with self._changed:  # the pump closes the pipe at its end
             self._changed.wait_for(lambda: self._eof, 10)
-        for role in ("sidecar", "fastagi"):  # the planes run in sessions of their own
-            for line in self.lines:
-                if f"started {role} (pid " in line:
-                    pid = int(line.rsplit("pid ", 1)[1].rstrip(")"))
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+        for line in self.lines:  # the planes (each media worker too) run in own sessions
+            if "agi_voice.serve: started " in line and " (pid " in line:
+                pid = int(line.rsplit("(pid ", 1)[1].split(")")[0])
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     async def get(self, path: str) -> httpx.Response:
         async with httpx.AsyncClient() as client:
