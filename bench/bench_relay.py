@@ -188,7 +188,7 @@ async def capacity_step(product: Product, engine: LoadEngine, assistant: str, n:
     before = len(product.read_records())
     rss_idle = rss_kib(product.sidecar_pid)
     signals = [caller_signal(assistant, seconds, k) for k in range(8)]
-    engine.tick_late.clear()
+    engine.stats(reset=True)
 
     async def sample_rss() -> None:
         while True:
@@ -205,6 +205,7 @@ async def capacity_step(product: Product, engine: LoadEngine, assistant: str, n:
                                        None, seconds + 30, placed, runner))
                 await trio.sleep(stagger / n)
         nursery.cancel_scope.cancel()
+    gen = engine.stats(reset=True)
     records = await wait_records(product, [p.name for p in placed if p.session], before)
     sessions = [s for p in placed if isinstance(s := p.session, LoadResult)]
     # the steady window: every call up (after the last one started and settled) until the
@@ -212,13 +213,15 @@ async def capacity_step(product: Product, engine: LoadEngine, assistant: str, n:
     w0 = max((s.mono_started for s in sessions), default=0.0) + 1.0
     w1 = min((s.mono_ended for s in sessions), default=0.0) - 1.0
     ivals: list[float] = []
-    gen_late: list[float] = []
     for s in sessions:
         arr = np.asarray(s.arrivals)
         arr = arr[(arr >= w0) & (arr <= w1)]
         ivals += list(np.diff(arr) * 1000)
-        k0 = s.mono_started
-        gen_late += [x * 1000 for i, x in enumerate(s.send_late) if w0 <= k0 + i * FRAME <= w1]
+    gen_late: list[float] = []  # the last frame of each generator tick in the window
+    for g in gen:
+        d = np.frombuffer(g["tick_deadline"], dtype=np.float64)
+        span = np.frombuffer(g["tick_span_ms"], dtype=np.float32)
+        gen_late += span[(d >= w0) & (d <= w1)].tolist()
     devs = [abs(x - 20.0) for x in ivals]
     failed = {p.name: call_failed(p, records.get(p.name)) for p in placed}
     failures = {k: v for k, v in failed.items() if v}
@@ -250,7 +253,7 @@ async def capacity_step(product: Product, engine: LoadEngine, assistant: str, n:
         "caller_frames_dropped": sum(r.get("caller_frames_dropped", 0) for r in recs),
         "agent_audio_dropped_bytes": sum(r.get("provider", {}).get("audio_dropped_bytes", 0)
                                          for r in recs),
-        "agent_frames_received": sum(sum(s.loud) for s in sessions),
+        "agent_frames_received": sum(s.loud_frames for s in sessions),
         "generator_late_ms": summary(gen_late, 2),
         "relay_queue_ms": relay_summary(relays, "queue_ms", 3),
         "relay_first_frame_ms": relay_summary(relays, "first_frame_ms", 2),
@@ -293,7 +296,8 @@ async def capacity(workdir: Path, assistant: str, ns: Sequence[int], seconds: fl
     mock = MockProvider(workdir, kind) if kind is not None else None
     with mock if mock is not None else _null():
         mocks = {kind: mock.port} if kind is not None and mock is not None else None
-        with Product(workdir, mocks=mocks) as product, LoadEngine() as engine:
+        with Product(workdir, mocks=mocks) as product, \
+                LoadEngine(procs=1, cpus=sorted(GENERATOR_CPU)) as engine:
             if warmup_s > 0:
                 await capacity_step(product, engine, assistant, 1, warmup_s)
             for n in ns:
@@ -512,15 +516,53 @@ def run(quick: bool = False, scenarios: Sequence[str] = ("capacity", "latency", 
     return result
 
 
+def _ints(text: str | None) -> list[int] | None:
+    return [int(x) for x in text.split(",")] if text else None
+
+
+def add_scale_args(ap: argparse.ArgumentParser) -> None:
+    """The scale scenario's options (bench_scale.run), shared with bench/run.py."""
+    g = ap.add_argument_group("scale (issue 13; see bench/bench_scale.py)")
+    g.add_argument("--ns", help="comma list: the N of every ladder (a smoke run: --ns 20)")
+    g.add_argument("--window", type=float, help="seconds all calls of a step are up together")
+    g.add_argument("--gen-procs", type=int, default=2, help="generator processes (default 2)")
+    g.add_argument("--gen-cpus", help="comma list of CPUs for them (default: the generator CPU)")
+    g.add_argument("--ramp", type=float, default=100.0,
+                   help="calls placed per second (default 100)")
+    g.add_argument("--workers", type=int,
+                   help="sidecar.workers for agi-voice (default 1: one sidecar on the server CPU)")
+    g.add_argument("--profile-n", type=int, metavar="N",
+                   help="py-spy the sidecar during the echo step with N calls")
+    g.add_argument("--no-stop", action="store_true", help="go on past a step below the bar")
+    g.add_argument("--targets", help="comma list: echo,sts,floor,aava (default all)")
+
+
+def scale_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"ns": _ints(args.ns), "window_s": args.window, "gen_procs": args.gen_procs,
+            "gen_cpus": _ints(args.gen_cpus), "ramp": args.ramp, "workers": args.workers,
+            "profile_n": args.profile_n, "no_stop": args.no_stop,
+            "targets": args.targets.split(",") if args.targets else None}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--scenario", action="append", choices=["capacity", "latency", "memory"])
+    ap.add_argument("--scenario", action="append",
+                    choices=["capacity", "latency", "memory", "scale"])
     ap.add_argument("--assistants", help=f"comma list, a subset of {', '.join(LABELS)}")
     ap.add_argument("--out", type=Path)
+    add_scale_args(ap)
     args = ap.parse_args()
-    res = run(args.quick, args.scenario or ["capacity", "latency", "memory"],
-              assistants=args.assistants.split(",") if args.assistants else None)
+    scenarios = args.scenario or ["capacity", "latency", "memory"]
+    res: dict[str, Any] = {}
+    if "scale" in scenarios:
+        import bench_scale
+
+        res["scale"] = bench_scale.run(args.quick, **scale_kwargs(args))
+        scenarios = [x for x in scenarios if x != "scale"]
+    if scenarios:
+        res.update(run(args.quick, scenarios,
+                       assistants=args.assistants.split(",") if args.assistants else None))
     text = json.dumps(res, indent=1)
     if args.out:
         args.out.write_text(text)

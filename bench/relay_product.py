@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from foundation_load import pin_process
@@ -75,12 +75,16 @@ def mock_of(assistant: str) -> str | None:
 
 
 def bench_config(*, agi: int, audiosocket: int, control: int, records: Path,
-                 mocks: Mapping[str, int] | None = None, max_calls: int = 2000) -> str:
+                 mocks: Mapping[str, int] | None = None, max_calls: int = 2000,
+                 workers: int = 1) -> str:
     """The config under test: the echo assistant and, for each running mock (``openai`` or
     ``deepgram`` -> its port), its speech-to-speech assistants (:data:`STS_ASSISTANTS`).
 
     Every assistant has ``apology: ""``: a relay assistant's apology is otherwise rendered with
-    the local TTS when the sidecar starts, which would load Piper into the process measured."""
+    the local TTS when the sidecar starts, which would load Piper into the process measured.
+
+    ``workers``: ``sidecar.workers``, the media worker processes (the product's default is one
+    per CPU; the bench's is 1, so "per core" figures are one sidecar's on the server CPU)."""
     mocks = mocks or {}
     sts = ""
     for name, (mock, block) in STS_ASSISTANTS.items():
@@ -101,6 +105,7 @@ sidecar:
   audiosocket: {{host: 127.0.0.1, port: {audiosocket}}}
   control: {{host: 127.0.0.1, port: {control}}}
   max_calls: {max_calls}
+  workers: {workers}
   records_path: {records}
 routing: {{default: echo}}
 # no drain announcement, like no apology below: rendering it loads Piper (~170 MiB), which
@@ -134,7 +139,8 @@ class Product:
     """The two planes of agi-voice, each in its own process, pinned to the server CPU."""
 
     def __init__(self, workdir: Path, *, mocks: Mapping[str, int] | None = None,
-                 pin: bool = True, profile: Path | None = None) -> None:
+                 pin: bool = True, profile: Path | None = None, workers: int = 1,
+                 server_cpus: Sequence[int] | None = None) -> None:
         self.workdir = workdir
         self.profile = profile
         """With a path, the sidecar runs under pyinstrument and writes its profile there."""
@@ -145,22 +151,32 @@ class Product:
         self.config = workdir / "bench.yaml"
         self.config.write_text(bench_config(
             agi=self.agi_port, audiosocket=self.as_port, control=self.control_port,
-            records=self.records, mocks=mocks))
+            records=self.records, mocks=mocks, workers=workers))
+        self.workers = workers
+        """Media worker processes (``sidecar --worker I``), worker I on the configured
+        ports + I * 10 (``sidecar.worker_port_step``), pinned to ``server_cpus[I % len]``."""
+        self.server_cpus = list(server_cpus) if server_cpus else sorted(SERVER_CPU)
         self.pin = pin
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def __enter__(self) -> Product:
         env = dict(os.environ, PYTHONPATH=str(ROOT), **{MOCK_KEY_ENV: MOCK_KEY})
-        for role in ("sidecar", "fastagi"):
+        roles = ["sidecar"] + [f"sidecar{i}" for i in range(1, self.workers)] + ["fastagi"]
+        for role in roles:
             log = open(self.workdir / f"{role}.log", "wb")  # noqa: SIM115 - closed with the process
-            argv = [sys.executable, "-m", "fastagi_server.cli", role, "--config", str(self.config)]
+            cmd = "fastagi" if role == "fastagi" else "sidecar"
+            argv = [sys.executable, "-m", "fastagi_server.cli", cmd, "--config", str(self.config)]
+            if role.startswith("sidecar") and role != "sidecar":
+                argv += ["--worker", role.removeprefix("sidecar")]
             if self.profile is not None and role == "sidecar":
                 argv = [sys.executable, "-c", _PROFILED_SIDECAR, str(self.config), str(self.profile)]
             self.procs[role] = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=ROOT)
-        wait_listening(self.as_port, 60, self.procs["sidecar"])
-        wait_listening(self.control_port, 10, self.procs["sidecar"])
+        for i in range(self.workers):
+            proc = self.procs["sidecar" if i == 0 else f"sidecar{i}"]
+            wait_listening(self.as_port + 10 * i, 60, proc)
+            wait_listening(self.control_port + 10 * i, 10, proc)
         wait_listening(self.agi_port, 30, self.procs["fastagi"])
         time.sleep(0.5)  # the control link connects (the FastAGI side retries every 0.2 s)
         self.repin()
@@ -168,12 +184,18 @@ class Product:
 
     def repin(self) -> None:
         if self.pin:
-            for p in self.procs.values():
-                pin_process(p.pid, SERVER_CPU)
+            for i, pid in enumerate(self.sidecar_pids):
+                pin_process(pid, {self.server_cpus[i % len(self.server_cpus)]})
+            pin_process(self.fastagi_pid, set(self.server_cpus))
 
     @property
     def sidecar_pid(self) -> int:
         return self.procs["sidecar"].pid
+
+    @property
+    def sidecar_pids(self) -> list[int]:
+        """Every media worker process (one unless ``workers``)."""
+        return [p.pid for r, p in self.procs.items() if r.startswith("sidecar")]
 
     @property
     def fastagi_pid(self) -> int:

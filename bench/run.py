@@ -18,7 +18,11 @@ relay overhead, barge-in and turn latency per provider; memory after many calls)
 call setups), ``dsp`` (bench_dsp: resampler and G.711), ``local`` (bench_foundation's turn
 latency phase with the real local models), ``pipeline`` (bench_pipeline: the pipeline mode's
 turn latency by stage against the mocks, overlapped vs sequential stages, the all-local
-pipeline with the real models).
+pipeline with the real models), ``scale`` (bench_scale, issue 13: the curve of concurrent echo
+and mu-law speech-to-speech calls up to where they break, from several pinned generator
+processes, and the same load against a minimal asyncio echo and the asterisk-ai-voice-agent
+package's AudioSocket server, as ratios; ``--ns``, ``--gen-procs``, ``--workers``,
+``--profile-n`` ... as in bench_relay.py).
 """
 
 from __future__ import annotations
@@ -44,10 +48,11 @@ import bench_dsp  # noqa: E402
 import bench_fastagi  # noqa: E402
 import bench_pipeline  # noqa: E402
 import bench_relay  # noqa: E402
+import bench_scale  # noqa: E402
 import svg  # noqa: E402
 from bench_foundation import busy_and_steal, cpu_times, machine  # noqa: E402
 
-SCENARIOS = ("relay", "fastagi", "dsp", "local", "pipeline")
+SCENARIOS = ("relay", "fastagi", "dsp", "local", "pipeline", "scale")
 
 
 def run_local(quick: bool) -> dict[str, Any]:
@@ -73,6 +78,7 @@ def main() -> None:
                     " --quick bench/results/<date>-quick.md: BENCHMARKS.md is a full run's)")
     ap.add_argument("--render", type=Path, metavar="JSON",
                     help="only re-render BENCHMARKS.md (and the plots) from an earlier run's JSON")
+    bench_relay.add_scale_args(ap)
     args = ap.parse_args()
     if args.render:
         res = json.loads(args.render.read_text())
@@ -108,6 +114,10 @@ def main() -> None:
             res["local"] = run_local(args.quick)
         elif name == "pipeline":
             res["pipeline"] = bench_pipeline.run(args.quick)
+        elif name == "scale":
+            fa = res.get("fastagi")  # its one-at-a-time rows, when it ran in this run
+            res["scale"] = bench_scale.run(args.quick, **bench_relay.scale_kwargs(args),
+                                           fastagi=(lambda fa=fa: fa) if fa else None)
         os.sched_setaffinity(0, affinity)  # a scenario may pin this process
         res.setdefault("durations_s", {})[name] = round(time.monotonic() - t, 1)
     res["cpu_during_run"] = busy_and_steal(cpu_before, cpu_times())
@@ -202,6 +212,8 @@ def render(res: dict[str, Any], out: Path, plots: list[Path],
         lines += render_local(res["local"])
     if "pipeline" in res:
         lines += [bench_pipeline.render_md(res["pipeline"]), ""]
+    if "scale" in res:
+        lines += render_scale(res["scale"], relay)
     if plots:
         lines += ["## Plots", ""]
         lines += [f"![{p.stem}]({os.path.relpath(p.resolve(), md.resolve().parent)})"
@@ -416,6 +428,120 @@ def render_local(loc: dict[str, Any]) -> list[str]:
         out.append(f"| {label} | {d.get('p50')} | {d.get('p95')} | {d.get('max')} |")
     out.append("")
     return out
+
+
+def render_scale(sc: dict[str, Any], relay: dict[str, Any] | None = None) -> list[str]:
+    """Issue 13: one line per target (met or missed and by how much), the curve per target,
+    the comparison as ratios, the generator's own lateness, the profile's top functions."""
+    t = sc.get("targets", {})
+    bar = sc.get("bar_p99_ms", 2.0)
+    out = ["## Scale (issue 13): targets", "",
+           f"Bar for a step: p99 deviation from the 20 ms grid <= {bar} ms, no late frame (no"
+           " received interval over 30 ms, none skipped by the sidecar's playout), no failed"
+           " call. Calls per core: the sidecar runs on one core (`--workers`"
+           f" {_g(t, 'echo', 'workers')}).", "",
+           "| target | measured | verdict |", "|---|---|---|"]
+
+    def calls_line(name: str, goal: int, what: str) -> None:
+        r = t.get(name)
+        if not r:
+            out.append(f"| {what} | not run | – |")
+            return
+        workers = r.get("workers") or 1
+        got = r["max_calls_at_bar"] / workers
+        broke = r.get("broke_at")
+        last = r["steps"][-1] if r["steps"] else {}
+        limit = "" if broke is None else (
+            f"; broke at {broke} (p99 {_g(last, 'pacing_dev_ms', 'p99')} ms, >30 ms"
+            f" {last.get('intervals_over_30ms')}, late {last.get('late_frames')}, failed"
+            f" {last.get('failed_calls')}"
+            + (f"; generator behind: {'; '.join(last['generator_behind'])}"
+               if last.get("generator_behind") else "") + ")")
+        verdict = "met" if got >= goal else f"missed by {goal - got:.0f} calls per core"
+        if broke is None and got < goal:
+            verdict += " (ladder ended before it broke)"
+        out.append(f"| {what} | {got:.0f} calls per core at the bar{limit} | {verdict} |")
+
+    calls_line("echo", 400, "echo relay >= 400 calls per core")
+    calls_line("sts", 200, "speech-to-speech, mock provider, mu-law passthrough >= 200 per core")
+    fa = sc.get("fastagi_setup", {}).get("control", {})
+    p99 = _g(fa, "setup_latency_ms", "p99")
+    out.append(f"| FastAGI setup p99 <= 5 ms one at a time | p99 {p99} ms over"
+               f" {fa.get('setups', '–')} setups (with the control-link offer) | "
+               + (("met" if p99 <= 5 else f"missed by {p99 - 5:.2f} ms") if _num(p99) else "–")
+               + " |")
+    idle = [s["rss_kib_per_call"] for s in t.get("echo", {}).get("steps", [])
+            if _num(s.get("rss_kib_per_call")) and s["calls"] >= 50]
+    if idle:
+        kib = min(idle)
+        out.append(f"| RSS per relay call <= 0.5 MiB | {kib / 1024:.2f} MiB per echo call (least"
+                   " over the echo steps with >= 50 calls; calls are talking, not idle) | "
+                   + ("met" if kib <= 512 else f"missed by {(kib - 512) / 1024:.2f} MiB") + " |")
+    comp = sc.get("comparison", {})
+    for name in ("floor", "aava"):
+        c = comp.get(name)
+        if c is None:
+            continue
+        if c.get("error"):
+            out.append(f"| same load against {LABEL_ALT[name]} | {c['error']} | not measured |")
+            continue
+        out.append(f"| same load against {LABEL_ALT[name]} | calls at the bar"
+                   f" {c['calls_at_bar']} vs ours {c['ours_calls_at_bar']} (ratio"
+                   f" {c.get('calls_ratio')}); CPU per call-second at N={c.get('cpu_at_n')}:"
+                   f" {c.get('cpu_ms_per_call_s')} vs ours {c.get('ours_cpu_ms_per_call_s')} ms"
+                   f" (ratio {c.get('cpu_ratio')}) | reported |")
+    out.append("")
+    g = sc.get("generator", {})
+    out += [f"Load: {g.get('procs')} generator processes pinned to CPUs {g.get('cpus')} (one epoll"
+            " loop each, grids offset by a fraction of a frame), calls placed at"
+            f" {_g(sc, 'options', 'ramp')} per second; arrival times are the kernel's receive"
+            " stamps. agi-voice calls are placed through FastAGI; the floor and"
+            " asterisk-ai-voice-agent have no FastAGI (connect, UUID, frames).", ""]
+    for name, r in t.items():
+        head = f"### {r.get('label', name)}"
+        if r.get("version"):
+            head += f" {r['version']}"
+        out += [head + f" (at the bar: **{r.get('max_calls_at_bar')}**)", ""]
+        if r.get("error"):
+            out += [r["error"], ""]
+            continue
+        out += ["| N | p50 / p99 / max dev ms | > 30 ms | late (server) | failed | server CPU %"
+                " | CPU ms per call-s | RSS KiB/call | placed/s | setup p99 ms under load"
+                " | generator CPU % | generator tick late p99 ms | generator behind |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for s in r["steps"]:
+            d = s["pacing_dev_ms"]
+            gen = s["generator"]
+            out.append(
+                f"| {s['calls']} | {d.get('p50')} / {d.get('p99')} / {d.get('max')}"
+                f" | {s['intervals_over_30ms']} | {s['late_frames'] if s['late_frames'] is not None else '–'}"
+                f" | {s['failed_calls']} | {s['server_cpu_pct']} | {s['cpu_ms_per_call_s']}"
+                f" | {s['rss_kib_per_call']} | {s['placed_calls_per_s']}"
+                f" | {_g(s, 'setup_under_load_ms', 'p99')}"
+                f" | {' / '.join(str(x['cpu_pct']) for x in gen)}"
+                f" | {' / '.join(str(x['tick_late_ms'].get('p99')) for x in gen)}"
+                f" | {'; '.join(s['generator_behind']) or 'no'} |")
+        out.append("")
+        for s in r["steps"]:
+            prof = s.get("profile")
+            if prof and prof.get("top_own"):
+                out += [f"Profile of the sidecar at N={s['calls']} (py-spy, {prof['samples']}"
+                        f" busy samples, {prof.get('idle_samples', '–')} waiting in epoll left"
+                        " out; % of busy samples with the function on top / anywhere on the"
+                        " stack):", "", "| function | own % | | function | total % |",
+                        "|---|---|---|---|---|"]
+                for (f1, p1), (f2, p2) in zip(prof["top_own"][:15], prof["top_total"][:15],
+                                              strict=False):
+                    out.append(f"| `{f1}` | {p1} | | `{f2}` | {p2} |")
+                out.append("")
+            elif prof:
+                out += [f"Profile at N={s['calls']}: {prof.get('error') or prof.get('errors')}",
+                        ""]
+    return out
+
+
+LABEL_ALT = {"floor": "the floor (minimal asyncio echo)",
+             "aava": "asterisk-ai-voice-agent (its AudioSocket transport as an echo)"}
 
 
 if __name__ == "__main__":
