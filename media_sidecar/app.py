@@ -27,7 +27,7 @@ from .server.lifecycle import Assets, SidecarLifecycle
 from .session.call import CallServices
 from .session.records import RecordWriter
 from .session.speaker import Speaker
-from .speech.base import SpeechEngineError, SpeechToText, TextToSpeech
+from .speech.base import SpeechEngineError, TextToSpeech
 
 log = logging.getLogger("agi_voice.sidecar")
 
@@ -46,45 +46,44 @@ def rules_brain(assistant: AssistantConfig, context: CallContext) -> RulesBrain:
     return RulesBrain(assistant.brain, assistant.destinations)
 
 
-def load_local_services(cfg: Config) -> tuple[CallServices | None, dict[str, str]]:
-    """Load the offline engines the pipeline assistants name (once per process).
+def load_local_services(cfg: Config, current: CallServices | None = None
+                        ) -> tuple[CallServices | None, dict[str, str]]:
+    """Load the offline engines the pipeline assistants name, and render their fixed sentences
+    (blocking: run it in a worker thread, or outside trio).
 
-    Returns the services and, per assistant that cannot run, the reason (its offers are then
-    refused and the dialplan falls through to its fallback at once). Cloud stages need no
-    loading; their keys are read when a call starts.
+    With ``sidecar.inference.enabled`` the models load in the inference pool's processes (on a
+    reload, ``current``'s pool, which loads what is new), never in this one. Returns the
+    services and, per assistant that cannot run, the reason (its offers are then refused and
+    the dialplan falls through to its fallback at once). Cloud stages need no loading; their
+    keys are read when a call starts.
     """
-    from .speech import make_stt, make_tts
+    from .speech.local import load_local_speech
 
-    unavailable: dict[str, str] = {}
-    stt: SpeechToText | None = None
-    tts: TextToSpeech | None = None
+    speech = load_local_speech(cfg, current.speech if current is not None else None)
     pipelines = [a for a in cfg.assistants if a.is_pipeline]
-    for a in pipelines:
-        try:
-            if a.stt.engine == "moonshine":
-                stt = stt or make_stt(a.stt)
-            if a.tts.engine == "piper":
-                tts = tts or make_tts(a.tts)
-        except SpeechEngineError as exc:
-            unavailable[a.name] = str(exc)
-            log.error("assistant %s cannot take calls: %s", a.name, exc)
-    if not pipelines or all(a.name in unavailable for a in pipelines):
-        return None, unavailable
-    engine = tts
+    if not pipelines or all(a.name in speech.unavailable for a in pipelines):
+        if speech.pool is not None and (current is None or current.speech is None
+                                        or current.speech.pool is not speech.pool):
+            speech.pool.close()
+        return None, speech.unavailable
+    stt = next(iter(speech.ears.values()), None)
 
-    def speaker(_a: AssistantConfig) -> Speaker:
-        if engine is None:
+    def speaker(a: AssistantConfig | None) -> Speaker:
+        voice = speech.voice_for(a) if a is not None else next(iter(speech.voices.values()),
+                                                                 None)
+        if voice is None:
             raise SpeechEngineError("no local TTS engine is loaded")
-        return Speaker(engine)
+        return Speaker(voice)
 
-    services = CallServices(speaker_factory=speaker, brain_factory=rules_brain, stt=stt)
+    services = CallServices(speaker_factory=speaker, brain_factory=rules_brain, stt=stt,
+                            speech=speech)
     services.fillers = load_fillers(cfg, services)
-    return services, unavailable
+    return services, speech.unavailable
 
 
 def load_fillers(cfg: Config, services: CallServices | None) -> dict[str, bytes]:
     """The filler phrase of every pipeline assistant, in its local voice (the default Piper
-    voice for a cloud voice, as for the apology), rendered once."""
+    voice for a cloud voice, as for the apology), from the sentence cache."""
     from .speech.prompts import render_fillers
 
     return render_fillers(cfg, _local_voices(services))
@@ -92,14 +91,19 @@ def load_fillers(cfg: Config, services: CallServices | None) -> dict[str, bytes]
 
 def _local_voices(services: CallServices | None) -> Callable[[AssistantConfig],
                                                               TextToSpeech | None]:
-    """An assistant's local TTS engine for fixed prompts: the loaded one, else the assistant's
-    Piper voice or the default one (cloud voices may be what failed); None without Piper."""
+    """An assistant's local voice for fixed prompts: its sentence cache when they were rendered
+    there, else the assistant's Piper voice or the default one loaded in this process (cloud
+    voices may be what failed); None without Piper."""
     from .speech import make_tts
 
     engines: dict[object, TextToSpeech | None] = {}
 
     def tts_for(a: AssistantConfig) -> TextToSpeech | None:
-        if services is not None:
+        if services is not None and services.speech is not None:
+            cached = services.speech.prompt_voice(a)
+            if cached is not None:
+                return cached
+        elif services is not None:
             try:
                 return services.speaker_factory(a).tts
             except SpeechEngineError:
@@ -132,9 +136,10 @@ def load_announcements(cfg: Config, services: CallServices | None) -> dict[str, 
 
 def load_assets(cfg: Config, current: CallServices | None) -> Assets:
     """Everything ``cfg`` needs loaded, for a reload (blocking: run it in a worker thread).
-    Models are cached per process, so only a changed STT or TTS costs a load. The new
+    Models are cached per process (and the inference pool's processes stay), so only a
+    changed STT or TTS costs a load, and only new fixed sentences are rendered. The new
     services share the running ones' HTTP connection pool (closed once, at exit)."""
-    services, unavailable = load_local_services(cfg)
+    services, unavailable = load_local_services(cfg, current)
     if services is not None and current is not None:
         services = dataclasses.replace(services, net=current.net)
     return Assets(services, unavailable, load_prompts(cfg, services),
@@ -259,3 +264,8 @@ async def _serve(cfg: Config, given: _Given, provider_factory: ProviderFactory,
         if services is not None:  # the pipeline's pooled HTTP connections
             with trio.CancelScope(shield=True), trio.move_on_after(2.0):
                 await services.net.aclose()
+        pool = services.speech.pool if services is not None and services.speech else None
+        if pool is not None and given.services is None:  # loaded here: ours to stop
+            pool.shutdown()
+            with trio.CancelScope(shield=True), trio.move_on_after(3.0):
+                await trio.to_thread.run_sync(pool.join)

@@ -497,6 +497,15 @@ def _validate_ops(cfg: s.Config, source: str) -> None:
     if r.max_bytes != 0 and r.max_bytes < 4096:
         raise ConfigError(source, "sidecar.records.max_bytes",
                           "expected 0 (no size limit) or at least 4096 bytes")
+    inf = cfg.sidecar.inference
+    if not 0 <= inf.processes <= 64:
+        raise ConfigError(source, "sidecar.inference.processes",
+                          "expected 0..64 processes (0: one per CPU core)")
+    if not 0 <= inf.threads <= 64:
+        raise ConfigError(source, "sidecar.inference.threads",
+                          "expected 0..64 threads (0: onnxruntime's default)")
+    if not 0 <= inf.nice <= 19:
+        raise ConfigError(source, "sidecar.inference.nice", "expected 0..19")
     if not 0 <= r.backups <= 1000:
         raise ConfigError(source, "sidecar.records.backups", "expected 0..1000 rotated files")
     if r.max_age_days < 0:

@@ -16,6 +16,7 @@ RESTART_ONLY = (
     "fastagi.listen", "fastagi.audiosocket_address", "fastagi.control_url", "fastagi.media",
     "sidecar.audiosocket", "sidecar.control", "sidecar.records_path", "sidecar.records",
     "sidecar.workers", "sidecar.pin_workers", "sidecar.worker_port_step",
+    "sidecar.inference",
     "health", "ami", "logging", "service",
 )
 """Key paths a reload keeps from the running config."""
@@ -41,7 +42,8 @@ def for_reload(running: Config, new: Config) -> tuple[Config, list[str]]:
         sidecar=dataclasses.replace(new.sidecar, audiosocket=sc.audiosocket, control=sc.control,
                                     records_path=sc.records_path, records=sc.records,
                                     workers=sc.workers, pin_workers=sc.pin_workers,
-                                    worker_port_step=sc.worker_port_step),
+                                    worker_port_step=sc.worker_port_step,
+                                    inference=sc.inference),
         health=running.health, ami=running.ami, logging=running.logging,
         service=running.service,
     )

@@ -83,6 +83,23 @@ class RecordsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class InferenceConfig:
+    """Where local STT and TTS run (``sidecar.inference``): a pool of inference processes
+    that load the models once each, so inference never shares the frame loop's GIL and core
+    (see :mod:`media_sidecar.speech.pool`). Changing it needs a restart."""
+
+    enabled: bool = True
+    """False: in worker threads of the media process (one model copy, no extra processes;
+    inference then delays frames)."""
+    processes: int = 0
+    """Inference processes; 0: one per CPU core the media process may run on."""
+    threads: int = 1
+    """onnxruntime intra-op threads per process (Piper; Moonshine: 1 or its default)."""
+    nice: int = 5
+    """Added to the processes' nice value, so the frame loop wins a busy core."""
+
+
+@dataclass(frozen=True, slots=True)
 class SidecarConfig:
     audiosocket: Listen = Listen("127.0.0.1", 9092)
     control: Listen = Listen("127.0.0.1", 9093)
@@ -98,6 +115,7 @@ class SidecarConfig:
     caller_queue_frames: int = 50
     """Caller audio frames buffered per call; when full the oldest is dropped and counted."""
     records: RecordsConfig = RecordsConfig()
+    inference: InferenceConfig = InferenceConfig()
     workers: int | None = None
     """Media worker processes ``serve`` runs; None (the default): one per CPU this process
     may run on; 0: none (FastAGI only, placing calls on ``fastagi.media``). Worker ``i``

@@ -1,4 +1,6 @@
-"""A local STT engine (Moonshine) as a pipeline stage: one utterance per worker-thread call."""
+"""A local STT engine (Moonshine) as a pipeline stage: one utterance per request, sent to the
+inference pool when there is one, else run through ``offload`` (a worker thread; inline in
+virtual-time tests)."""
 
 from __future__ import annotations
 
@@ -9,11 +11,13 @@ import numpy as np
 import trio
 
 from ..speech.base import SpeechEngineError, SpeechToText
+from ..speech.local import LocalEar
 from .base import ProviderError
 
 
 class LocalTranscriber:
-    """Implements :class:`~media_sidecar.pipeline.base.Transcriber` over a blocking engine."""
+    """Implements :class:`~media_sidecar.pipeline.base.Transcriber` over a local engine. One
+    per call: it is the call's key for the pool's fair queue."""
 
     def __init__(self, engine: SpeechToText,
                  offload: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync) -> None:
@@ -22,10 +26,17 @@ class LocalTranscriber:
         self.offload = offload
 
     async def transcribe(self, pcm: bytes) -> str:
-        samples = np.frombuffer(pcm, dtype="<i2")
+        """The utterance's text. Cancellation drops the request (a running transcription in
+        the pool finishes there, unread). Raises ProviderError (permanent) if the engine fails
+        or its inference process dies."""
+        engine = self.engine
         try:
-            text = await self.offload(self.engine.transcribe, samples, 8000,
-                                      abandon_on_cancel=True)
+            if isinstance(engine, LocalEar) and engine.pool is not None:
+                text = await engine.pool.transcribe(self, engine.key, pcm, 8000)
+            else:
+                samples = np.frombuffer(pcm, dtype="<i2")
+                text = await self.offload(engine.transcribe, samples, 8000,
+                                          abandon_on_cancel=True)
         except SpeechEngineError as exc:
             raise ProviderError(str(exc), retryable=False) from None
         return str(text).strip()

@@ -32,6 +32,7 @@ from ..pipeline import Stages, make_stages, stage_names
 from ..pipeline.base import Net, ProviderError, SttEvent, SttFinal
 from ..protocol.control import CallContext
 from ..speech.base import SpeechToText
+from ..speech.local import LocalSpeech
 from ..tools.spec import ToolReply
 from .base import ControlPort, leaf_exception
 from .records import ToolAction
@@ -61,6 +62,9 @@ class CallServices:
     """How cloud stages reach their services (tests: in-memory transports to mocks)."""
     env: Mapping[str, str] | None = None
     """Where API keys are read (None: the process environment)."""
+    speech: LocalSpeech | None = None
+    """The local voices and STT engines with their inference pool and sentence cache, as
+    :func:`~media_sidecar.app.load_local_services` loaded them (None: engines given directly)."""
     fillers: Mapping[str, bytes] = field(default_factory=dict)
     """Per assistant: its ``filler`` phrase, slin 8 kHz, rendered at load (an assistant
     without one here has no filler)."""

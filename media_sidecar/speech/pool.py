@@ -32,6 +32,7 @@ import select
 import subprocess
 import sys
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import aclosing, asynccontextmanager
@@ -246,6 +247,7 @@ class InferencePool:
         self._pinned: dict[int, deque[_Ticket]] = {}
         self._ids = itertools.count(1)
         self._closed = False
+        self._finalizer = weakref.finalize(self, _stop, self._workers)
         self.errors: dict[str, str] = {}
         """Engine key -> why it did not load (in the last process that reported it)."""
 
@@ -333,18 +335,11 @@ class InferencePool:
         for t in self._drain_queue():
             t.event.set()
 
-    def join(self, timeout: float = STOP_TIMEOUT) -> None:
+    def join(self) -> None:
         """Wait for the processes to exit (blocking); kill those still running after
-        ``timeout``."""
-        for w in self._workers:
-            if w.proc is None:
-                continue
-            try:
-                w.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                w.proc.kill()
-                w.proc.wait(timeout)
-            w.dead = True
+        ``STOP_TIMEOUT``. Also what happens when a pool nobody closed is collected."""
+        self._closed = True
+        self._finalizer()
 
     def _drain_queue(self) -> list[_Ticket]:
         out = []
@@ -619,6 +614,20 @@ class InferencePool:
                 "queued": {"stt": self._queue.waiting(STT), "tts": self._queue.waiting(TTS)},
                 "requests": dict(self.stats.requests), "failed": self.stats.failed,
                 "cancelled": self.stats.cancelled, "replaced": self.stats.replaced}
+
+
+def _stop(workers: list[_Worker]) -> None:
+    for w in workers:
+        w.close_fds()  # the process sees end of file and exits
+    for w in workers:
+        if w.proc is None:
+            continue
+        try:
+            w.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            w.proc.kill()
+            w.proc.wait(STOP_TIMEOUT)
+        w.dead = True
 
 
 def run_blocking(fn: Callable[..., Awaitable[R]], *args: Any) -> R:

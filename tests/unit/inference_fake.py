@@ -2,7 +2,8 @@
 do. Imported by name in the pool's processes (``module="tests.unit.inference_fake"``).
 
 - The STT or TTS config's ``model`` / ``voice`` is a log file: each process appends what it
-  runs, one line each, so a test sees the order requests ran in. ``broken`` fails to load.
+  runs, one line each (``<pid> stt <tag>``, ``<pid> tts <tag>``, ``<pid> said <text>``,
+  ``<pid> chunk <tag> <i>``), so a test sees the order requests ran in. ``broken`` fails to load.
 - STT: the first three samples are (tag, milliseconds to take, 1 to crash the process); the
   text is ``stt <tag>``.
 - TTS: the text is ``<tag> [sleep=<s>] [chunks=<n>] [crash]``: ``n`` chunks (default 2) of
@@ -54,6 +55,7 @@ class Tts:
         tag, *opts = text.split()
         args = dict((o.split("=", 1) + ["1"])[:2] for o in opts)
         _log(self.log, f"tts {tag}")
+        _log(self.log, f"said {text}")
         if "crash" in args:
             os._exit(3)
         for i in range(int(args.get("chunks", 2))):
@@ -66,13 +68,13 @@ def set_threads(threads: int) -> None:
     os.environ["FAKE_THREADS"] = str(threads)
 
 
-def make_stt(cfg: SttConfig) -> Stt:
+def make_stt(cfg: SttConfig, *, load: bool = True) -> Stt:
     if cfg.model == "broken":
         raise SpeechEngineError("fake STT model 'broken' does not load")
     return Stt(cfg.model)
 
 
-def make_tts(cfg: TtsConfig) -> Tts:
+def make_tts(cfg: TtsConfig, *, load: bool = True) -> Tts:
     if cfg.voice == "broken":
         raise SpeechEngineError("fake voice 'broken' does not load")
     return Tts(cfg.voice)
