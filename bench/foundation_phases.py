@@ -62,6 +62,8 @@ MONOLOGUE = [
     "so could you tell me about the services you offer",
 ]
 STOP_P99_MS = 5.0
+TURN_BAR_MS = 400.0
+"""With ``Plan.turn_bar``: the most a p95 turn may take beyond the VAD hang-over."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,9 @@ class Plan:
     min_step_calls: int = 1
     """A ramp step with fewer calls than this is repeated in waves (steadier p99 at small K)."""
     stop_on_failure: bool = True
+    turn_bar: bool = False
+    """Also end the ramp at a step whose p95 question latency (end of speech to the first
+    agent frame) passes the VAD hang-over + TURN_BAR_MS (issue 13's local-assistant target)."""
     ramp_input: str = "speech"
     phases: tuple[str, ...] = ("latency", "cpu", "ramp")
 
@@ -480,6 +485,8 @@ async def ramp_step(ctx: Ctx, k: int) -> dict[str, Any]:
         failures.append(f"{wrong} call(s) misheard the question")
     if len(recs) < len(placed):
         failures.append(f"{len(placed) - len(recs)} call record(s) missing")
+    pool = {kind: [e for e in engines if e["engine"] == f"pool_{kind}"]
+            for kind in ("stt", "tts")}
     stt = [e for e in engines if e["engine"] == "stt" and e["audio_s"] > 0]
     tts = [e for e in engines if e["engine"] == "tts"]
     gc2 = [e["wall_ms"] for e in engines if e["engine"] == "gc" and e["gen"] == 2]
@@ -499,6 +506,13 @@ async def ramp_step(ctx: Ctx, k: int) -> dict[str, Any]:
         "greeting_first_frame_ms": summary(greet),
         "stt_wall_ms": summary([e["wall_ms"] for e in stt]),
         "tts_wall_ms": summary([e["wall_ms"] for e in tts]),
+        "pool": {  # per stage: queue wait, then time to the first answer, of which inference
+            kind: {"requests": len(es),
+                   "queue_ms": summary([e["wait_ms"] for e in es]),
+                   "first_answer_ms": summary([e["first_ms"] for e in es]),
+                   "inference_ms": summary([e["compute_ms"] for e in es])}
+            for kind, es in pool.items() if es},
+        "turn_bar_ms": ctx.hangover_ms + TURN_BAR_MS if ctx.plan.turn_bar else None,
         "stalls": stalls(placed, engines, ctx.clock),
         "gc_full_collections": len(gc2),
         "gc_full_max_ms": round(max(gc2, default=0.0), 1),
@@ -522,6 +536,9 @@ def step_verdict(step: dict[str, Any]) -> str:
         why.append(f"p99 interval deviation {p99} ms > {STOP_P99_MS} ms")
     if step["failed"]:
         why.append(f"{step['failed']} failed call(s)")
+    bar, p95 = step.get("turn_bar_ms"), step["question_latency_ms"].get("p95")
+    if bar is not None and p95 is not None and p95 > bar:
+        why.append(f"p95 turn latency {p95} ms > {bar:g} ms")
     return "; ".join(why)
 
 

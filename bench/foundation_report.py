@@ -173,6 +173,11 @@ def _ramp(con: dict[str, Any]) -> list[str]:
     for st in con["steps"][-2:]:
         if st.get("stalls"):
             out.append(f"   K={st['k']} longest receive gaps: " + _stalls(st["stalls"][:4]))
+    for st in con["steps"]:
+        if st.get("pool"):
+            out.append(f"   K={st['k']} inference pool (p50/p95 ms): " + _pool(st["pool"])
+                       + (f"; turn p95 {st['question_latency_ms'].get('p95')} ms, bar "
+                          f"{st['turn_bar_ms']:g} ms" if st.get("turn_bar_ms") else ""))
     ks = [st["k"] for st in con["steps"]]
     sus = con["sustained_calls_per_core"]
     sus_txt = str(sus) if sus or not ks else f"fewer than {min(ks)} (the smallest K tried)"
@@ -181,6 +186,17 @@ def _ramp(con: dict[str, Any]) -> list[str]:
         f" no failure): {sus_txt} (stopped: {con['stopped_because']})"
     )
     return out
+
+
+def _pool(pool: dict[str, Any]) -> str:
+    """Per stage: requests, queue wait, time to the first answer and inference time."""
+    def pq(x: dict[str, Any]) -> str:
+        return f"{x.get('p50')}/{x.get('p95')}"
+
+    return "; ".join(
+        f"{kind} x{v['requests']}: queued {pq(v['queue_ms'])}, first answer "
+        f"{pq(v['first_answer_ms'])}, inference {pq(v['inference_ms'])}"
+        for kind, v in pool.items())
 
 
 def _stalls(stalls: list[dict[str, Any]]) -> str:

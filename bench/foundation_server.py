@@ -39,6 +39,7 @@ from media_sidecar.config.schema import (  # noqa: E402
     Action,
     Config,
     DtmfMapping,
+    InferenceConfig,
     Intent,
     NoInput,
     RoutingConfig,
@@ -225,13 +226,58 @@ def _write_ready(path: str, info: dict[str, Any]) -> None:
     os.replace(path + ".tmp", path)
 
 
-async def serve(cfg: Config, services: CallServices, records: str, ready: str) -> None:
+def pooled_services(cfg: Config, processes: int, threads: int = 1, nice: int = 5
+                    ) -> CallServices:
+    """The services as ``run_sidecar`` loads them with an inference pool of ``processes``
+    (no timing shims: the pool's own samples say what each request waited and took). The
+    pool's processes may run on every CPU, whatever this process is pinned to."""
+    cfg = dataclasses.replace(cfg, sidecar=dataclasses.replace(
+        cfg.sidecar, inference=InferenceConfig(enabled=True, processes=processes,
+                                               threads=threads, nice=nice)))
+    services, unavailable = load_local_services(cfg)
+    if services is None or unavailable or services.speech is None:
+        raise SystemExit(f"local engines unavailable: {unavailable}")
+    pool = services.speech.pool
+    assert pool is not None
+    cpus = set(range(os.cpu_count() or 1))
+    for pid in pool.pids:
+        if pid is not None:
+            os.sched_setaffinity(pid, cpus)
+    pool.stats.samples.clear()  # the sentence cache rendered at load: not a call's requests
+    return services
+
+
+async def log_pool(services: CallServices, log: EngineLog) -> None:
+    """Write each finished pool request to the engine log (``engine``: ``pool_stt`` or
+    ``pool_tts``; ``start``/``end`` on time.monotonic; queue wait, time to its first answer,
+    inference time in the process). Runs until cancelled."""
+    pool = services.speech.pool if services.speech is not None else None
+    if pool is None:
+        return
+    while True:
+        await trio.sleep(0.25)
+        offset = time.monotonic() - trio.current_time()
+        while pool.stats.samples:
+            kind, wait, first, compute, done = pool.stats.samples.popleft()
+            end = done + offset
+            log.write(engine=f"pool_{kind}", start=end - wait - first, end=end,
+                      wait_ms=round(wait * 1000, 2), first_ms=round(first * 1000, 2),
+                      compute_ms=round(compute * 1000, 2),
+                      wall_ms=round((wait + first) * 1000, 2))
+
+
+async def serve(cfg: Config, services: CallServices, records: str, ready: str,
+                log: EngineLog | None = None) -> None:
     from tests.e2e.stack import open_stack
 
-    async with open_stack(cfg, records, services=services, ami=False) as stack:
+    async with open_stack(cfg, records, services=services, ami=False) as stack, \
+            trio.open_nursery() as nursery:
+        if log is not None:
+            nursery.start_soon(log_pool, services, log)
         _write_ready(ready, {"agi_port": stack.agi_port, "pid": os.getpid()})
         # Until the parent closes our stdin (an abandoned read thread is fine at exit).
         await trio.to_thread.run_sync(sys.stdin.buffer.read, abandon_on_cancel=True)
+        nursery.cancel_scope.cancel()
 
 
 def main() -> None:
@@ -250,24 +296,38 @@ def main() -> None:
         action="store_true",
         help="experiment: replay a sentence synthesised before from memory",
     )
+    ap.add_argument(
+        "--pool",
+        type=int,
+        default=0,
+        help="run STT and TTS in an inference pool of this many processes (0: worker threads "
+        "of this process behind timing shims, as before the pool)",
+    )
+    ap.add_argument("--pool-threads", type=int, default=1, help="sidecar.inference.threads")
+    ap.add_argument("--pool-nice", type=int, default=5, help="sidecar.inference.nice")
     args = ap.parse_args()
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
     cfg = bench_config()
     log = EngineLog(args.engine_log)
-    services = timed_services(cfg, log, args.tts_cache)
+    if args.pool:
+        services = pooled_services(cfg, args.pool, args.pool_threads, args.pool_nice)
+    else:
+        cfg = dataclasses.replace(cfg, sidecar=dataclasses.replace(
+            cfg.sidecar, inference=InferenceConfig(enabled=False)))
+        services = timed_services(cfg, log, args.tts_cache)
     import gc
 
     gc.callbacks.append(GcLog(log))
     if not args.profile:
-        trio.run(serve, cfg, services, args.records, args.ready)
+        trio.run(serve, cfg, services, args.records, args.ready, log)
         return
     from pyinstrument import Profiler  # only for --profile (pip install pyinstrument)
 
     profiler = Profiler(interval=0.0005, async_mode="disabled")
     profiler.start()
     try:
-        trio.run(serve, cfg, services, args.records, args.ready)
+        trio.run(serve, cfg, services, args.records, args.ready, log)
     finally:
         profiler.stop()
         # The loop idles in epoll most of the time: list what it does besides (self time).

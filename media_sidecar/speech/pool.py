@@ -102,10 +102,10 @@ class PoolStats:
     failed: int = 0
     cancelled: int = 0
     replaced: int = 0
-    samples: deque[tuple[str, float, float, float]] = field(
+    samples: deque[tuple[str, float, float, float, float]] = field(
         default_factory=lambda: deque(maxlen=20000))
-    """(kind, queue wait, time to the first answer, inference time in the process) per
-    finished request."""
+    """(kind, queue wait, time to the first answer, inference time in the process, trio time
+    it ended) per finished request; the oldest go first past 20000."""
 
 
 class _Dead(Exception):
@@ -605,7 +605,8 @@ class InferencePool:
 
     def _sample(self, kind: str, h: _Hold, t_sent: float, ms: Any) -> None:
         first = (h.first_answer or t_sent) - t_sent
-        self.stats.samples.append((kind, h.waited, first, float(ms or 0.0) / 1000))
+        self.stats.samples.append((kind, h.waited, first, float(ms or 0.0) / 1000,
+                                   trio.current_time()))
 
     def snapshot(self) -> dict[str, Any]:
         """The pool's state for logs and the benchmark."""
