@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import jellyfish
 from rapidfuzz.distance import Indel
 
-__all__ = ["MIN_FUZZY_LETTERS", "STOPWORDS", "Hit", "Term", "phonetic_key", "similarity"]
+__all__ = ["MIN_FUZZY_LETTERS", "STOPWORDS", "Hit", "Term", "phonetic_key", "phonetic_keys",
+           "similarity"]
 
 MIN_FUZZY_LETTERS = 4
 """Shorter terms match only exactly (their phonetic keys are one or two letters long)."""
@@ -38,38 +39,59 @@ going want wanna need would let lets know see say said tell call talk speak put 
 """Words that match a term only exactly (their neighbours are other common words)."""
 
 # Metaphone letters a telephone-band recogniser confuses, collapsed to one class each; the
-# semivowels and h are dropped (often lost), and every vowel is one class.
-_CONFUSABLE = str.maketrans({"0": "S", "X": "S", "Z": "S", "B": "P", "D": "T", "G": "K",
-                             "J": "K", "Q": "K", "V": "F", "E": "A", "I": "A", "O": "A",
-                             "U": "A", "H": None, "W": None, "Y": None})
+# semivowels and h are dropped (often lost), and every vowel is one class. The 300-3400 Hz
+# band removes what tells the fricatives apart (s, f, th, sh: "sales" heard as "fails" or
+# "Thales") and blurs the labials (b, v, p: "billing" as "villain"); one key cannot hold both
+# groupings, so there are two and a word's sound similarity is the better of the two.
+_COMMON = {"D": "T", "G": "K", "J": "K", "Q": "K", "E": "A", "I": "A", "O": "A", "U": "A",
+           "H": None, "W": None, "Y": None}
+_FRICATIVES = str.maketrans({**_COMMON, "0": "S", "X": "S", "Z": "S", "F": "S", "V": "S",
+                             "B": "P"})
+_LABIALS = str.maketrans({**_COMMON, "0": "S", "X": "S", "Z": "S", "F": "P", "V": "P",
+                          "B": "P"})
 
 
 @functools.lru_cache(maxsize=4096)
-def phonetic_key(word: str) -> str:
-    """A sound key for ``word``: its Metaphone code with confusable consonants collapsed
-    ("sales", "cells", "sails" and "thales" all give "SLS"). Digits give themselves."""
+def phonetic_keys(word: str) -> tuple[str, str]:
+    """Two sound keys for ``word``: its Metaphone code with the fricatives collapsed
+    ("sales", "cells", "fails" and "thales" all give "SLS"), and with the labials collapsed
+    ("billing" and "villain" give "PLNK" and "PLN"). Digits give themselves."""
     if not word.isalpha():
-        return word
-    return jellyfish.metaphone(word).translate(_CONFUSABLE)
+        return word, word
+    code = jellyfish.metaphone(word)
+    return code.translate(_FRICATIVES), code.translate(_LABIALS)
+
+
+def phonetic_key(word: str) -> str:
+    """The first of :func:`phonetic_keys` (fricatives collapsed)."""
+    return phonetic_keys(word)[0]
 
 
 @functools.lru_cache(maxsize=16384)
 def similarity(heard: str, term: str) -> float:
     """How close the word (or joined words) ``heard`` is to ``term``, 0..1.
 
-    1.0 for the same word or its plural (s/es); otherwise the larger of the spelling
+    1.0 for the same word, its plural (s/es), or the singular of a plural term ("sale" for
+    "sales"); otherwise the larger of the spelling
     similarity and the mean of spelling and sound similarity, so a word that sounds the same
     but is spelt differently scores between the two. 0.0 when either is a digit string that
     differs, ``term`` is shorter than :data:`MIN_FUZZY_LETTERS`, or ``heard`` is a function
     word (:data:`STOPWORDS`)."""
-    if heard == term or heard in (term + "s", term + "es"):
+    if heard == term or heard in (term + "s", term + "es") or (
+            term.endswith("s") and heard == term[:-1] and len(heard) >= MIN_FUZZY_LETTERS):
         return 1.0
     if (len(term) < MIN_FUZZY_LETTERS or heard in STOPWORDS or not heard.isalpha()
             or not term.isalpha()):
         return 0.0
-    spelling = Indel.normalized_similarity(heard, term)
-    sound = Indel.normalized_similarity(phonetic_key(heard), phonetic_key(term))
-    return max(spelling, (spelling + sound) / 2)
+    forms = (term, term[:-1]) if term.endswith("s") and len(term) > MIN_FUZZY_LETTERS else (
+        term,)  # a plural term is also heard in the singular ("sail" is closer to "sale")
+    best = 0.0
+    for form in forms:
+        spelling = Indel.normalized_similarity(heard, form)
+        sound = max(Indel.normalized_similarity(a, b)
+                    for a, b in zip(phonetic_keys(heard), phonetic_keys(form), strict=True))
+        best = max(best, spelling, (spelling + sound) / 2)
+    return best
 
 
 @dataclass(frozen=True, slots=True)

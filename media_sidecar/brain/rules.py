@@ -42,6 +42,9 @@ KEY_PREFIX = frozenset({"press", "pressing", "option", "number", "key", "button"
                         "the", "please", "ok", "okay", "yes", "and", "so", "to", "for"})
 """Words that may stand around a spoken menu key ("option two, please", "I'll press 1")."""
 EXTENSION_WORDS = frozenset({"extension", "ext", "extn", "station"})
+DIGIT_HOMOPHONES = {"to": "two", "too": "two", "for": "four", "fore": "four", "won": "one",
+                    "ate": "eight"}
+"""Read as digits right after an extension word only ("extension to oh oh three")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,9 +172,16 @@ class RulesBrain:
 
     def extension(self, text: str) -> Match | None:
         """"extension 2001" (digits or number words) when a destination has that extension."""
-        tokens = words(text)
-        for before, number in zip(tokens, tokens[1:], strict=False):
-            if before in EXTENSION_WORDS and number in self._extensions:
+        raw = normalise(text).split()
+        for i, word in enumerate(raw[:-1]):
+            if word not in EXTENSION_WORDS:
+                continue
+            after = [DIGIT_HOMOPHONES.get(w, w) for w in raw[i + 1:i + 9]]
+            tokens = words(" ".join(after))
+            if not tokens:
+                continue
+            before, number = word, tokens[0]
+            if number in self._extensions:
                 key, dest = self._extensions[number]
                 what = dest.description or f"extension {' '.join(number)}"
                 return Match(None, key, f"{before} {number}", 1.0, "extension",
