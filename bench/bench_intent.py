@@ -15,6 +15,12 @@ confusion table, accuracy per voice, and STT time per utterance. Nothing is asse
 
     .venv/bin/python bench/bench_intent.py            # full set (about 4 minutes on 2 cores)
     .venv/bin/python bench/bench_intent.py --quick    # a few phrasings, Piper only
+    .venv/bin/python bench/bench_intent.py --stt pocketsphinx   # the other registry model
+
+``--stt pocketsphinx``: the only other offline English recogniser found whose model ships
+inside its registry package (``pip install pocketsphinx``: CMU's en-us acoustic model and a
+general language model in the wheel; whisper, sherpa-onnx, vosk and Moonshine's larger models
+download their weights at run time). Its model is for 16 kHz, so the line audio is upsampled.
 """
 
 from __future__ import annotations
@@ -139,12 +145,13 @@ def speak_espeak(text: str, voice: str, exe: str) -> np.ndarray:
 
 
 def phone_line(pcm: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A caller on a phone line: 0.3 s of line noise either side, white noise at SNR_DB below
-    the speech, then G.711 mu-law encoded and decoded (as Asterisk passes it on)."""
+    """A caller on a phone line: 0.2 s of line noise either side (the VAD keeps that much),
+    white noise at SNR_DB below the speech, then G.711 mu-law encoded and decoded (as
+    Asterisk passes it on)."""
     x = pcm.astype(np.float32)
     voiced = x[np.abs(x) > 0.02 * (np.abs(x).max() or 1)]
     rms = float(np.sqrt(np.mean(voiced ** 2))) if voiced.size else 1000.0
-    pad = np.zeros(2400, dtype=np.float32)
+    pad = np.zeros(1600, dtype=np.float32)
     x = np.concatenate([pad, x, pad])
     x += rng.normal(0.0, rms / 10 ** (SNR_DB / 20), x.size).astype(np.float32)
     line = np.clip(x, -32768, 32767).astype("<i2")
@@ -167,15 +174,38 @@ def wer(ref: str, hyp: str) -> tuple[int, int]:
     return Levenshtein.distance(r, h), len(r)
 
 
-def run(voices: list[Voice], phrases: list[tuple[str, str]], espeak: str | None) -> dict:
+class PocketSphinx:
+    """pocketsphinx 5 with its bundled en-us model and general language model."""
+
+    def __init__(self) -> None:
+        from pocketsphinx import Decoder
+
+        self.decoder = Decoder(samprate=16000, loglevel="FATAL")
+
+    def transcribe(self, pcm: np.ndarray, rate: int) -> str:
+        r = Resampler(rate, 16000)
+        audio = np.concatenate([r.process(pcm), r.flush()]).astype("<i2")
+        self.decoder.start_utt()
+        self.decoder.process_raw(audio.tobytes(), full_utt=True)
+        self.decoder.end_utt()
+        hyp = self.decoder.hyp()
+        return hyp.hypstr if hyp is not None else ""
+
+
+def run(voices: list[Voice], phrases: list[tuple[str, str]], espeak: str | None,
+        engine: str = "moonshine") -> dict:
     from media_sidecar.speech.moonshine_stt import MoonshineStt
 
     a = load_config().assistants[0]
     brain = RulesBrain(a.brain, a.destinations)
     exact = RulesBrain(dataclasses.replace(a.brain, min_confidence=1.0), a.destinations)
     rescorer = Rescorer.for_assistant(a)
-    stt = MoonshineStt(a.stt.model or "tiny-en")
-    stt.load()
+    stt: MoonshineStt | PocketSphinx
+    if engine == "pocketsphinx":
+        stt = PocketSphinx()
+    else:
+        stt = MoonshineStt(a.stt.model or "tiny-en")
+        stt.load()
     rng = np.random.default_rng(SEED)
     rows = []
     for voice in voices:
@@ -244,8 +274,9 @@ def markdown(summary: dict, rows: list[dict], meta: dict) -> str:
         f"# Intent accuracy on synthetic phone callers ({meta['date']})", "",
         f"`{meta['command']}` on {meta['machine']}; voices: {', '.join(meta['voices'])}"
         + (f"; skipped: {meta['skipped']}" if meta["skipped"] else "") + ".",
-        f"Channel: 8 kHz, G.711 mu-law, white line noise at {SNR_DB:g} dB SNR. STT: Moonshine "
-        "tiny-en (the product's); then the vocabulary re-scoring and the rule brain.", "",
+        f"Channel: 8 kHz, G.711 mu-law, white line noise at {SNR_DB:g} dB SNR. STT: "
+        + ("Moonshine tiny-en (the product's)" if meta["stt"] == "moonshine" else meta["stt"])
+        + "; then the vocabulary re-scoring and the rule brain.", "",
         "| figure | value |", "|---|---|",
         f"| utterances | {s['utterances']} |",
         f"| intent accuracy | **{s['accuracy']:.1%}** |",
@@ -284,6 +315,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a few phrasings, Piper x1.0 only")
     ap.add_argument("--no-espeak", action="store_true", help="Piper voices only")
+    ap.add_argument("--stt", choices=["moonshine", "pocketsphinx"], default="moonshine")
     ap.add_argument("--snr", type=float, default=SNR_DB, help="line noise, dB below speech")
     ap.add_argument("--out", type=Path, help="results stem (default bench/results/<date>-intent)")
     args = ap.parse_args()
@@ -296,7 +328,7 @@ def main() -> None:
     elif not args.quick and not args.no_espeak:
         skipped = "espeak-ng voices (the espeak-ng program is not installed)"
     phrases = [PHRASES[i] for i in QUICK] if args.quick else PHRASES
-    result = run(voices, phrases, espeak)
+    result = run(voices, phrases, espeak, args.stt)
     rows = result["rows"]
     summary = summarise(rows)
     date = dt.date.today().isoformat()
@@ -306,7 +338,11 @@ def main() -> None:
             "voices": [v.name for v in voices], "skipped": skipped, "snr_db": SNR_DB}
     if args.snr != 35.0:
         meta["command"] += f" --snr {args.snr:g}"
-    stem = args.out or RESULTS / f"{date}-intent{'-quick' if args.quick else ''}"
+    meta["stt"] = args.stt
+    suffix = ("-quick" if args.quick else "") + ("" if args.stt == "moonshine" else f"-{args.stt}")
+    if args.stt != "moonshine":
+        meta["command"] += f" --stt {args.stt}"
+    stem = args.out or RESULTS / f"{date}-intent{suffix}"
     stem.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{stem}.json").write_text(json.dumps({"meta": meta, "summary": summary,
                                                 "rows": rows}, indent=1) + "\n")

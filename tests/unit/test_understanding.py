@@ -279,3 +279,25 @@ def test_a_record_without_transcripts_keeps_the_score_not_the_words() -> None:
     turn = without_text(asdict(rec))["turns"][0]
     assert turn["caller_text"] == turn["rescored_text"] == ""
     assert turn["match"] == {"term": "sales", "heard": "", "score": 1.0, "how": "keyword"}
+
+
+async def test_an_llm_assistant_follows_the_no_input_action_too() -> None:
+    from media_sidecar.config.schema import Action, LlmConfig, NoInput
+    from media_sidecar.pipeline.llm_brain import LlmBrain
+
+    class Silent:
+        name = "never asked"
+
+        async def stream(self, messages, tools):  # pragma: no cover - no request is made
+            raise AssertionError("no-input is answered without the model")
+            yield
+
+    rules = RulesBrainConfig(no_input=NoInput(max_reprompts=0, hangup_reply="A person now.",
+                                              action=Action("transfer", "operator", "no input")))
+    b = LlmBrain(Silent(), LlmConfig(engine="openai"), rules, instructions="", greeting="",
+                 tools=[])
+    info = TurnInfo()
+    outs = [o async for o in b.respond(NoInputTimeout(1), info)]
+    assert outs == [Say("A person now.", interruptible=False),
+                    Act("transfer", destination="operator", reason="no input")]
+    assert info.intent == "no_input_transfer"
