@@ -14,13 +14,14 @@ frames.
 
 The process ignores SIGINT and SIGTERM: a terminal's Ctrl-C and a service manager's SIGTERM
 to the whole group mean "drain" to the media process, whose live calls still need their
-speech. It exits when its request pipe closes (the media process closed the pool, or died:
-then the kernel also sends SIGKILL through ``PR_SET_PDEATHSIG``).
+speech. It exits when its request pipe closes: the media process closed the pool, or died (the
+kernel closes its end; a request being run finishes first). No ``PR_SET_PDEATHSIG``: it
+fires when the *thread* that started the process ends, and the pool starts processes from
+trio's worker threads, which end after a few idle seconds.
 """
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import os
 import select
@@ -38,7 +39,6 @@ from .wire import Decoder, Kind, Message, WireError, encode
 
 __all__ = ["main"]
 
-_PR_SET_PDEATHSIG = 1
 READ_SIZE = 1 << 16
 
 
@@ -169,10 +169,6 @@ def _synthesize(pipe: _Pipe, engines: _Engines, m: Message) -> None:
 def _setup_process(threads: int, nice: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the closed pipe still ends the process
-        pass
     if nice:
         try:
             os.nice(nice)
