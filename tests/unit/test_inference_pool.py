@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from contextlib import aclosing
 from pathlib import Path
 
@@ -263,3 +264,19 @@ def test_the_processes_exit_when_the_pool_closes(log):
     assert [p.returncode for p in procs] == [0, 0]
     with pytest.raises(SpeechEngineError, match="closed"):
         trio.run(pool.transcribe, "A", "x", b"")
+
+
+def test_the_processes_outlive_the_thread_that_started_them(log):
+    """The sidecar starts the pool from one of trio's worker threads, which ends after a few
+    idle seconds: its processes must not go with it."""
+    engines = EngineSet()
+    stt = engines.add_stt(SttConfig(model=str(log)))
+    pool = InferencePool(engines, processes=1, module=FAKE)
+    starter = threading.Thread(target=pool.start)
+    starter.start()
+    starter.join()
+    try:
+        assert trio.run(pool.transcribe, "A", stt, utterance(5)) == "stt 5"
+        assert pool.stats.replaced == 0
+    finally:
+        pool.close()
