@@ -386,6 +386,10 @@ class InferencePool:
         only when no process of the pool is loaded (its user then waits for READY)."""
         idle = [w for w in self._workers if not w.busy and not w.dead]
         for w in idle:
+            if w.proc is not None and w.proc.poll() is not None:
+                # died while idle (killed, out of memory): no request needs to fail for it
+                self._replace(w, "exited while idle" if w.ready else "exited while loading")
+                return self._free()
             if not w.ready and not w.poll():
                 self._replace(w, "exited while loading")
                 return self._free()

@@ -280,3 +280,14 @@ def test_the_processes_outlive_the_thread_that_started_them(log):
         assert pool.stats.replaced == 0
     finally:
         pool.close()
+
+
+async def test_a_process_killed_while_idle_is_replaced_before_a_request_needs_it(pool1, log):
+    pool, stt, tts = pool1
+    (pid,) = pool.pids
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    with trio.fail_after(10):
+        await trio.to_thread.run_sync(pool._workers[0].proc.wait)  # it is gone
+        assert await pool.transcribe("A", stt, utterance(6)) == "stt 6"
+    assert pool.stats.replaced == 1 and pool.stats.failed == 0 and pool.pids != [pid]
