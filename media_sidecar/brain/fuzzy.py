@@ -72,9 +72,9 @@ def similarity(heard: str, term: str) -> float:
     """How close the word (or joined words) ``heard`` is to ``term``, 0..1.
 
     1.0 for the same word, its plural (s/es), or the singular of a plural term ("sale" for
-    "sales"); otherwise the larger of the spelling
-    similarity and the mean of spelling and sound similarity, so a word that sounds the same
-    but is spelt differently scores between the two. 0.0 when either is a digit string that
+    "sales"); otherwise the larger of the spelling similarity and the mean of spelling and
+    sound similarity (sound weighs a third when a sound key is under three letters), so a
+    word that sounds the same but is spelt differently scores between the two. 0.0 when either is a digit string that
     differs, ``term`` is shorter than :data:`MIN_FUZZY_LETTERS`, or ``heard`` is a function
     word (:data:`STOPWORDS`)."""
     if heard == term or heard in (term + "s", term + "es") or (
@@ -88,9 +88,11 @@ def similarity(heard: str, term: str) -> float:
     best = 0.0
     for form in forms:
         spelling = Indel.normalized_similarity(heard, form)
-        sound = max(Indel.normalized_similarity(a, b)
-                    for a, b in zip(phonetic_keys(heard), phonetic_keys(form), strict=True))
-        best = max(best, spelling, (spelling + sound) / 2)
+        keys = list(zip(phonetic_keys(heard), phonetic_keys(form), strict=True))
+        sound = max(Indel.normalized_similarity(a, b) for a, b in keys)
+        # a key of one or two letters ("SL" for "sale" and "value") says less: it counts half
+        weight = 0.5 if min(len(k) for pair in keys for k in pair) >= 3 else 1 / 3
+        best = max(best, spelling, (1 - weight) * spelling + weight * sound)
     return best
 
 

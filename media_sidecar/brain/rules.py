@@ -41,6 +41,8 @@ KEY_PREFIX = frozenset({"press", "pressing", "option", "number", "key", "button"
                         "select", "pick", "dial", "i", "ill", "id", "will", "want", "like",
                         "the", "please", "ok", "okay", "yes", "and", "so", "to", "for"})
 """Words that may stand around a spoken menu key ("option two, please", "I'll press 1")."""
+KEY_NAMES = frozenset({"press", "option", "key", "button"})
+"""Words that name a menu key outright: the digit after them is the key, whatever follows."""
 EXTENSION_WORDS = frozenset({"extension", "ext", "extn", "station"})
 DIGIT_HOMOPHONES = {"to": "two", "too": "two", "for": "four", "fore": "four", "won": "one",
                     "ate": "eight"}
@@ -164,11 +166,17 @@ class RulesBrain:
         """A digit key of the DTMF menu said aloud as the whole utterance ("two", "option 1,
         please"), when the menu has that key. Only digits: "hash" or "star" said aloud are
         words more often than keys."""
-        rest = [w for w in words(text) if w not in KEY_PREFIX]
-        if len(rest) != 1 or len(rest[0]) != 1 or rest[0] not in self._dtmf:
+        tokens = words(text)
+        rest = [w for w in tokens if w not in KEY_PREFIX]
+        key = rest[0] if len(rest) == 1 else ""
+        for before, after in zip(tokens, tokens[1:], strict=False):
+            if before in KEY_NAMES:  # "option 2, <a misheard please>"
+                key = after
+                break
+        if len(key) != 1 or key not in self._dtmf:
             return None
-        mapping = self._dtmf[rest[0]]
-        return Match(None, rest[0], rest[0], 1.0, "spoken_key", mapping.action, mapping.reply)
+        mapping = self._dtmf[key]
+        return Match(None, key, key, 1.0, "spoken_key", mapping.action, mapping.reply)
 
     def extension(self, text: str) -> Match | None:
         """"extension 2001" (digits or number words) when a destination has that extension."""
