@@ -110,7 +110,8 @@ def test_misheard_and_hesitant_phrasings_reach_their_intents(text, intent, term,
 
 
 @pytest.mark.parametrize("text", ["I'd like a pizza", "what's the weather like",
-                                  "my name is Ada", "um", "press star"])
+                                  "my name is Ada", "um", "press star",
+                                  "a problem with my value", "I'm a woman", "option 7"])
 def test_unrelated_speech_matches_nothing(text: str) -> None:
     b = brain()
     assert b.match(text) is None and b.spoken_key(text) is None and b.extension(text) is None
@@ -145,6 +146,8 @@ async def test_min_confidence_one_means_exact_matches_only() -> None:
      Act("transfer", destination="billing")),
     ("I'll press zero", "Transferring you to the operator.",
      Act("transfer", destination="operator")),
+    ("Option two, gleam.", "Transferring you to billing.",  # "please" misheard
+     Act("transfer", destination="billing")),
 ])
 async def test_a_menu_key_said_aloud_works_like_the_key(text, reply, act) -> None:
     outs, info = await answer(brain(), UserText(text))
