@@ -54,6 +54,7 @@ from tests.mocks.deepgram_speak import MockSpeakServer
 from tests.mocks.openai_chat import MockChatServer
 from tests.session.harness import MemoryRecords, RecordingControl
 from tests.session.pipeline import KEYS, pipeline_net
+from tests.streams import socket_stream_pair
 
 MODES = ("overlapped", "probed", "sequential")
 """How :class:`StageHook` leaves a call's stages: as built, with time stamps, or serialised."""
@@ -256,7 +257,7 @@ async def run_call(cfg: Config, assistant: str, name: str, script: CallerScript,
         if not isinstance(reply, c.Accept):
             out.error = f"offer refused: {reply}"
             return out
-        ast_side, sidecar_side = trio.testing.memory_stream_pair()
+        ast_side, sidecar_side = socket_stream_pair()
         session = AudioSocketSession(ast_side, call_uuid, caller=script.player())
         control.session = session
         with trio.move_on_after(max_seconds) as limit:  # cancels the server's side too

@@ -113,7 +113,8 @@ class SidecarConfig:
     """JSON-lines file for call records; empty means records are only logged."""
     playout: PlayoutConfig = PlayoutConfig()
     caller_queue_frames: int = 50
-    """Caller audio frames buffered per call; when full the oldest is dropped and counted."""
+    """Unused since the frame clock hands each call its caller's audio in its tick (nothing is
+    queued or dropped); still accepted so existing files load."""
     records: RecordsConfig = RecordsConfig()
     inference: InferenceConfig = InferenceConfig()
     workers: int | None = None

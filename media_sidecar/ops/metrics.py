@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from ..config.schema import Config
 from ..protocol.control import Accept, Offer, Refuse
 from ..server.registry import CallRegistry, LiveCall
+from ..session.clock import process_clock_stats
 from ..session.records import CallRecord
 
 if TYPE_CHECKING:
@@ -96,9 +97,9 @@ class SidecarMetrics:
                                  ["assistant"], registry=r)
         self.late_frames = Counter("agi_voice_playout_late_frames", "Agent frames written "
                                    "after their 20 ms deadline.", registry=r)
-        self.caller_frames_dropped = Counter(
-            "agi_voice_caller_frames_dropped", "Caller frames dropped because the call's "
-            "queue was full.", registry=r)
+        self.blocked_ticks = Counter(
+            "agi_voice_playout_blocked_ticks", "Frame-clock ticks a call's AudioSocket took no "
+            "frame (Asterisk was not reading it).", registry=r)
         self.provider_errors = Counter(
             "agi_voice_provider_errors", "Provider or pipeline-stage failures by class "
             "(timeout, start, mid_call).", ["provider", "class"], registry=r)
@@ -127,8 +128,9 @@ class SidecarMetrics:
         late = rec.playout.get("late_frames", 0)
         if isinstance(late, int) and late > 0:
             self.late_frames.inc(late)
-        if rec.caller_frames_dropped > 0:
-            self.caller_frames_dropped.inc(rec.caller_frames_dropped)
+        blocked = rec.playout.get("blocked_ticks", 0)
+        if isinstance(blocked, int) and blocked > 0:
+            self.blocked_ticks.inc(blocked)
         started = bool(sent)
         for key in ("error", "stt_error"):
             error = rec.provider.get(key)
@@ -174,6 +176,19 @@ class _LiveCollector(Collector):
         yield GaugeMetricFamily("agi_voice_ami_up", "1 while the control plane is logged in "
                                 "to AMI (0: down, not configured, or unknown).",
                                 value=1 if peer is not None and peer.ami == "up" else 0)
+        clock = process_clock_stats()
+        if clock is not None:
+            yield CounterMetricFamily("agi_voice_frame_clock_ticks", "20 ms ticks of the "
+                                      "process's frame clock.", value=clock.ticks)
+            yield CounterMetricFamily("agi_voice_frame_clock_late_ticks", "Ticks more than a "
+                                      "frame late (the grid was re-clamped: every call on it "
+                                      "skipped a frame).", value=clock.late_ticks)
+            yield CounterMetricFamily("agi_voice_frame_clock_busy_seconds", "Time spent in "
+                                      "ticks (writing, reading, feeding every call): its rate "
+                                      "is the share of a core the media loop needs.",
+                                      value=clock.busy_seconds)
+            yield GaugeMetricFamily("agi_voice_frame_clock_calls", "Calls on the frame clock.",
+                                    value=clock.ports)
         if health is None:
             return
         yield GaugeMetricFamily("agi_voice_ready", "1 when /ready answers 200.",

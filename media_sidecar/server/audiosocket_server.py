@@ -32,6 +32,7 @@ from ..protocol.control import OUTCOME_WAIT_SECONDS, CallContext, Ended, Offer
 from ..providers import RELAY_PROVIDERS, SpeechToSpeech, make_provider
 from ..session.base import MediaSession
 from ..session.call import CallServices, CallSession, ControlPort
+from ..session.clock import FrameClock
 from ..session.records import CallRecord, RecordWriter
 from ..session.relay import RelaySession
 from .registry import CallRegistry
@@ -63,13 +64,17 @@ class AudioSocketServer:
         self.active = 0
         """Calls past the UUID check whose record is not written yet (the drain waits for
         none)."""
+        self.clock: FrameClock | None = None
+        """The frame clock calls go by (None: the process's, :func:`frame_clock`; tests give
+        each call a clock of its own to fix its phase)."""
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         """Serve one AudioSocket connection; never raises (one bad call never disturbs another).
 
-        Any trio Stream works (tests use in-memory streams); TCP streams get TCP_NODELAY.
+        The stream is a ``trio.SocketStream`` (TCP from Asterisk, with TCP_NODELAY; tests may
+        use a ``socketpair``): the process's frame clock writes and reads its socket.
         """
-        if isinstance(stream, trio.SocketStream):
+        if isinstance(stream, trio.SocketStream) and stream.socket.family != socket.AF_UNIX:
             stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             await self._handle(stream)
@@ -192,9 +197,10 @@ class AudioSocketServer:
         common: dict[str, Any] = dict(
             uuid=uuid, assistant=assistant, context=offer.context,
             fmt=AudioFormat.parse(assistant.audio_format), control=self.control,
-            caller_queue_frames=sc.caller_queue_frames, decoder=decoder,
+            decoder=decoder,
             playout_seconds=sc.playout.queue_seconds, lead_frames=sc.playout.lead_frames,
-            apology=self.prompts.get(assistant.name, b""), on_verdict=self.on_ended)
+            apology=self.prompts.get(assistant.name, b""), on_verdict=self.on_ended,
+            clock=self.clock)
         if assistant.provider in RELAY_PROVIDERS:
             extra: dict[str, Any] = {}
             if self.services is not None:

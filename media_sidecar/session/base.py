@@ -21,8 +21,18 @@ from typing import Any
 import trio
 
 from ..config.schema import AssistantConfig
-from ..constants import FRAME_BYTES
-from ..protocol.audiosocket import AudioFormat, AudioSocketDecoder, Message
+from ..constants import FRAME_BYTES, FRAME_SECONDS
+from ..protocol.audiosocket import (
+    AudioFormat,
+    AudioMessage,
+    AudioSocketDecoder,
+    AudioSocketError,
+    DtmfMessage,
+    ErrorMessage,
+    HangupMessage,
+    Message,
+    UuidMessage,
+)
 from ..protocol.control import CallContext, Dtmf, Ended, Hangup, TransferResult
 from ..tools.spec import (
     HANGUP,
@@ -34,8 +44,9 @@ from ..tools.spec import (
     decode_arguments,
 )
 from ..tools.webhook import call_webhook
+from .clock import READ_PHASE, FrameClock, Port, frame_clock
 from .gaps import GapFiller
-from .inbound import CallerAudio, CallerDtmf, DropOldestQueue, InboundEvent, StreamClosed
+from .inbound import CallerAudio, PayloadConverter, StreamClosed
 from .playout import LATENESS_BINS_MS, Playout, PlayoutFull
 from .records import CallRecord, ToolAction, wall_clock
 
@@ -69,17 +80,23 @@ class ControlPort:
 class MediaSession:
     def __init__(self, *, uuid: str, assistant: AssistantConfig, context: CallContext,
                  fmt: AudioFormat, control: ControlPort | None = None,
-                 caller_queue_frames: int = 50, decoder: AudioSocketDecoder | None = None,
+                 decoder: AudioSocketDecoder | None = None,
                  playout_seconds: float = 60.0, lead_frames: int = 0, apology: bytes = b"",
                  env: Mapping[str, str] | None = None,
-                 on_verdict: Callable[[Ended], Awaitable[object]] | None = None) -> None:
+                 on_verdict: Callable[[Ended], Awaitable[object]] | None = None,
+                 clock: FrameClock | None = None) -> None:
         self.uuid = uuid
         self.assistant = assistant
         self.context = context
         self.fmt = fmt
         self.control = control or ControlPort()
-        self.queue = DropOldestQueue(caller_queue_frames)
         self.decoder = decoder or AudioSocketDecoder()
+        self.clock = clock
+        """The frame clock this call's frames go by (None: this trio run's, :func:`frame_clock`)."""
+        self._convert = PayloadConverter(fmt)
+        self._pending: Sequence[Message] = ()
+        self._leg_open = False
+        self._on_clock = False
         self.playout_seconds = playout_seconds
         self.lead_frames = lead_frames
         self.record = CallRecord(uuid=uuid, assistant=assistant.name, caller=context.callerid,
@@ -114,23 +131,28 @@ class MediaSession:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def run(self, stream: trio.abc.Stream, pending: Sequence[Message] = ()) -> Ended:
-        """Run the call until it ends; returns the verdict. Never raises for call-level faults."""
-        from .inbound import read_inbound
+        """Run the call until it ends; returns the verdict. Never raises for call-level faults.
 
+        ``stream`` is the AudioSocket connection (a ``trio.SocketStream``: the frame clock writes
+        and reads its socket without blocking); ``pending`` are messages the server already
+        decoded after the UUID (same TCP read)."""
         self._t0 = trio.current_time()
         self._gaps = GapFiller(self._t0)
-        self.playout = Playout(stream.send_all, self.fmt, max_seconds=self.playout_seconds,
-                               lead_frames=self.lead_frames)
+        self._pending = pending
+        self._leg_open = True
+        self.playout = Playout(self.fmt, max_seconds=self.playout_seconds)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._run_playout)
-                nursery.start_soon(read_inbound, stream, self.decoder, self.fmt, self.queue, pending)
+                clock = self.clock or frame_clock()
+                port = clock.attach(stream, self.playout, self, lead_frames=self.lead_frames)
+                nursery.start_soon(self._run_port, clock, port)
                 self._start(nursery)
         except Exception as exc:  # a bug or engine failure in this call ends this call only
             log.exception("call %s failed", self.uuid)
             self._set_outcome("FAILED", reason=f"internal error: {type(exc).__name__}: {exc}")
         finally:
+            self._leg_open = False
             if not self.keep_stream:
                 with trio.CancelScope(shield=True):
                     await trio.aclose_forcefully(stream)
@@ -162,52 +184,100 @@ class MediaSession:
         self._closed.set()
         self._nursery.cancel_scope.cancel()
 
-    async def _run_playout(self) -> None:
+    async def _run_port(self, clock: FrameClock, port: Port) -> None:
+        """The call's place on the frame clock: waits until its hand-back frame is out or its
+        socket is gone, then ends the call. A bug in this call's frame handling (raised in the
+        clock's tick) is re-raised here, so it ends this call as ``FAILED``."""
         try:
-            await self.playout.run()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await port.done.wait()
+        finally:
+            clock.detach(port)
+        if port.error is not None:
+            raise port.error
+        if port.broken:
             self._set_outcome("CALLER_HANGUP", reason="AudioSocket connection closed")
         self._end()
 
     # -- inbound -------------------------------------------------------------------------------
 
-    async def _listen(self) -> None:
-        """Consume the reader's events until the caller leg closes (start it in ``_start``).
+    # The caller's side, fed by the frame clock in its tick (see :mod:`.clock`). The caller's
+    # time runs on the clock, not on the arrival of frames: a leg with silence suppression or
+    # DTX (or a Local channel in ``Wait()``) sends nothing while the caller is quiet. When no
+    # caller audio came for :data:`~.gaps.GAP_TOLERANCE` (from the session start or the last
+    # audio), silent frames stamped with their 20 ms grid times go through :meth:`_on_frame` up
+    # to now, then one per tick until real audio arrives: the VAD, the turn detector, a
+    # streaming STT and a speech-to-speech provider all hear the silence, so the turn ends,
+    # no-input reprompts and the call times out.
 
-        The caller's time runs on the clock, not on the arrival of frames: a leg with silence
-        suppression or DTX (or a Local channel in ``Wait()``) sends nothing while the caller is
-        quiet. When no caller audio came for :data:`~.gaps.GAP_TOLERANCE` (from the session
-        start or the last audio), silent frames stamped with their 20 ms grid times go through
-        :meth:`_on_frame` up to now, then one every 20 ms until real audio arrives: the VAD,
-        the turn detector, a streaming STT and a speech-to-speech provider all hear the silence,
-        so the turn ends, no-input reprompts and the call times out. A leg that never sends
-        costs one wake-up per 20 ms. Cancellation stops it (nothing is held).
-        """
-        gaps = self._gaps
-        yielded = False
-        while True:
-            ev: InboundEvent | None = None
-            # Queued events are returned without waiting, so a past deadline never loses one.
-            with trio.move_on_at(gaps.deadline):
-                ev = await self.queue.get()
-            if ev is None and not yielded:
-                # One scheduling round first: if this loop was stalled, the reader woke in the
-                # same instant and puts what arrived meanwhile; that audio, not silence, then
-                # covers the time (no double count).
-                yielded = True
-                await trio.lowlevel.checkpoint()
-                continue
-            yielded = False
-            if ev is None:
-                self._fill_gap(gaps.due(trio.current_time()))
-            elif isinstance(ev, CallerAudio):
-                gaps.heard(ev.t)
-                self._on_audio(ev)
-            elif isinstance(ev, CallerDtmf):
-                self._on_dtmf(ev.digit, ev.source, ev.t)
-            elif isinstance(ev, StreamClosed):
-                self._stream_closed(ev)
+    # What the clock reads in a read phase arrived during the frame before it: it is stamped
+    # with the middle of that frame, ``now - READ_PHASE``, the write phase (exact for a peer
+    # that sends on the clock's grid, unbiased for any other phase), so end-of-speech times
+    # and turn latencies are not flattered by the read delay.
+
+    def caller_data(self, data: bytes, now: float) -> bool:
+        """Bytes from Asterisk (the clock's read). False once the leg has ended."""
+        now -= READ_PHASE
+        if not self._on_clock:
+            self._clock_started(now)
+        try:
+            self.decoder.receive_data(data)
+            msgs = self.decoder.events()
+        except AudioSocketError as exc:
+            self._caller_ended(StreamClosed(now, "protocol-error", str(exc)))
+            return False
+        return self._caller_messages(msgs, now)
+
+    def caller_closed(self, reason: str, error: str, now: float) -> None:
+        self._caller_ended(StreamClosed(now - READ_PHASE, reason, error))
+
+    def caller_tick(self, now: float) -> None:
+        now -= READ_PHASE
+        if not self._on_clock:
+            self._clock_started(now)
+        if self._pending:
+            msgs, self._pending = self._pending, ()
+            if not self._caller_messages(msgs, now):
                 return
+        if self._leg_open:
+            slots = self._gaps.due(now)  # [] until its deadline (which tolerates float rounding)
+            if slots:
+                self._fill_gap(slots)
+
+    def _clock_started(self, now: float) -> None:
+        """The call's first read phase: its caller grid (the gap slots) is the stamps of the
+        clock's read phases, as real frames get them, counted from one frame before this one."""
+        self._on_clock = True
+        self._gaps.heard(now - FRAME_SECONDS)
+
+    def _caller_messages(self, msgs: Sequence[Message], now: float) -> bool:
+        for msg in msgs:
+            if not self._leg_open:
+                return False
+            if isinstance(msg, AudioMessage):
+                pcm = self._convert(msg.payload)
+                if pcm:
+                    if self._gaps.filling:
+                        # already in a gap: its slots before this audio's own 20 ms (missed
+                        # by a stalled clock) come first
+                        self._fill_gap(self._gaps.due(now - FRAME_SECONDS))
+                    self._gaps.heard(now)
+                    self._on_audio(CallerAudio(pcm, now))
+            elif isinstance(msg, DtmfMessage):
+                self._on_dtmf(msg.digit, "audiosocket", now)
+            elif isinstance(msg, HangupMessage):
+                self._caller_ended(StreamClosed(now, "peer-hangup-frame"))
+            elif isinstance(msg, ErrorMessage):
+                self._caller_ended(StreamClosed(now, "peer-error",
+                                                f"AudioSocket error frame code {msg.code}"))
+            elif isinstance(msg, UuidMessage):
+                self._caller_ended(StreamClosed(
+                    now, "protocol-error", "a second UUID message on an established call"))
+        return self._leg_open
+
+    def _caller_ended(self, ev: StreamClosed) -> None:
+        if self._leg_open:
+            self._leg_open = False
+            self._stream_closed(ev)
 
     def _fill_gap(self, slots: list[float]) -> None:
         """Silent caller frames for the grid ``slots`` no audio arrived for (slin 8 kHz, as
@@ -258,7 +328,6 @@ class MediaSession:
 
     def _stream_closed(self, ev: StreamClosed) -> None:
         """The caller leg's AudioSocket ended: set the verdict and end the call."""
-        self.record.caller_frames_dropped = self.queue.dropped
         if ev.reason == "protocol-error":
             self._set_outcome("FAILED", reason=f"bad AudioSocket data: {ev.error}")
         elif self._transfer_pending:
@@ -455,6 +524,6 @@ class MediaSession:
                      "late_frames": st.late_frames, "max_lateness_ms": round(st.max_lateness * 1000, 3),
                      "lateness_hist": dict(zip((str(b) for b in LATENESS_BINS_MS),
                                                st.lateness_hist, strict=True)),
-                     "flushes": st.flushes, "frames_flushed": st.frames_flushed}
-        r.caller_frames_dropped = self.queue.dropped
+                     "flushes": st.flushes, "frames_flushed": st.frames_flushed,
+                     "blocked_ticks": st.blocked_ticks}
         r.caller_frames_filled = self._gaps.filled

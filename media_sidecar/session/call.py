@@ -101,7 +101,6 @@ class CallSession(PipelineTurns):
 
     def _start(self, nursery: trio.Nursery) -> None:
         self._quiet_since = self._t0
-        nursery.start_soon(self._listen)
         nursery.start_soon(self._watchdog)
         nursery.start_soon(self._boot)
 

@@ -29,11 +29,13 @@ here). 80 ms is four frame times: a live leg never looks like a gap, so no silen
 inserted into real speech, and an end of speech is still decided on time: the slots filled
 late are stamped with their grid times, so only an ``end_ms`` shorter than this is delayed."""
 
-FILL_LAG = 0.010
-"""A slot is filled this long after its grid time. Real audio that resumes within that half
-frame takes the slot's place instead of following a silent frame for the same 20 ms; audio that
-resumes later overlaps the last silent frame by less than a frame. Either way the caller's
-timeline is off by at most 10 ms per resumption, never cumulatively."""
+FILL_LAG = 0.0
+"""A slot is filled this long after its grid time. The frame clock reads a call's bytes before
+it fills that call's gap, in the same read phase, and real frames are stamped with the read
+phase's time, so the slots fall on read phases: real audio read in a slot's phase takes the
+slot's place, and no lag is needed (a positive one would delay each filled slot, and with it an
+end of speech, by one whole read phase). The caller's timeline is off by at most one frame per
+resumption, never cumulatively."""
 
 _EPS = 1e-9  # grid times are anchor + k * 0.02: tolerate float rounding
 

@@ -3,15 +3,15 @@
 Asterisk neither paces nor buffers what AudioSocket receives (a burst toward a real channel is
 dropped), and the AudioSocket() app hangs up after 2 s without frames, so:
 
-- the writer sends exactly one frame per tick on an absolute deadline clock
-  (``start + n * 20 ms``), re-clamped each frame: after a stall it sends one frame at once and
-  continues on a new grid, never a catch-up burst;
+- the process's frame clock (:mod:`.clock`) takes exactly one frame per call per tick on an
+  absolute deadline grid (``start + n * 20 ms``), re-clamped after a stall: one frame at once
+  and a new grid, never a catch-up burst;
 - when the agent is quiet it sends silence (also the mitigation for asterisk#2089, which starves
   a peer that waits before sending);
 - agent audio waits in a bounded buffer of :class:`Segment` s; :meth:`Playout.flush` drops the
   interruptible ones and takes effect at the very next frame;
-- the hand-back frame ``00 00 00`` is sent by the writer itself, after the last audio frame, so
-  nothing can interleave with it.
+- the hand-back frame ``00 00 00`` is the frame after the last audio frame, so nothing can
+  interleave with it.
 
 Audio inside the playout is slin 8 kHz, and so is every frame it sends (kind ``0x10``, 320
 bytes), whatever the call's :class:`AudioFormat`: Asterisk reads kind ``0x10`` as slin 8 kHz
@@ -27,7 +27,6 @@ import bisect
 import itertools
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -35,7 +34,6 @@ import trio
 from ..constants import FRAME_BYTES, FRAME_SECONDS
 from ..protocol.audiosocket import AudioFormat, encode_audio, encode_hangup
 
-SendFn = Callable[[bytes], Awaitable[None]]
 SLIN8 = AudioFormat()
 _ids = itertools.count(1)
 
@@ -89,6 +87,8 @@ class PlayoutStats:
     """Frames per wake-up lateness bin (see LATENESS_BINS_MS): the pacing seen from inside."""
     flushes: int = 0
     frames_flushed: int = 0
+    blocked_ticks: int = 0
+    """Ticks the socket took no (whole) frame: Asterisk was not reading; no frame was made."""
 
 
 class PlayoutFull(Exception):
@@ -96,24 +96,21 @@ class PlayoutFull(Exception):
 
 
 class Playout:
-    """Owns the outbound direction of one AudioSocket connection.
+    """The outbound direction of one AudioSocket connection, as pure state.
 
-    Run :meth:`run` in the call's nursery; it returns after the hand-back frame was sent (see
-    :meth:`hand_back`) and raises whatever ``send`` raises (a closed connection ends the call).
+    The process's frame clock (:mod:`.clock`) asks it for one frame per 20 ms tick
+    (:meth:`next_wire`) and writes it; after the hand-back frame (see :meth:`hand_back`) it
+    sets :attr:`hand_back_sent`.
     """
 
     def __init__(
         self,
-        send: SendFn,
         fmt: AudioFormat = SLIN8,
         *,
         max_seconds: float = 60.0,
-        lead_frames: int = 0,
     ) -> None:
-        self._send = send
         self._fmt = fmt  # the call's format; what goes out is slin 8 kHz on every leg
         self._max_frames = int(max_seconds / FRAME_SECONDS)
-        self._lead = lead_frames * FRAME_SECONDS
         self._queue: deque[Segment] = deque()
         self._queued_frames = 0
         self._current: Segment | None = None
@@ -208,42 +205,31 @@ class Playout:
 
     # -- the writer --------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Send a frame every 20 ms until the hand-back frame has gone out."""
-        start = trio.current_time()
-        self.started_at = start
-        deadline = start - self._lead
-        while True:
-            await trio.sleep_until(deadline)
-            now = trio.current_time()
-            late = now - deadline
-            if late > self.stats.max_lateness:
-                self.stats.max_lateness = late
-            self.stats.lateness_hist[bisect.bisect_left(LATENESS_BINS_MS, late * 1000)] += 1
-            if self._hand_back and not self.speaking:
-                await self._send(encode_hangup())
-                self.hand_back_sent.set()
-                return
-            frame, is_audio = self._next_frame(now)
-            await self._send(frame)
-            ended, self._ended = self._ended, None
-            if ended is not None:  # done and idle only once its last frame is written
-                self._finish(ended, now + FRAME_SECONDS, interrupted=False)
-                self._check_idle()
-            self.stats.frames_sent += 1
-            if is_audio:
-                self.stats.audio_frames_sent += 1
-                self.last_audio_at = now
-            else:
-                self.stats.silence_frames_sent += 1
-            # Absolute grid: small scheduling jitter is absorbed by sleeping less next time.
-            # After a stall of more than one frame the grid is re-clamped to now, so the
-            # missed frames are skipped, never sent as a catch-up burst.
-            deadline += FRAME_SECONDS
-            behind = trio.current_time() - self._lead - deadline
-            if behind > FRAME_SECONDS:
-                self.stats.late_frames += 1
-                deadline += behind
+    def next_wire(self, now: float, late: float = 0.0) -> tuple[bytes, bool]:
+        """The bytes of this tick's frame toward Asterisk, and whether it is the hand-back.
+
+        Called once per 20 ms tick by the process's frame clock (:mod:`.clock`), which writes
+        the bytes whole before anything else goes on the socket. ``now`` is the write time,
+        ``late`` how far past the tick's deadline it is (the pacing seen from inside).
+        """
+        st = self.stats
+        if late > st.max_lateness:
+            st.max_lateness = late
+        st.lateness_hist[bisect.bisect_left(LATENESS_BINS_MS, late * 1000)] += 1
+        if self._hand_back and not self.speaking:
+            return encode_hangup(), True
+        frame, is_audio = self._next_frame(now)
+        ended, self._ended = self._ended, None
+        if ended is not None:  # done and idle only once its last frame is on its way
+            self._finish(ended, now + FRAME_SECONDS, interrupted=False)
+            self._check_idle()
+        st.frames_sent += 1
+        if is_audio:
+            st.audio_frames_sent += 1
+            self.last_audio_at = now
+        else:
+            st.silence_frames_sent += 1
+        return frame, False
 
     def _next_frame(self, now: float) -> tuple[bytes, bool]:
         if self._current is None:

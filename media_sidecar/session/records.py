@@ -109,7 +109,6 @@ class CallRecord:
     barge_in_at: list[float] = field(default_factory=list)
     """Call-relative times of the frames in which barge-in was decided."""
     playout: dict[str, Any] = field(default_factory=dict)
-    caller_frames_dropped: int = 0
     caller_frames_filled: int = 0
     """Silent 20 ms frames made for gaps in the caller's audio (a leg with silence suppression
     or DTX sends nothing while the caller is quiet); 0 for a leg that streams continuously."""

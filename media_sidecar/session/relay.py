@@ -126,7 +126,6 @@ class RelaySession(MediaSession):
 
     def _start(self, nursery: trio.Nursery) -> None:
         nursery.start_soon(self._run_provider)
-        nursery.start_soon(self._listen)
         nursery.start_soon(self._watchdog)
 
     # -- provider lifecycle --------------------------------------------------------------------
@@ -304,7 +303,10 @@ class RelaySession(MediaSession):
         self._spoke_since_caller = False
         now = trio.current_time()
         playing = [i for i in self._items.values() if not i.cut and i.frames_played]
-        if self.playout.speaking:
+        # The agent is talking while its audio plays, and also between two chunks of an answer
+        # still streaming in (the playout can run dry for a frame when audio arrives in real time).
+        talking = self.playout.speaking or any(not i.done for i in playing)
+        if talking:
             if not self.playout.interruptible:
                 return None
             first = next((s.started_at for i in self._items.values() if i.turn.trigger == "start"
@@ -317,7 +319,7 @@ class RelaySession(MediaSession):
             item.cut = True  # audio of these items still in flight is dropped on arrival
             item.rest.clear()
         self._notify()
-        if not self.playout.speaking:
+        if not talking:
             return None
         dropped = self.playout.flush()
         self.record.barge_ins += 1

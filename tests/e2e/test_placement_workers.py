@@ -84,8 +84,13 @@ class Pool:
         spec = ChannelSpec(script="agent", dnid="7000", channel=f"PJSIP/{name}-1",
                        uniqueid=f"1795267856.{next(_IDS)}")
         with trio.fail_after(30):
-            return await run_call("127.0.0.1", self.agi_port, spec,
-                                  CallerScript().hangup(at=hangup_at))
+            result = await run_call("127.0.0.1", self.agi_port, spec,
+                                    CallerScript().hangup(at=hangup_at))
+        # the FastAGI side records the outcome once its AGI session is over, which can be
+        # after the emulated channel has seen the end of AGI()
+        await self.until(lambda: any(o.channel == spec.channel
+                                     for o in self.fastagi.server.handler.outcomes))
+        return result
 
     def placed_on(self, channel_name: str) -> str:
         """The worker the FastAGI side placed a finished call on (its outcome)."""

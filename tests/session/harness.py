@@ -28,9 +28,11 @@ from media_sidecar.providers import make_provider
 from media_sidecar.server.audiosocket_server import AudioSocketServer
 from media_sidecar.server.registry import CallRegistry
 from media_sidecar.session.call import CallServices, ControlPort
+from media_sidecar.session.clock import FrameClock
 from media_sidecar.session.records import CallRecord, RecordWriter
 from media_sidecar.session.speaker import Speaker
 from tests.fakes import EnergyVad, FakeStt, FakeTts
+from tests.streams import socket_stream_pair
 
 
 async def inline(fn, *args, abandon_on_cancel: bool = False):
@@ -125,15 +127,21 @@ async def run_session(script: CallerScript, *, cfg: Config | None = None, redire
     call_uuid = uuid or str(uuidlib.uuid4())
     if offered:
         offer(registry, cfg, call_uuid)
-    ast_stream, sidecar_stream = trio.testing.memory_stream_pair()
+    ast_stream, sidecar_stream = socket_stream_pair()
     session = AudioSocketSession(ast_stream, call_uuid, caller=script.player(),
                                  config=asterisk_config)
     control.session = session
     t0 = trio.current_time()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(server.handle, sidecar_stream)
-        with trio.fail_after(max_seconds):
-            result = await session.run()
+    # A frame clock of the call's own: its grid starts with the call, as the emulated
+    # Asterisk's does (a shared clock's phase would depend on the calls before).
+    server.clock = FrameClock()
+    async with trio.open_nursery() as ticking:
+        ticking.start_soon(server.clock.run)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.handle, sidecar_stream)
+            with trio.fail_after(max_seconds):
+                result = await session.run()
+        ticking.cancel_scope.cancel()
     ended = control.ended[0] if control.ended else None
     records = server.memory_records.records  # type: ignore[attr-defined]
     record = records[0] if records else None

@@ -21,6 +21,7 @@ from media_sidecar.config.loader import load_config
 from media_sidecar.protocol.audiosocket import Kind, encode_audio, encode_uuid
 from tests.fakes import FakeTts, caller_says
 from tests.session.harness import run_session
+from tests.streams import socket_stream_pair
 
 FRAME = 0.02
 CFG = load_config()
@@ -181,10 +182,10 @@ async def test_malformed_frame_ends_only_that_call(autojump_clock):
     bad_uuid, good_uuid = str(uuidlib.uuid4()), str(uuidlib.uuid4())
     for u in (bad_uuid, good_uuid):
         offer(registry, CFG, u)
-    bad_ast, bad_side = trio.testing.memory_stream_pair()
+    bad_ast, bad_side = socket_stream_pair()
     from fastagi_server.emulator.audiosocket_side import AudioSocketSession
 
-    good_ast, good_side = trio.testing.memory_stream_pair()
+    good_ast, good_side = socket_stream_pair()
     good = AudioSocketSession(good_ast, good_uuid, caller=CallerScript()
                               .speak_after_agent_quiet(caller_says("goodbye")).player())
     async with trio.open_nursery() as n:

@@ -30,6 +30,7 @@ from media_sidecar.server.lifecycle import SidecarLifecycle
 from media_sidecar.session.records import CallRecord
 from tests.fakes import FakeTts, dominant_freq, tone
 from tests.session.harness import RecordingControl, build_server, inline, offer
+from tests.streams import socket_stream_pair
 
 FRAME = 0.02
 BASE = load_config()
@@ -75,7 +76,7 @@ async def drain_during_call(cfg: Config, script: CallerScript, *, drain_at: floa
     lifecycle.attach(cfg, registry, server, health)
     call_uuid = str(uuidlib.uuid4())
     offer(registry, cfg, call_uuid)
-    ast_stream, sidecar_stream = trio.testing.memory_stream_pair()
+    ast_stream, sidecar_stream = socket_stream_pair()
     session = AudioSocketSession(ast_stream, call_uuid, caller=script.player())
     control.session = session
     t0 = trio.current_time()

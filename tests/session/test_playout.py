@@ -14,30 +14,61 @@ from media_sidecar.protocol.audiosocket import (
     Codec,
     HangupMessage,
 )
+from media_sidecar.session.clock import FrameClock
 from media_sidecar.session.playout import Playout, PlayoutFull
+from tests.streams import socket_stream_pair
 
 
 class Wire:
-    """Records what the writer sends, with the virtual time of each send."""
+    """A playout on the frame clock over a socketpair; Asterisk's end records what arrives,
+    with the virtual time of each frame. ``stall_at``: the clock's tick that many frames in
+    takes ``stall`` seconds (the process was busy)."""
 
-    def __init__(self, stall_at: int | None = None, stall: float = 0.0) -> None:
+    def __init__(self, clock: trio.testing.MockClock | None = None, stall_at: int | None = None,
+                 stall: float = 0.0) -> None:
         self.sent: list[tuple[float, bytes]] = []
+        self.mock = clock
         self.stall_at = stall_at
         self.stall = stall
+        self.ticks = 0
 
-    async def send(self, data: bytes) -> None:
-        self.sent.append((trio.current_time(), data))
-        if self.stall_at is not None and len(self.sent) == self.stall_at:
-            await trio.sleep(self.stall)
+    # the call's inbound side (a sink that only counts the clock's read phases)
+    def caller_data(self, data: bytes, now: float) -> bool:
+        return True
+
+    def caller_closed(self, reason: str, error: str, now: float) -> None:
+        pass
+
+    def caller_tick(self, now: float) -> None:
+        self.ticks += 1
+        if self.mock is not None and self.ticks == self.stall_at:
+            self.mock.jump(self.stall)
+
+    async def play(self, p: Playout, body, *, lead_frames: int = 0) -> None:  # noqa: ANN001
+        """Run ``body(port)`` with ``p`` on a frame clock of its own; record what arrives."""
+        ast, side = socket_stream_pair()
+        clock = FrameClock()
+        decoder = AudioSocketDecoder()
+
+        async def read() -> None:
+            while data := await ast.receive_some(65536):
+                decoder.receive_data(data)
+                for msg in decoder.events():
+                    self.sent.append((trio.current_time(), msg))
+
+        async with trio.open_nursery() as ticking:
+            ticking.start_soon(clock.run)
+            async with trio.open_nursery() as n:
+                n.start_soon(read)
+                port = clock.attach(side, p, self, lead_frames=lead_frames)
+                await body(port)
+                clock.detach(port)
+                await side.aclose()  # the reader sees the end and returns
+            ticking.cancel_scope.cancel()
+        await ast.aclose()
 
     def frames(self) -> list[tuple[float, object]]:
-        out = []
-        for t, data in self.sent:
-            d = AudioSocketDecoder()
-            d.receive_data(data)
-            (msg,) = d.events()
-            out.append((t, msg))
-        return out
+        return list(self.sent)
 
 
 def tone(frames: int, amp: int = 8000) -> bytes:
@@ -47,11 +78,12 @@ def tone(frames: int, amp: int = 8000) -> bytes:
 
 async def test_every_frame_on_its_deadline_and_silence_when_idle(autojump_clock):
     wire = Wire()
-    p = Playout(wire.send)
-    async with trio.open_nursery() as n:
-        n.start_soon(p.run)
+    p = Playout()
+
+    async def body(port):
         await trio.sleep(0.51)
-        n.cancel_scope.cancel()
+
+    await wire.play(p, body)
     frames = wire.frames()
     assert len(frames) == 26  # t = 0, 0.02, ..., 0.50
     t0 = frames[0][0]
@@ -59,20 +91,25 @@ async def test_every_frame_on_its_deadline_and_silence_when_idle(autojump_clock)
         assert t == pytest.approx(t0 + i * FRAME_SECONDS, abs=1e-9)
         assert isinstance(msg, AudioMessage) and msg.kind == 0x10
         assert msg.payload == bytes(FRAME_BYTES)
+    assert p.stats.lateness_hist[0] == 26 and p.stats.late_frames == 0
 
 
 async def test_audio_plays_in_order_then_silence_and_done_fires(autojump_clock):
     wire = Wire()
-    p = Playout(wire.send)
-    async with trio.open_nursery() as n:
-        n.start_soon(p.run)
+    p = Playout()
+    box = {}
+
+    async def body(port):
         await trio.sleep(0.1)
-        seg = p.enqueue(tone(5, 1000) + tone(5, 2000)[: FRAME_BYTES * 5 - 100], text="hi")
+        box["seg"] = seg = p.enqueue(tone(5, 1000) + tone(5, 2000)[: FRAME_BYTES * 5 - 100],
+                                     text="hi")
         assert p.speaking
         await seg.done.wait()
-        done_at = trio.current_time()
+        box["done_at"] = trio.current_time()
         await trio.sleep(0.1)
-        n.cancel_scope.cancel()
+
+    await wire.play(p, body)
+    seg, done_at = box["seg"], box["done_at"]
     audio = [(t, m) for t, m in wire.frames() if m.payload != bytes(FRAME_BYTES)]
     assert len(audio) == 10
     first_t = audio[0][0]
@@ -86,16 +123,19 @@ async def test_audio_plays_in_order_then_silence_and_done_fires(autojump_clock):
 
 async def test_flush_takes_effect_at_the_next_frame(autojump_clock):
     wire = Wire()
-    p = Playout(wire.send)
-    async with trio.open_nursery() as n:
-        n.start_soon(p.run)
-        seg = p.enqueue(tone(100), text="one two three four five six seven eight nine ten")
+    p = Playout()
+    box = {}
+
+    async def body(port):
+        box["seg"] = p.enqueue(tone(100), text="one two three four five six seven eight nine ten")
         await trio.sleep(0.205)  # between two frames
-        flushed_at = trio.current_time()
-        dropped = p.flush()
+        box["flushed_at"] = trio.current_time()
+        box["dropped"] = p.flush()
         await trio.sleep(0.2)
-        n.cancel_scope.cancel()
-    assert dropped > 0 and seg.interrupted and seg.done.is_set()
+
+    await wire.play(p, body)
+    seg, flushed_at = box["seg"], box["flushed_at"]
+    assert box["dropped"] > 0 and seg.interrupted and seg.done.is_set()
     after = [m for t, m in wire.frames() if t > flushed_at]
     assert after and all(m.payload == bytes(FRAME_BYTES) for m in after)
     before = [m for t, m in wire.frames() if t <= flushed_at]
@@ -105,46 +145,57 @@ async def test_flush_takes_effect_at_the_next_frame(autojump_clock):
 
 async def test_non_interruptible_segment_survives_flush(autojump_clock):
     wire = Wire()
-    p = Playout(wire.send)
-    async with trio.open_nursery() as n:
-        n.start_soon(p.run)
-        farewell = p.enqueue(tone(10), text="goodbye", interruptible=False)
-        other = p.enqueue(tone(10), text="later")
+    p = Playout()
+    box = {}
+
+    async def body(port):
+        box["farewell"] = farewell = p.enqueue(tone(10), text="goodbye", interruptible=False)
+        box["other"] = p.enqueue(tone(10), text="later")
         assert not p.interruptible
         await trio.sleep(0.05)
         p.flush()
         await farewell.done.wait()
-        n.cancel_scope.cancel()
+
+    await wire.play(p, body)
+    farewell, other = box["farewell"], box["other"]
     assert not farewell.interrupted and farewell.frames_sent == 10
     assert other.interrupted and other.frames_sent == 0
 
 
 async def test_stall_never_causes_a_catch_up_burst(autojump_clock):
-    wire = Wire(stall_at=5, stall=0.1)
-    p = Playout(wire.send)
-    async with trio.open_nursery() as n:
-        n.start_soon(p.run)
+    wire = Wire(autojump_clock, stall_at=5, stall=0.1)
+    p = Playout()
+
+    async def body(port):
         await trio.sleep(1.0)
-        n.cancel_scope.cancel()
+
+    await wire.play(p, body)
     times = [t for t, _ in wire.sent]
     gaps = np.diff(times)
-    # frame 5's send blocked 100 ms; the next frame goes right after it, then the 20 ms grid
-    assert gaps[4] == pytest.approx(0.1, abs=1e-9)
+    # the 5th tick's read phase (half a frame after its write) took 100 ms: the next frame
+    # goes right after it, then the 20 ms grid again, never a burst of the missed ones
+    assert gaps[4] == pytest.approx(FRAME_SECONDS / 2 + 0.1, abs=1e-9)
     assert all(g >= FRAME_SECONDS - 1e-9 for g in gaps)
+    assert np.allclose(gaps[5:], FRAME_SECONDS)
     assert p.stats.late_frames == 1
 
 
 async def test_hand_back_after_queued_audio(autojump_clock):
     wire = Wire()
-    p = Playout(wire.send)
-    async with trio.open_nursery() as n:
-        n.start_soon(p.run)
+    p = Playout()
+    box = {}
+
+    async def body(port):
         p.enqueue(tone(3), text="bye", interruptible=False)
         p.hand_back()
         await p.hand_back_sent.wait()
+        box["port"] = port
+
+    await wire.play(p, body)
     msgs = [m for _, m in wire.frames()]
     assert isinstance(msgs[-1], HangupMessage)
     assert sum(isinstance(m, AudioMessage) and m.payload != bytes(FRAME_BYTES) for m in msgs) == 3
+    assert box["port"].handed_back and box["port"].done.is_set()
 
 
 @pytest.mark.parametrize("fmt", [AudioFormat(Codec.ULAW, 8000), AudioFormat(Codec.ALAW, 8000),
@@ -153,12 +204,13 @@ async def test_every_leg_gets_slin_8khz_back(autojump_clock, fmt):
     """Asterisk reads kind 0x10 as slin 8 kHz whatever the leg's codec (res_audiosocket.c), so
     a Dial(AudioSocket/...c(ulaw|alaw|slin16)) leg gets slin 8 kHz back, as the app does."""
     wire = Wire()
-    p = Playout(wire.send, fmt)
-    async with trio.open_nursery() as n:
-        n.start_soon(p.run)
+    p = Playout(fmt)
+
+    async def body(port):
         p.enqueue(tone(1))
         await trio.sleep(0.05)
-        n.cancel_scope.cancel()
+
+    await wire.play(p, body)
     (_, first), (_, second), *_ = wire.frames()
     assert first.kind == second.kind == 0x10
     assert len(first.payload) == len(second.payload) == 320
@@ -166,22 +218,20 @@ async def test_every_leg_gets_slin_8khz_back(autojump_clock, fmt):
 
 
 def test_bounded_buffer_refuses_more():
-    async def main():
-        p = Playout(Wire().send, max_seconds=1.0)
-        p.enqueue(tone(40))
-        with pytest.raises(PlayoutFull):
-            p.enqueue(tone(20))
-
-    trio.run(main)
+    p = Playout(max_seconds=1.0)
+    p.enqueue(tone(40))
+    with pytest.raises(PlayoutFull):
+        p.enqueue(tone(20))
 
 
 async def test_bounded_lead_runs_that_many_frames_ahead_then_paces(autojump_clock):
     wire = Wire()
-    p = Playout(wire.send, lead_frames=2)
-    async with trio.open_nursery() as n:
-        n.start_soon(p.run)
+    p = Playout()
+
+    async def body(port):
         await trio.sleep(0.11)
-        n.cancel_scope.cancel()
+
+    await wire.play(p, body, lead_frames=2)
     times = [t for t, _ in wire.sent]
     assert times[:3] == [times[0]] * 3  # the lead goes out at once ...
     assert np.allclose(np.diff(times[2:]), FRAME_SECONDS)  # ... then one frame per 20 ms

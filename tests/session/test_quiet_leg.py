@@ -21,16 +21,18 @@ from fastagi_server.emulator.audiosocket_side import AudioSocketConfig, agent_sa
 from fastagi_server.emulator.caller import CallerScript
 from media_sidecar.config.loader import load_config, parse_config
 from media_sidecar.constants import FRAME_BYTES
-from media_sidecar.protocol.audiosocket import AudioFormat, Kind
+from media_sidecar.protocol.audiosocket import AudioFormat, Kind, encode_audio, encode_dtmf
 from media_sidecar.protocol.control import CallContext
 from media_sidecar.session.base import MediaSession
+from media_sidecar.session.clock import READ_PHASE
 from media_sidecar.session.gaps import FILL_LAG, GAP_TOLERANCE, GapFiller
-from media_sidecar.session.inbound import CallerAudio, CallerDtmf, StreamClosed
+from media_sidecar.session.inbound import StreamClosed
 from tests.fakes import caller_says, tone
 from tests.mocks.deepgram_agent import AgentScript, MockAgentServer
 from tests.mocks.openai_realtime import MockRealtimeServer, RealtimeScript
 from tests.session.harness import Outcome, run_session
 from tests.session.providers import deepgram_factory, openai_factory
+from tests.streams import socket_stream_pair
 
 FRAME = 0.02
 CFG = load_config()
@@ -111,24 +113,24 @@ async def test_quiet_leg_gets_its_answer_when_a_silence_sending_leg_does(autojum
             "what are your opening hours",
             "hours",
         )
-        # the last voiced frame is the one that arrived at 11.20 (its t_end is 11.22)
+        # the last voiced frame is the one that arrived at 11.20 (its t_end is 11.22); the
+        # frame clock read it at 11.21 and stamped it with its write phase
         assert turn.speech_end == pytest.approx(11.22, abs=1e-6)
         assert agent_started(out)[1] == pytest.approx(turn.first_frame_sent, abs=1e-6)
-    # the quiet leg decides off the playout's grid (11.91), so its answer takes the next tick
-    # exactly; the streaming leg decides at 11.90, on a playout tick, and may take that one
+    # the end of speech is decided on the 35th silent slot after it (stamped 11.90), in the
+    # read phase of 11.91, for both legs (the quiet leg's slots are the read phases' stamps);
+    # both answers take the next write phase, 11.92
     q, s = quiet.record.turns[1], loud.record.turns[1]
     assert q.first_frame_sent == pytest.approx(11.92, abs=1e-6) and q.latency_ms == 700.0
-    assert s.first_frame_sent == pytest.approx(11.92, abs=FRAME + 1e-6)
-    # the end of speech is decided on the 35th silent slot (11.90): the streaming leg's frame
-    # arrives then, the quiet leg's slot is filled FILL_LAG later; both answer in frame 11.92
-    assert loud.record.turns[1].stt_done == pytest.approx(11.90, abs=1e-6)
-    assert quiet.record.turns[1].stt_done == pytest.approx(11.90 + FILL_LAG, abs=1e-6)
+    assert s.first_frame_sent == pytest.approx(11.92, abs=1e-6) and s.latency_ms == 700.0
+    assert loud.record.turns[1].stt_done == pytest.approx(11.91, abs=1e-6)
+    assert quiet.record.turns[1].stt_done == pytest.approx(11.91, abs=1e-6)
     assert [t.agent_text for t in quiet.record.turns] == [t.agent_text for t in loud.record.turns]
     assert quiet.ended.status == loud.ended.status == "CALLER_HANGUP"
-    # (e) the record counts the silent frames made: every 20 ms slot of the 16 s call but the
-    # 60 that carried speech and the last (the hang-up came at 16.0); none for a streaming leg
+    # (e) the record counts the silent frames made: one per read phase of the 16 s call
+    # (stamped 0.00 ... 15.98) but the 60 that carried speech; none for a streaming leg
     assert loud.record.caller_frames_filled == 0
-    assert quiet.record.caller_frames_filled == 800 - 60 - 1
+    assert quiet.record.caller_frames_filled == 800 - 60
 
 
 # -- (b) no-input reprompt and hang-up on the clock -------------------------------------------
@@ -289,13 +291,20 @@ class Recorder(MediaSession):
             uuid="u", assistant=CFG.assistants[0], context=CallContext(), fmt=AudioFormat()
         )
         self.frames: list[tuple[float, bytes]] = []
-        self.wakeups = 0
+        self.fills: list[float] = []
+
+    def _start(self, nursery: trio.Nursery) -> None:
+        self._gaps = CountingFiller(self._t0, self)
 
     def _on_frame(self, frame: bytes, t: float) -> None:
         self.frames.append((round(t - self._t0, 6), frame))
 
-    def _stream_closed(self, ev: StreamClosed) -> None:
+    def _on_digit(self, digit: str, t: float) -> None:
         pass
+
+    def _stream_closed(self, ev: StreamClosed) -> None:
+        self._set_outcome("CALLER_HANGUP")
+        self._end()
 
 
 class CountingFiller(GapFiller):
@@ -304,30 +313,39 @@ class CountingFiller(GapFiller):
         self.owner = owner
 
     def due(self, now: float) -> list[float]:
-        self.owner.wakeups += 1
-        return super().due(now)
+        slots = super().due(now)
+        if slots:
+            self.owner.fills.append(round(now - self.owner._t0, 6))
+        return slots
 
 
-async def listen(events: list[tuple[float, Any]], until: float) -> Recorder:
-    """Run the base session's ``_listen`` with ``events`` put at their (relative) times."""
+READ = READ_PHASE
+"""Asterisk's bytes written at a tick are read this much later (and stamped with the tick)."""
+
+
+async def listen(events: list[tuple[float, bytes]], until: float) -> Recorder:
+    """Run a session on the process's frame clock, with Asterisk's ``events`` (AudioSocket
+    bytes) sent at their (relative) times, and Asterisk closing at ``until``."""
     s = Recorder()
-    s._t0 = trio.current_time()
-    s._gaps = CountingFiller(s._t0, s)
+    ast, side = socket_stream_pair()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(s._listen)
-        for at, ev in events:
-            await trio.sleep_until(s._t0 + at)
-            s.queue.put(ev(trio.current_time()) if callable(ev) else ev)
-        await trio.sleep_until(s._t0 + until)
-        s.queue.put(StreamClosed(trio.current_time(), "eof"))
+        nursery.start_soon(s.run, side)
+        await trio.lowlevel.checkpoint()
+        t0 = trio.current_time()
+        for at, data in events:
+            await trio.sleep_until(t0 + at)
+            await ast.send_all(data)
+        await trio.sleep_until(t0 + until)
+        await ast.aclose()
+    assert s._t0 == t0
     return s
 
 
 VOICE = b"\x10\x27" * (FRAME_BYTES // 2)
 
 
-def audio(pcm: bytes = VOICE):
-    return lambda t: CallerAudio(pcm, t)
+def audio(pcm: bytes = VOICE) -> bytes:
+    return encode_audio(pcm)
 
 
 async def test_a_leg_that_sends_nothing_gets_one_silent_frame_per_slot_from_the_start(
@@ -335,29 +353,33 @@ async def test_a_leg_that_sends_nothing_gets_one_silent_frame_per_slot_from_the_
 ):
     s = await listen([], until=1.0)
     times = [t for t, _ in s.frames]
-    # nothing for GAP_TOLERANCE, then the slots since the start, then one per 20 ms
-    assert times == pytest.approx([round((k + 1) * FRAME, 6) for k in range(49)], abs=1e-6)
+    # nothing for GAP_TOLERANCE, then the slots since the start, then one per read phase:
+    # the slots are the read phases' stamps (0.00 ... 0.98), as real frames get them
+    assert times == pytest.approx([round(k * FRAME, 6) for k in range(50)], abs=1e-6)
     assert all(f == bytes(FRAME_BYTES) for _, f in s.frames)
-    assert s._gaps.filled == 49
-    # one wake-up per slot at most (the first one brings the slots the tolerance covered)
-    first_burst = int((GAP_TOLERANCE - FILL_LAG) / FRAME + 1e-9)
-    assert s.wakeups == 49 - first_burst + 1
+    assert s._gaps.filled == 50
+    # the first fill is in the first read phase past the tolerance, with the slots it covered;
+    # then one slot in each read phase
+    assert s.fills[0] == pytest.approx(GAP_TOLERANCE - FRAME, abs=1e-6)
+    assert np.allclose(np.diff(s.fills), FRAME)
+    assert len(s.fills) == 50 - int(GAP_TOLERANCE / FRAME + 1e-9) + 1
 
 
 async def test_real_frames_resume_the_grid_and_are_not_double_counted(autojump_clock):
     # speech 0.02-0.20, nothing until 0.60, speech again 0.60-0.70 (a DTMF in the gap)
-    events: list[tuple[float, Any]] = [(round(0.02 * k, 6), audio()) for k in range(1, 11)]
-    events.append((0.40, lambda t: CallerDtmf("5", t)))
+    events: list[tuple[float, bytes]] = [(round(0.02 * k, 6), audio()) for k in range(1, 11)]
+    events.append((0.40, encode_dtmf("5")))
     events += [(round(0.60 + 0.02 * k, 6), audio()) for k in range(6)]
-    s = await listen(events, until=0.71)
+    s = await listen(events, until=0.72)
     real = [t for t, f in s.frames if f == VOICE]
     silent = [t for t, f in s.frames if f != VOICE]
+    # real frames are read half a frame after they were sent, stamped with the send time
     assert real == pytest.approx(
         [round(0.02 * k, 6) for k in range(1, 11)] + [round(0.60 + 0.02 * k, 6) for k in range(6)],
         abs=1e-6,
     )
     # the gap 0.20-0.60 is filled on the grid of the last real frame, the DTMF changes nothing,
-    # and the slot 0.60 belongs to the real frame that arrived then
+    # and the slot 0.60 belongs to the real frame that was read then
     assert silent == pytest.approx([round(0.22 + 0.02 * k, 6) for k in range(19)], abs=1e-6)
     assert s._gaps.filled == 19
     assert [t for t, _ in s.frames] == sorted(t for t, _ in s.frames)
@@ -366,38 +388,28 @@ async def test_real_frames_resume_the_grid_and_are_not_double_counted(autojump_c
 
 async def test_a_partial_message_is_completed_with_silence_at_the_gap(autojump_clock):
     # a 30 ms message (480 bytes): one frame now, the other 10 ms waits for more audio
-    s = await listen([(0.03, audio(VOICE + VOICE[:160]))], until=0.2)
-    assert s.frames[0] == (0.03, VOICE)
+    s = await listen([(0.04, audio(VOICE + VOICE[:160]))], until=0.2)
+    assert s.frames[0] == (0.04, VOICE)
     t, first_gap_frame = s.frames[1]
-    assert t == pytest.approx(0.05, abs=1e-6)
+    assert t == pytest.approx(0.06, abs=1e-6)
     assert first_gap_frame == VOICE[:160] + bytes(160)
     assert all(f == bytes(FRAME_BYTES) for _, f in s.frames[2:])
 
 
 async def test_a_streaming_leg_never_gets_a_silent_frame(autojump_clock):
-    # frames every 20 ms with up to 21 ms of jitter (inter-arrival up to 41 ms): never a gap
+    # frames every 20 ms with up to 21 ms of jitter (read up to two ticks later): never a gap
     jitter = [0.0, 0.021, 0.0, 0.015, 0.0, 0.021, 0.003]
     events = [(round(0.02 * k + jitter[k % len(jitter)], 6), audio()) for k in range(1, 100)]
-    s = await listen(events, until=2.0 + 0.02)
+    events.sort(key=lambda e: e[0])
+    s = await listen(events, until=2.0 + 0.06)
     assert s._gaps.filled == 0 and len(s.frames) == 99
 
 
-async def test_audio_put_in_the_instant_the_gap_expires_is_taken_before_silence(autojump_clock):
-    """After a stall of the event loop the gap deadline and the reader wake together, in either
-    order (trio shuffles a batch): the audio that arrived meanwhile covers the time, so no
-    silence is inserted in front of it. Twenty runs, so either order is seen."""
-    for _ in range(20):
-        s = Recorder()
-        s._t0 = trio.current_time()
-        s._gaps = GapFiller(s._t0)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(s._listen)
-            await trio.sleep(FRAME)
-            s.queue.put(CallerAudio(VOICE, trio.current_time()))
-            await trio.sleep(FRAME / 2)  # the listener has taken it: the gap is measured from it
-            await trio.sleep_until(s._gaps.deadline)  # wakes with the listener's deadline
-            s.queue.put(CallerAudio(VOICE, trio.current_time()))
-            await trio.sleep(FRAME)
-            s.queue.put(StreamClosed(trio.current_time(), "eof"))
-        assert [t for t, _ in s.frames] == pytest.approx([FRAME, FRAME + GAP_TOLERANCE], abs=1e-6)
-        assert s._gaps.filled == 0
+async def test_audio_read_on_the_tick_the_gap_expires_is_taken_before_silence(autojump_clock):
+    """The tolerance deadline and the audio that ends the pause fall in the same read phase:
+    the clock reads before it fills, so that audio covers the time and no silence goes in
+    front."""
+    s = await listen([(FRAME, audio()), (FRAME + GAP_TOLERANCE, audio())], until=0.2)
+    assert [t for t, _ in s.frames][:2] == pytest.approx([FRAME, FRAME + GAP_TOLERANCE],
+                                                         abs=1e-6)
+    assert s.frames[1][1] == VOICE

@@ -20,6 +20,7 @@ from media_sidecar.config.loader import load_config
 from media_sidecar.protocol import control as c
 from tests.fakes import caller_says
 from tests.session.harness import build_server, offer
+from tests.streams import socket_stream_pair
 
 CFG = load_config()
 
@@ -28,7 +29,7 @@ async def one_call(server, registry, script: CallerScript):
     """Offer a call; returns its uuid and (the Asterisk side, the sidecar's stream end)."""
     call_uuid = str(uuidlib.uuid4())
     offer(registry, CFG, call_uuid)
-    ast, side = trio.testing.memory_stream_pair()
+    ast, side = socket_stream_pair()
     return call_uuid, (AudioSocketSession(ast, call_uuid, caller=script.player()), side)
 
 

@@ -38,20 +38,28 @@ def test_nothing_is_due_before_the_tolerance_then_the_missed_slots_on_the_grid()
     g = GapFiller(T0)
     assert g.deadline == pytest.approx(T0 + GAP_TOLERANCE)
     assert g.due(T0 + GAP_TOLERANCE - 0.001) == [] and not g.filling
-    # at 80 ms: the slots of 20, 40 and 60 ms; 80 ms is due FILL_LAG later
+    # at 80 ms: the slots of 20, 40, 60 and 80 ms (each is due at its own time)
+    assert g.due(T0 + GAP_TOLERANCE) == approx([T0 + 0.02, T0 + 0.04, T0 + 0.06, T0 + 0.08])
+    assert g.filling and g.filled == 4
+    assert g.deadline == pytest.approx(T0 + 0.10 + FILL_LAG)
+    assert g.due(T0 + 0.095) == []
+    assert g.due(T0 + 0.10) == approx([T0 + 0.10])
+    assert g.deadline == pytest.approx(T0 + 0.12 + FILL_LAG)
+
+
+def test_with_a_lag_each_slot_is_due_that_much_after_its_time() -> None:
+    g = GapFiller(T0, lag=0.01)
     assert g.due(T0 + GAP_TOLERANCE) == approx([T0 + 0.02, T0 + 0.04, T0 + 0.06])
-    assert g.filling and g.filled == 3
-    assert g.deadline == pytest.approx(T0 + 0.08 + FILL_LAG)
+    assert g.deadline == pytest.approx(T0 + 0.09)
     assert g.due(T0 + 0.085) == []
     assert g.due(T0 + 0.09) == approx([T0 + 0.08])
-    assert g.deadline == pytest.approx(T0 + 0.10 + FILL_LAG)
 
 
 def test_a_late_waker_gets_every_slot_up_to_now_once() -> None:
     g = GapFiller(T0)
-    assert g.due(T0 + 1.0) == approx([T0 + 0.02 * k for k in range(1, 50)])
+    assert g.due(T0 + 1.0) == approx([T0 + 0.02 * k for k in range(1, 51)])
     assert g.due(T0 + 1.0) == []  # nothing twice
-    assert g.filled == 49
+    assert g.filled == 50
 
 
 def test_real_audio_restarts_the_grid_from_its_arrival() -> None:
@@ -60,11 +68,11 @@ def test_real_audio_restarts_the_grid_from_its_arrival() -> None:
     g.heard(T0 + 0.333)  # DTX resumed off the old grid
     assert not g.filling
     assert g.deadline == pytest.approx(T0 + 0.333 + GAP_TOLERANCE)
-    assert g.due(T0 + 0.5) == approx([T0 + 0.333 + 0.02 * k for k in range(1, 8)])
+    assert g.due(T0 + 0.5) == approx([T0 + 0.333 + 0.02 * k for k in range(1, 9)])
 
 
 def test_audio_resuming_within_the_lag_takes_the_slot() -> None:
-    g = GapFiller(T0)
+    g = GapFiller(T0, lag=0.01)
     g.due(T0 + 0.09)  # slots up to 80 ms
     assert g.deadline == pytest.approx(T0 + 0.11)
     g.heard(T0 + 0.100)  # the real frame for slot 100 ms, before its silent stand-in was due
