@@ -77,8 +77,7 @@ def similarity(heard: str, term: str) -> float:
     word that sounds the same but is spelt differently scores between the two. 0.0 when either is a digit string that
     differs, ``term`` is shorter than :data:`MIN_FUZZY_LETTERS`, or ``heard`` is a function
     word (:data:`STOPWORDS`)."""
-    if heard == term or heard in (term + "s", term + "es") or (
-            term.endswith("s") and heard == term[:-1] and len(heard) >= MIN_FUZZY_LETTERS):
+    if _same(heard, term):
         return 1.0
     if (len(term) < MIN_FUZZY_LETTERS or heard in STOPWORDS or not heard.isalpha()
             or not term.isalpha()):
@@ -127,12 +126,17 @@ class Term:
         Spans of the term's length are compared word by word (every word must reach the
         floor; the score is the mean weighted by the term's word lengths); spans one word
         shorter or longer are compared as joined strings, which catches split and merged
-        words ("help desk"/"helpdesk", "bill ing"). Exact matches are found first."""
+        words ("help desk"/"helpdesk", "bill ing"). Exact matches are found first. Runs on
+        the call's event loop: spans whose length alone rules them out are skipped."""
         n = len(self.tokens)
         if not n or not heard:
             return None
         best: Hit | None = None
         joined_term = "".join(self.tokens)
+        # A joined span's spelling similarity is at most 2*shorter/(sum of lengths), and must
+        # reach 2*floor-1 for the score to reach the floor (less 0.1: a plural term is also
+        # compared in the singular, one letter shorter).
+        need = max(0.0, 2 * floor - 1.1)
         for size in (n, n - 1, n + 1):
             if size < 1 or size > len(heard):
                 continue
@@ -141,11 +145,18 @@ class Term:
                 if size == n:
                     score = self._aligned(span, floor)
                 elif size == 1 and span[0] in STOPWORDS:
-                    score = 0.0
+                    continue
                 else:
-                    score = similarity("".join(span), joined_term)
-                    if score < 1.0 and any(w in STOPWORDS for w in span) and n > 1:
-                        score = 0.0  # a function word glued to a neighbour is not a term
+                    joined = "".join(span)
+                    short, long = sorted((len(joined), len(joined_term)))
+                    if 2 * short < need * (short + long):
+                        continue
+                    if floor >= 1.0:
+                        score = 1.0 if _same(joined, joined_term) else 0.0
+                    else:
+                        score = similarity(joined, joined_term)
+                    if score < 1.0 and n > 1 and any(w in STOPWORDS for w in span):
+                        continue  # a function word glued to a neighbour is not a term
                 if score >= floor and (best is None or score > best.score):
                     best = Hit(score, " ".join(span), start, start + size)
                     if score >= 1.0:
@@ -155,9 +166,19 @@ class Term:
     def _aligned(self, span: list[str], floor: float) -> float:
         total = weight = 0.0
         for heard_word, term_word in zip(span, self.tokens, strict=True):
-            s = 1.0 if heard_word == term_word else similarity(heard_word, term_word)
+            if floor >= 1.0:
+                s = 1.0 if _same(heard_word, term_word) else 0.0
+            else:
+                s = 1.0 if heard_word == term_word else similarity(heard_word, term_word)
             if s < floor:
                 return 0.0
             total += s * len(term_word)
             weight += len(term_word)
         return total / weight if weight else 0.0
+
+
+def _same(heard: str, term: str) -> bool:
+    """The exact-match rule of :func:`similarity` (the word, its plural, a plural term's
+    singular), without computing any similarity."""
+    return (heard == term or heard in (term + "s", term + "es") or (
+        term.endswith("s") and heard == term[:-1] and len(heard) >= MIN_FUZZY_LETTERS))
