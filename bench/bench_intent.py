@@ -257,6 +257,9 @@ def summarise(rows: list[dict]) -> dict:
         "false_accepts": sum(r["expected"] == "fallback" and r["got"] != "fallback"
                              for r in rows),
         "missed": sum(r["expected"] != "fallback" and r["got"] == "fallback" for r in rows),
+        "misrouted": sum(r["expected"] != "fallback" and r["got"] not in ("fallback",
+                                                                          r["expected"])
+                         for r in rows),
         "by_voice": {k: {"accuracy": round(v[0] / v[1], 4), "wer": round(v[2] / v[3], 4),
                          "n": v[1]} for k, v in by_voice.items()},
         "confusion": {f"{e} -> {g}": c for (e, g), c in sorted(Counter(
@@ -284,7 +287,9 @@ def markdown(summary: dict, rows: list[dict], meta: dict) -> str:
         f"{s['baseline_accuracy']:.1%} |",
         f"| word error rate of the STT | {s['wer']:.1%} |",
         f"| out-of-scope requests matched to an intent (false accepts) | {s['false_accepts']} |",
-        f"| requests not understood (missed) | {s['missed']} |",
+        f"| requests not understood (missed: the caller is asked again, then passed to a "
+        f"person) | {s['missed']} |",
+        f"| requests sent to another intent (misrouted) | {s['misrouted']} |",
         f"| STT time per utterance, mean / p95 | {s['stt_ms_mean']} / {s['stt_ms_p95']} ms |",
         f"| re-scoring + matching, slowest | {s['match_ms_max']} ms |", "",
         "Per voice:", "", "| voice | n | intent accuracy | WER |", "|---|---|---|---|",
@@ -317,9 +322,20 @@ def main() -> None:
     ap.add_argument("--no-espeak", action="store_true", help="Piper voices only")
     ap.add_argument("--stt", choices=["moonshine", "pocketsphinx"], default="moonshine")
     ap.add_argument("--snr", type=float, default=SNR_DB, help="line noise, dB below speech")
+    ap.add_argument("--render", type=Path, metavar="JSON",
+                    help="only re-render the summary and .md of an earlier run's JSON")
     ap.add_argument("--out", type=Path, help="results stem (default bench/results/<date>-intent)")
     args = ap.parse_args()
     SNR_DB = args.snr
+    if args.render:
+        data = json.loads(args.render.read_text())
+        SNR_DB = data["meta"]["snr_db"]
+        data["summary"] = summarise(data["rows"])
+        args.render.write_text(json.dumps(data, indent=1) + "\n")
+        md = markdown(data["summary"], data["rows"], data["meta"])
+        args.render.with_suffix(".md").write_text(md)
+        print(md)
+        return
     espeak = None if args.no_espeak or args.quick else shutil.which("espeak-ng")
     voices = [PIPER_VOICES[1]] if args.quick else list(PIPER_VOICES)
     skipped = ""
