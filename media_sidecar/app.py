@@ -240,6 +240,7 @@ async def _serve(cfg: Config, given: _Given, provider_factory: ProviderFactory,
     server = AudioSocketServer(cfg, registry, services, hub, records, on_ended=hub.send,
                                provider_factory=provider_factory, prompts=prompts)
     server.announcements = announcements
+    server.worker = given.worker
     sc = cfg.sidecar
     try:
         async with trio.open_nursery() as nursery:

@@ -64,6 +64,8 @@ class AudioSocketServer:
         self.active = 0
         """Calls past the UUID check whose record is not written yet (the drain waits for
         none)."""
+        self.worker = ""
+        """This media worker's name, written into each call record."""
         self.clock: FrameClock | None = None
         """The frame clock calls go by (None: the process's, :func:`frame_clock`; tests give
         each call a clock of its own to fix its phase)."""
@@ -214,6 +216,7 @@ class AudioSocketServer:
     async def _run(self, uuid: str, session: MediaSession, stream: trio.abc.Stream,
                    rest: list[Any]) -> Ended:
         self.registry.attach(uuid, session)
+        session.record.worker = self.worker
         try:
             return await session.run(stream, rest)
         finally:

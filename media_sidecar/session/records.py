@@ -108,6 +108,8 @@ class CallRecord:
     barge_ins: int = 0
     barge_in_at: list[float] = field(default_factory=list)
     """Call-relative times of the frames in which barge-in was decided."""
+    worker: str = ""
+    """The media worker that served the call: its index (``sidecar --worker I``)."""
     playout: dict[str, Any] = field(default_factory=dict)
     caller_frames_filled: int = 0
     """Silent 20 ms frames made for gaps in the caller's audio (a leg with silence suppression

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -136,16 +137,39 @@ class ProductProcess:
         return [ln for ln in self.lines if "Traceback" in ln]
 
 
+WORKERS = 2
+"""Media workers the tier's product runs: calls are placed across them, as on a real box."""
+PORT_STEP = 10
+
+
+def _free(port: int) -> bool:
+    if port >= 65536:
+        return False
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def product_config(workdir: Path, assistants: dict[str, Any], routing: dict[str, Any],
                    *, ports: tuple[int, int, int] | None = None) -> dict[str, Any]:
-    """A complete YAML config (as a dict) on free loopback ports."""
+    """A complete YAML config (as a dict) on free loopback ports, with :data:`WORKERS` media
+    workers (every worker's ports free: worker i listens on each base port + i * the step)."""
     fastagi, audiosocket, control = ports or (free_port(), free_port(), free_port())
+    health = free_port()
+    if ports is None:
+        while not all(_free(p + i * PORT_STEP) for p in (audiosocket, control, health)
+                      for i in range(1, WORKERS)):
+            audiosocket, control, health = free_port(), free_port(), free_port()
     return {
         "fastagi": {"listen": {"host": "127.0.0.1", "port": fastagi}, "env_timeout": 5.0,
                     "offer_timeout": 0.8},
-        "health": {"listen": {"host": "127.0.0.1", "port": free_port()}},
+        "health": {"listen": {"host": "127.0.0.1", "port": health}},
         "sidecar": {"audiosocket": {"host": "127.0.0.1", "port": audiosocket},
                     "control": {"host": "127.0.0.1", "port": control},
+                    "workers": WORKERS, "worker_port_step": PORT_STEP,
                     "records_path": str(workdir / "calls.jsonl")},
         "ami": {"host": "${AMI_HOST:-}", "port": "${AMI_PORT:-5038}",
                 "username": "${AMI_USERNAME:-}", "secret": "${AMI_SECRET}"},
