@@ -185,6 +185,7 @@ class FrameClock:
                     self._write(port, deadline)
                 except Exception as exc:  # noqa: BLE001 - a bug in one call ends that call only
                     self._fail(port, exc)
+        spent = trio.current_time() - start
         # The read phase is half a frame after the write phase: the reads' work (decoding,
         # VAD, providers' buffers) never delays a write, and a peer that sends on the same grid
         # as ours (Asterisk's phase is arbitrary; the emulator's in virtual time is ours) is
@@ -197,7 +198,7 @@ class FrameClock:
                     self._read(port, now)
                 except Exception as exc:  # noqa: BLE001
                     self._fail(port, exc)
-        spent = trio.current_time() - start
+        spent += trio.current_time() - now
         st.busy_seconds += spent
         st.max_tick_seconds = max(st.max_tick_seconds, spent)
 
