@@ -34,7 +34,8 @@ he she it its his her hers him they them their theirs this that these those ther
 what when who whom which why how is are was be been being am do does did done have has had
 having can could would should will shall may might must not no yes yeah yep ok okay just like
 please thanks thank hi hello hey well now then than very really all any some get got go
-going want wanna need would let lets know see say said tell call talk speak put give make press option number key button dial
+going want wanna need would let lets know see say said tell call talk speak put give make
+press option number key button dial
 """.split())
 """Words that match a term only exactly (their neighbours are other common words)."""
 
