@@ -36,7 +36,7 @@ The clock is started on first use in each trio run (:func:`frame_clock`) as a sy
 the sidecar, the tests and the benchmarks share one code path; it sleeps without waking while
 no call is attached. Only connected sockets (``trio.SocketStream``: TCP from Asterisk, or a
 ``socketpair`` in tests) can be attached: their descriptors are non-blocking already (trio set
-them so) and are written and read with ``os.write`` / ``os.read``.
+them so); the clock writes and reads a duplicate of each with ``os.write`` / ``os.read``.
 """
 
 from __future__ import annotations
@@ -99,8 +99,8 @@ class Port:
     """Why a write failed (the leg is gone)."""
     handed_back: bool = False
 
-    def fileno(self) -> int:
-        return self.stream.socket.fileno()
+    fd: int = -1
+    """The clock's own duplicate of the socket's descriptor (see :meth:`FrameClock.attach`)."""
 
 
 @dataclass
@@ -133,6 +133,11 @@ class FrameClock:
         if not isinstance(stream, trio.SocketStream):
             raise TypeError(f"the frame clock needs a socket stream, not {type(stream).__name__}")
         port = Port(stream, playout, sink, lead_frames)
+        # A duplicate descriptor of its own: no lookup per write, and it can never name another
+        # connection (a closed descriptor's number is reused at once by the next accept); it
+        # shares the non-blocking flag. Closed by detach, which the call does before it closes
+        # the stream, so the connection's FIN still goes when the stream closes.
+        port.fd = os.dup(stream.socket.fileno())
         self._ports[port] = None
         self.stats.ports = len(self._ports)
         self.stats.max_ports = max(self.stats.max_ports, self.stats.ports)
@@ -143,6 +148,9 @@ class FrameClock:
         """Take a call off the clock (idempotent). The socket is the caller's to close."""
         port.active = port.reading = False
         self._ports.pop(port, None)
+        if port.fd >= 0:
+            os.close(port.fd)
+            port.fd = -1
         self.stats.ports = len(self._ports)
         port.done.set()
 
@@ -229,10 +237,7 @@ class FrameClock:
         """Write ``port.out`` (``data``) without blocking; keep the unwritten rest. False when
         nothing more can go now (a short write, or the leg is gone)."""
         try:
-            fd = port.fileno()
-            if fd < 0:
-                raise OSError(errno.EBADF, "socket closed")
-            n = os.write(fd, data)
+            n = os.write(port.fd, data)
         except BlockingIOError:
             port.playout.stats.blocked_ticks += 1
             return False
@@ -248,8 +253,7 @@ class FrameClock:
     def _read(self, port: Port, now: float) -> None:
         sink = port.sink
         try:
-            fd = port.fileno()
-            data: bytes | None = os.read(fd, READ_BYTES) if fd >= 0 else b""
+            data: bytes | None = os.read(port.fd, READ_BYTES)
         except BlockingIOError:
             data = None
         except OSError as exc:
