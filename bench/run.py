@@ -31,6 +31,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -214,12 +215,29 @@ def render(res: dict[str, Any], out: Path, plots: list[Path],
         lines += [bench_pipeline.render_md(res["pipeline"]), ""]
     if "scale" in res:
         lines += render_scale(res["scale"], relay)
+    lines += kept_sections(md)
     if plots:
         lines += ["## Plots", ""]
         lines += [f"![{p.stem}]({os.path.relpath(p.resolve(), md.resolve().parent)})"
                   for p in plots]
         lines.append("")
     return "\n".join(lines)
+
+
+KEPT_MARKER = "Not part of `bench/run.py`"
+"""A BENCHMARKS.md section whose text has this was written by a benchmark run on its own
+(``bench_intent.py``, ``soak.py``): a re-render keeps it as it is."""
+
+
+def kept_sections(md: Path) -> list[str]:
+    """The sections of the current ``md`` that other benchmarks keep by hand, in order."""
+    if not md.exists():
+        return []
+    kept: list[str] = []
+    for part in re.split(r"(?m)^(?=## )", md.read_text()):
+        if part.startswith("## ") and KEPT_MARKER in part and not part.startswith("## Plots"):
+            kept += [part.rstrip("\n"), ""]
+    return kept
 
 
 def _latencies(relay: dict[str, Any]) -> dict[str, dict[str, Any]]:
