@@ -18,6 +18,7 @@ workers ``agi-voice serve`` runs.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -28,6 +29,7 @@ from .app import load_assets, run_sidecar
 from .config.loader import ConfigError, load_config
 from .config.schema import Config
 from .config.workers import worker_config
+from .ops import slowsteps
 from .ops.status import StatusPipe, die_with_parent, find_startup_error, startup_failure_line
 from .server.lifecycle import ReloadError, SidecarLifecycle
 
@@ -49,7 +51,8 @@ def main(cfg: Config, config_path: str | None, status_fd: int | None = None,
     state = _State()
     state.worker = worker
     try:
-        trio.run(_serve, worker_config(cfg, worker), config_path, status, state)
+        trio.run(_serve, worker_config(cfg, worker), config_path, status, state,
+                 instruments=slowsteps.from_env())
     except Exception as exc:
         if find_startup_error(exc) is None and state.ready:
             raise  # a crash while serving: the traceback, and the supervisor restarts it
@@ -57,6 +60,23 @@ def main(cfg: Config, config_path: str | None, status_fd: int | None = None,
         status.fatal("sidecar", startup_failure_line(exc))
         return 1
     return 0
+
+
+GC_THRESHOLDS = (20_000, 20, 20)
+"""The cyclic collector's thresholds in a media process (CPython's: 700, 10, 10). A full
+collection walks every tracked object and holds the event loop, so the frame clock, meanwhile:
+measured at 100 speech-to-speech calls, 50-65 ms every ~1.4 s with the defaults, each a
+skipped frame for every call. Reference counting frees nearly everything a call allocates; the
+collector only finds cycles, so running it less often costs a little memory, not correctness."""
+
+
+def settle_heap() -> None:
+    """Once started: collect, move everything loaded so far (modules, config, models' Python
+    side, rendered prompts) to the permanent generation that no collection walks again
+    (``gc.freeze``), and run the collector less often (:data:`GC_THRESHOLDS`)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def _serve(cfg: Config, config_path: str | None, status: StatusPipe,
@@ -69,6 +89,7 @@ async def _serve(cfg: Config, config_path: str | None, status: StatusPipe,
             await nursery.start(functools.partial(run_sidecar, cfg, lifecycle=lifecycle,
                                                   strict=True, worker=str(state.worker)))
             state.ready = True
+            settle_heap()
             status.ready()
 
 

@@ -174,7 +174,8 @@ class FrameClock:
                     # a stall: skip the missed frames (no catch-up burst), new grid from now
                     self.stats.late_ticks += 1
                     for port in self._ports:
-                        port.playout.stats.late_frames += 1
+                        if not port.fresh:  # a call attached during the stall missed nothing
+                            port.playout.stats.late_frames += 1
                     deadline += behind
 
     # -- one tick ----------------------------------------------------------------------------
