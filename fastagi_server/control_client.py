@@ -13,6 +13,12 @@ starts from, plus the offers this client has in flight and the ones accepted sin
 report (the worker sends a report right after each accept, which then replaces that count). A
 worker that sends no reports (an older release) gets the calls this client placed there and
 has not forgotten yet.
+
+Shared secret (:mod:`media_sidecar.protocol.control_auth`): a worker with a secret answers
+``hello`` with a challenge; the client answers it with ``secret`` and checks the worker's proof
+in turn. A worker whose URL is not loopback must authenticate: a link to one that does not ask
+is refused (anyone could listen there). Each such refusal is a WARNING (once per reason while
+it repeats), never a silent retry.
 """
 
 from __future__ import annotations
@@ -21,11 +27,14 @@ import asyncio
 import collections
 import logging
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from media_sidecar.config.addresses import is_loopback_host
 from media_sidecar.protocol import control as c
+from media_sidecar.protocol import control_auth as auth
 
 log = logging.getLogger("agi_voice.control_client")
 
@@ -44,6 +53,10 @@ class ControlUnavailable(Exception):
     """The sidecar cannot be reached (link down, or it closed while we waited)."""
 
 
+class ControlAuthError(Exception):
+    """The control link's shared-secret handshake failed (module doc)."""
+
+
 NOT_READY_STARTING = "media plane not ready: starting (the media sidecar is not connected yet)"
 NOT_READY_DOWN = "media plane not ready: the media sidecar is not connected"
 
@@ -51,8 +64,16 @@ NOT_READY_DOWN = "media plane not ready: the media sidecar is not connected"
 class ControlClient:
     def __init__(self, url: str, on_transfer: TransferHandler, *, backoff_min: float = 0.2,
                  backoff_max: float = 5.0, name: str = "", audiosocket_address: str = "",
-                 local: bool = True) -> None:
+                 local: bool = True, secret: str = "",
+                 secret_env: str = "AGI_VOICE_CONTROL_SECRET") -> None:
         self.url = url
+        self.secret = secret
+        """The control link's shared secret ("" none)."""
+        self.secret_env = secret_env
+        """Where the secret comes from, for log lines (never the value)."""
+        self.require_auth = not is_loopback_host(urlsplit(url).hostname or "")
+        """The worker is not on loopback: it must prove it holds the secret."""
+        self._auth_warned = ""
         self.name = name
         """The worker's name (a local worker's index) for logs and ``offer.worker``."""
         self.audiosocket_address = audiosocket_address
@@ -115,7 +136,7 @@ class ControlClient:
                 async with connect(self.url, open_timeout=2, ping_interval=5, ping_timeout=5,
                                    max_size=c.MAX_MESSAGE_BYTES) as ws:
                     await ws.send(c.encode(c.Hello(role="fastagi")))
-                    hello = c.decode(await asyncio.wait_for(ws.recv(), 2))
+                    hello = c.decode(await self._handshake(ws))
                     if not isinstance(hello, c.Hello):
                         raise c.ControlError("sidecar did not answer hello")
                     await ws.send(c.encode(c.WatchLoad()))
@@ -124,6 +145,7 @@ class ControlClient:
                     self.ever_up = True
                     delay = self.backoff_min
                     down_since = None
+                    self._auth_warned = ""
                     log.info("control link up: %s", self.url)
                     async with asyncio.TaskGroup() as tg:
                         try:
@@ -131,6 +153,12 @@ class ControlClient:
                                 self._dispatch(text, tg)
                         except ConnectionClosed as exc:  # inside the group: not an ExceptionGroup
                             log.warning("control link to %s closed: %s", self.url, exc)
+            except ControlAuthError as exc:
+                if str(exc) != self._auth_warned:
+                    log.warning("control link to %s refused: %s", self.url, exc)
+                    self._auth_warned = str(exc)
+                else:
+                    log.debug("control link to %s refused: %s", self.url, exc)
             except (OSError, ConnectionClosed, InvalidHandshake, InvalidURI, TimeoutError,
                     c.ControlError) as exc:
                 why = exc or type(exc).__name__
@@ -152,6 +180,40 @@ class ControlClient:
             # Until the first link, the sidecar is loading its models: retry often (a refused
             # loopback connection costs nothing) so calls are served as soon as it is ready.
             delay = min(delay * 2, self.backoff_max if self.ever_up else STARTUP_RETRY_MAX)
+
+    async def _handshake(self, ws: ClientConnection) -> str | bytes:
+        """After our ``hello``: answer the worker's challenge if it sends one (module doc);
+        returns the worker's ``hello`` text. Raises ControlAuthError, TimeoutError,
+        ConnectionClosed."""
+        first = await asyncio.wait_for(ws.recv(), 2)
+        if not auth.is_auth_message(first):
+            if self.require_auth:
+                raise ControlAuthError("the media worker is not on loopback and did not ask for "
+                                       "the control link secret: not an authenticated worker")
+            return first
+        if not self.secret:
+            raise ControlAuthError(f"the media worker requires the control link secret and "
+                                   f"{self.secret_env} is not set here")
+        try:
+            challenge = auth.decode(first)
+            if not isinstance(challenge, auth.Challenge):
+                raise auth.AuthError("expected a challenge")
+            response = auth.answer(self.secret, challenge)
+            await ws.send(auth.encode(response))
+            try:
+                proof = auth.decode(await asyncio.wait_for(ws.recv(), 2))
+            except ConnectionClosed as exc:
+                if exc.rcvd is not None and exc.rcvd.code == 1008:
+                    raise ControlAuthError(f"the media worker rejected the control link "
+                                           f"secret ({self.secret_env} differs)") from None
+                raise
+            if not isinstance(proof, auth.Proof) or not auth.verify(
+                    auth.server_mac(self.secret, challenge.nonce, response.nonce), proof.mac):
+                raise ControlAuthError("the media worker did not prove it holds the control "
+                                       "link secret")
+        except auth.AuthError as exc:
+            raise ControlAuthError(f"bad handshake from the media worker: {exc}") from None
+        return await asyncio.wait_for(ws.recv(), 2)
 
     def _link_lost(self) -> None:
         self._ws = None

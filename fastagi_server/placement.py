@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 from media_sidecar.config.schema import Config
 from media_sidecar.config.workers import media_targets
+from media_sidecar.ops.control_secret import control_secret, secret_env_name
 from media_sidecar.protocol import control as c
 
 from .control_client import (
@@ -59,9 +60,13 @@ class MediaPool:
     @classmethod
     def from_config(cls, cfg: Config, on_transfer: TransferHandler,
                     client: ClientFactory = ControlClient) -> MediaPool:
-        """One client per :func:`~media_sidecar.config.workers.media_targets` entry."""
+        """One client per :func:`~media_sidecar.config.workers.media_targets` entry, each
+        with the control link's shared secret from the environment
+        (:mod:`media_sidecar.ops.control_secret`)."""
+        secret = control_secret(cfg)
         return cls([client(t.control_url, on_transfer, name=t.name,
-                           audiosocket_address=t.audiosocket_address, local=t.local)
+                           audiosocket_address=t.audiosocket_address, local=t.local,
+                           secret=secret, secret_env=secret_env_name(cfg))
                     for t in media_targets(cfg)])
 
     # -- links -------------------------------------------------------------------------------

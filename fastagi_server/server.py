@@ -11,6 +11,10 @@ accepts it only once its models are loaded) each one gets ``AI_STATUS=FAILED`` a
 (:mod:`.placement`). :meth:`FastAgiServer.drain` refuses new calls
 (``AI_REASON=draining``) and returns :meth:`FastAgiServer.run` once every AGI connection is
 done; :meth:`FastAgiServer.reload` switches routing and assistants for new calls.
+
+Only the addresses in ``fastagi.allow`` (default loopback) may connect: any other peer is
+closed at once, without a byte, and logged (a WARNING per address at most once a minute, with
+the count refused meanwhile). The list is read at start-up (a reload does not change it).
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from media_sidecar.config.addresses import AllowList
 from media_sidecar.config.reload import for_reload
 from media_sidecar.config.schema import Config
+from media_sidecar.ops import debug_counters
 from media_sidecar.ops.status import listen_error
 
 from .agi.connection import AgiConnection
@@ -34,6 +40,9 @@ from .placement import MediaPool
 from .stats import report_stats, snapshot
 
 log = logging.getLogger("agi_voice.fastagi")
+
+REFUSED_LOG_SECONDS = 60.0
+"""A refused address is logged at most this often (a scan must not flood the log)."""
 
 
 class FastAgiServer:
@@ -53,6 +62,10 @@ class FastAgiServer:
         self.draining = False
         """Read by the stats reporter: the sidecar's /ready answers 503 while it is set."""
         self._stop = asyncio.Event()
+        self.allow = AllowList.from_entries(cfg.fastagi.allow)
+        self.refused = 0
+        """Connections closed because their address is not in ``fastagi.allow``."""
+        self._refused_log: dict[str, tuple[float, int]] = {}
 
     async def wait_idle(self) -> None:
         """Wait until no AGI connection is being handled (outcomes are final then)."""
@@ -68,6 +81,9 @@ class FastAgiServer:
         async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(self.control.run()),
                      tg.create_task(report_stats(self))]  # for the sidecar's /health, /metrics
+            counters = debug_counters.target()
+            if counters is not None:  # soak runs only (bench/soak.py)
+                tasks.append(tg.create_task(debug_counters.run_asyncio(counters)))
             if self.cfg.ami.enabled:
                 from .ami.client import AmiClient
 
@@ -132,8 +148,32 @@ class FastAgiServer:
         async for ev in self.ami.events():
             yield ev
 
+    def _admit(self, writer: asyncio.StreamWriter) -> bool:
+        """True when the peer is in ``fastagi.allow``; else the connection is aborted at once
+        (no byte is written) and logged."""
+        peer = writer.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        if self.allow.allows(host):
+            return True
+        self.refused += 1
+        writer.transport.abort()
+        now = asyncio.get_running_loop().time()
+        last, skipped = self._refused_log.get(host, (-REFUSED_LOG_SECONDS, 0))
+        if now - last >= REFUSED_LOG_SECONDS:
+            more = f" ({skipped} more since the last line)" if skipped else ""
+            log.warning("FastAGI connection from %s refused: not in fastagi.allow%s",
+                        host or "an unknown address", more)
+            if len(self._refused_log) >= 1024:  # bounded: forget the oldest entry
+                self._refused_log.pop(next(iter(self._refused_log)))
+            self._refused_log[host] = (now, 0)
+        else:
+            self._refused_log[host] = (last, skipped + 1)
+        return False
+
     async def _on_connection(self, reader: asyncio.StreamReader,
                              writer: asyncio.StreamWriter) -> None:
+        if not self._admit(writer):
+            return
         self.active += 1
         self._idle.clear()
         conn = AgiConnection(reader, writer)

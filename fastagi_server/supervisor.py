@@ -32,6 +32,10 @@ plane as N media workers).
   know yet; if a worker refuses (a model that does not load), FastAGI keeps its config too
   (the workers that took it serve new calls with it; a call for an assistant one of them no
   longer knows is placed on another).
+- **Control secret.** Without the environment variable ``service.control_secret_env`` (default
+  ``AGI_VOICE_CONTROL_SECRET``), ``serve`` generates the control link's shared secret into
+  ``agi-voice-<FastAGI port>.control-secret`` (mode 0600) beside the pid file on its first run,
+  and gives it to its planes in that variable (:mod:`media_sidecar.ops.control_secret`).
 - **Pid file.** ``<service.runtime_dir>/agi-voice-<FastAGI port>.pid`` (:func:`pid_file`),
   written at start and removed at exit, for ``agi-voice reload``.
 
@@ -57,6 +61,7 @@ from pathlib import Path
 from media_sidecar.config.loader import ConfigError, load_config
 from media_sidecar.config.schema import Config
 from media_sidecar.config.workers import worker_count
+from media_sidecar.ops.control_secret import control_secret, ensure_generated, secret_file
 from media_sidecar.ops.status import (
     FATAL,
     READY,
@@ -171,6 +176,22 @@ class Supervisor:
         """A worker refused the reload in progress: FastAGI is not asked."""
         self._timers: set[asyncio.Task[None]] = set()
         self._tg: asyncio.TaskGroup | None = None
+        self.plane_env: dict[str, str] = {}
+        """Added to each plane's environment (the generated control secret)."""
+
+    def _control_secret(self) -> None:
+        """The generated control secret into :attr:`plane_env` when the environment has
+        none and media workers run here (module doc); a file that cannot be written is a
+        WARNING (the loopback links then run without a secret)."""
+        name = self.cfg.service.control_secret_env
+        if control_secret(self.cfg) or not any(kind_of(r) == "sidecar" for r in self.planes):
+            return
+        path = secret_file(self.cfg)
+        try:
+            self.plane_env[name] = ensure_generated(path)
+        except OSError as exc:
+            log.warning("cannot keep the control link secret in %s (%s): set %s; the links "
+                        "between the planes run without one", path, exc.strerror or exc, name)
 
     # -- running -------------------------------------------------------------------------------
 
@@ -182,6 +203,7 @@ class Supervisor:
             loop.add_signal_handler(signum, self.events.put_nowait, _Event("stop"))
         loop.add_signal_handler(signal.SIGHUP, self.events.put_nowait, _Event("reload"))
         self._write_pid()
+        self._control_secret()
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
@@ -226,7 +248,7 @@ class Supervisor:
             proc = await asyncio.create_subprocess_exec(
                 *plane.argv, "--status-fd", str(write_fd), pass_fds=(write_fd,),
                 stdin=subprocess.DEVNULL, start_new_session=True,
-                env={**os.environ, SUPERVISOR_ENV: str(os.getpid())})
+                env={**os.environ, **self.plane_env, SUPERVISOR_ENV: str(os.getpid())})
         except BaseException:
             os.close(read_fd)
             raise

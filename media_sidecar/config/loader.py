@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from . import schema as s
+from .addresses import parse_allow
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECRET_PATHS = {"ami.secret"}
@@ -493,6 +494,15 @@ def _validate_ops(cfg: s.Config, source: str) -> None:
     if cfg.service.runtime_dir and not os.path.isabs(cfg.service.runtime_dir):
         raise ConfigError(source, "service.runtime_dir",
                           f"expected an absolute directory, got {cfg.service.runtime_dir!r}")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cfg.service.control_secret_env):
+        raise ConfigError(source, "service.control_secret_env",
+                          "expected the name of an environment variable, e.g. "
+                          "AGI_VOICE_CONTROL_SECRET")
+    try:
+        parse_allow(cfg.fastagi.allow)
+    except ValueError as exc:
+        raise ConfigError(source, f"fastagi.allow{str(exc).split(':', 1)[0]}",
+                          str(exc).split(": ", 1)[1]) from None
     r = cfg.sidecar.records
     if r.max_bytes != 0 and r.max_bytes < 4096:
         raise ConfigError(source, "sidecar.records.max_bytes",
@@ -557,6 +567,9 @@ def _validate_model_assistant(a: s.AssistantConfig, names: list[str], source: st
         seen.add(hook.name)
         if not re.match(r"https?://[^/\s]+", hook.url):
             raise ConfigError(source, f"{hp}.url", "expected an http:// or https:// URL")
+        if hook.url.lower().startswith("http://") and not hook.allow_http:
+            raise ConfigError(source, f"{hp}.url", "expected an https:// URL (a plain http:// "
+                              "one needs allow_http: true on the tool)")
         if not 0 < hook.timeout <= 30:
             raise ConfigError(source, f"{hp}.timeout", "expected seconds above 0, at most 30")
         for name, _ in hook.headers + hook.headers_env:

@@ -53,6 +53,10 @@ class FastAgiConfig:
     and the FastAGI side runs ``EXEC Goto`` to the destination: no AMI needed, no Asterisk
     warnings; needs Asterisk 20.14, 21.9, 22.4, 23.0 or later), ``redirect`` (AMI Redirect, any
     version) or ``auto`` (goto where the channel's Asterisk version allows it, else redirect)."""
+    allow: tuple[str, ...] = ("127.0.0.0/8", "::1")
+    """Addresses and CIDR networks Asterisk connects to FastAGI from (an entry may hold
+    several, separated by commas or spaces); any other connection is closed without a byte
+    and logged. Default: loopback only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +181,11 @@ class ServiceConfig:
     """Where ``serve`` writes its pid file, ``agi-voice-<FastAGI port>.pid``, which
     ``agi-voice reload`` reads. Empty: ``$RUNTIME_DIRECTORY`` (systemd's
     ``RuntimeDirectory=``), else ``$XDG_RUNTIME_DIR``, else the temporary directory."""
+    control_secret_env: str = "AGI_VOICE_CONTROL_SECRET"
+    """The environment variable holding the control link's shared secret
+    (:mod:`media_sidecar.protocol.control_auth`). Required whenever either end of a link is
+    not on loopback; without it ``serve`` generates one for its own planes into
+    ``agi-voice-<FastAGI port>.control-secret`` (mode 0600) beside the pid file."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -621,6 +630,11 @@ class WebhookTool:
     headers_env: tuple[tuple[str, str], ...] = ()
     """Header name -> environment variable holding its value (secrets: read per call)."""
     max_result_bytes: int = 4096
+    allow_http: bool = False
+    """Allow an ``http://`` URL (default: https only)."""
+    allow_private: bool = False
+    """Allow a URL whose host resolves to a private, loopback or link-local address (default:
+    refused after DNS resolution, against SSRF). Cloud metadata addresses stay refused."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,7 @@ def secret_values(cfg: Config | None = None,
     values: set[str] = set()
     if cfg is not None:
         values.add(cfg.ami.secret)
+        names.add(cfg.service.control_secret_env)  # the control link's shared secret
         for a in cfg.assistants:
             names.update((a.stt.api_key_env, a.tts.api_key_env, a.llm.api_key_env,
                           a.realtime.api_key_env, a.deepgram.api_key_env))

@@ -5,6 +5,12 @@ servers may share this media worker (docs/topology.md): each call's messages go 
 its offer came on (a call whose link closed: the newest link); messages for calls are matched by
 uuid. A link that asked for them (``watch_load``) gets ``load`` reports. A malformed message is
 answered with nothing and logged; it never ends the link or another call.
+
+With a shared secret (:mod:`media_sidecar.ops.control_secret`) the worker answers ``hello`` with
+a challenge and serves the link only once the FastAGI side proved it holds the secret
+(:mod:`media_sidecar.protocol.control_auth`); a wrong or missing answer closes the link with
+code 1008 and a WARNING naming the peer. The whole handshake has
+:data:`HANDSHAKE_SECONDS`.
 """
 
 from __future__ import annotations
@@ -19,19 +25,33 @@ from trio_websocket import (
     WebSocketServer,
 )
 
+from ..ops import debug_counters
+from ..ops.control_secret import check_bind, control_secret, secret_env_name
 from ..ops.status import listen_error
 from ..protocol import control as c
+from ..protocol import control_auth as auth
 from ..session.call import ControlPort
 from .registry import CallRegistry
 
 log = logging.getLogger("agi_voice.control")
 
+HANDSHAKE_SECONDS = 5.0
+"""From the WebSocket accept to the end of ``hello`` (and the secret's handshake): a peer that
+is slower is closed."""
+POLICY_VIOLATION = 1008
+
 
 class ControlHub(ControlPort):
     """Owns the current control-link connection and pending transfer requests."""
 
-    def __init__(self, registry: CallRegistry, worker: str = "") -> None:
+    def __init__(self, registry: CallRegistry, worker: str = "",
+                 secret: str | None = None) -> None:
         self.registry = registry
+        self.secret = secret
+        """The control link's shared secret ("" none; None: read from the environment when
+        :func:`serve_control` starts)."""
+        self.rejected = 0
+        """Links closed because the peer did not prove it holds the secret."""
         self.worker = worker
         """This media worker's name (``--worker``): an offer naming another is refused."""
         self._ws: WebSocketConnection | None = None
@@ -102,14 +122,26 @@ class ControlHub(ControlPort):
             await request.reject(404)
             return
         ws = await request.accept()
-        try:
-            first = c.decode(await ws.get_message())
-            if not isinstance(first, c.Hello):
-                raise c.ControlError("the first control message must be hello")
-            await ws.send_message(c.encode(c.Hello(role="sidecar")))
-        except (c.ControlError, ConnectionClosed) as exc:
-            log.warning("control link handshake failed: %s", exc)
-            await ws.aclose(code=1002, reason=str(exc)[:100])
+        peer = _peer(ws)
+        first: c.Hello | None = None
+        with trio.move_on_after(HANDSHAKE_SECONDS):
+            try:
+                msg = c.decode(await ws.get_message())
+                if not isinstance(msg, c.Hello):
+                    raise c.ControlError("the first control message must be hello")
+                if self.secret and not await self._authenticate(ws, peer):
+                    return
+                await ws.send_message(c.encode(c.Hello(role="sidecar")))
+                first = msg
+            except (c.ControlError, ConnectionClosed) as exc:
+                log.warning("control link handshake from %s failed: %s", peer, exc)
+                await ws.aclose(code=1002, reason=str(exc)[:100])
+                return
+        if first is None:
+            log.warning("control link from %s closed: no handshake within %.0f s", peer,
+                        HANDSHAKE_SECONDS)
+            with trio.move_on_after(1.0):
+                await ws.aclose(code=POLICY_VIOLATION, reason="handshake timeout")
             return
         self._ws = ws
         self._links.append(ws)
@@ -139,6 +171,36 @@ class ControlHub(ControlPort):
             if not self._links:
                 self.registry.set_link(False)
 
+    async def _authenticate(self, ws: WebSocketConnection, peer: str) -> bool:
+        """Challenge the peer (control_auth); True when it proved it holds the secret, else
+        the link is closed (1008) with a WARNING. Raises ConnectionClosed when the peer
+        goes away."""
+        assert self.secret
+        challenge = auth.Challenge(auth.new_nonce())
+        await ws.send_message(auth.encode(challenge))
+        text = await ws.get_message()
+        why = ""
+        try:
+            reply = auth.decode(text)
+        except auth.AuthError as exc:
+            why = f"no valid answer to the challenge ({exc})"
+        else:
+            if not isinstance(reply, auth.Response):
+                why = "no answer to the challenge"
+            elif not auth.verify(auth.client_mac(self.secret, challenge.nonce, reply.nonce),
+                                 reply.mac):
+                why = "wrong control link secret"
+        if why:
+            self.rejected += 1
+            log.warning("control link from %s refused: %s (the FastAGI side needs the same "
+                        "secret in %s)", peer, why, secret_env_name(self.registry.cfg))
+            await ws.aclose(code=POLICY_VIOLATION, reason="control secret rejected")
+            return False
+        assert isinstance(reply, auth.Response)
+        proof = auth.Proof(auth.server_mac(self.secret, challenge.nonce, reply.nonce))
+        await ws.send_message(auth.encode(proof))
+        return True
+
     async def _dispatch(self, ws: WebSocketConnection, msg: c.ControlMessage) -> None:
         if isinstance(msg, c.Offer):
             reply: c.Accept | c.Refuse
@@ -161,6 +223,11 @@ class ControlHub(ControlPort):
             self.registry.deliver(msg)
         elif isinstance(msg, c.Outcome):
             self.registry.outcome_arrived(msg)
+        elif isinstance(msg, c.Withdraw):
+            if self.registry.withdraw(msg.uuid):
+                self._call_links.pop(msg.uuid.lower(), None)
+                log.info("call %s withdrawn before its AudioSocket connected: %s", msg.uuid,
+                         msg.reason or "no reason given")
         elif isinstance(msg, c.Stats):
             self.peer_stats = msg
         elif isinstance(msg, c.TransferResult):
@@ -174,7 +241,15 @@ class ControlHub(ControlPort):
 async def serve_control(hub: ControlHub, host: str, port: int,
                         *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve the control link; reports the bound port through ``task_status``. Raises
-    :class:`~media_sidecar.ops.status.StartupError` when the address cannot be bound."""
+    :class:`~media_sidecar.ops.status.StartupError` when the address cannot be bound, or is
+    not loopback and there is no shared secret (:func:`~media_sidecar.ops.control_secret.
+    check_bind`)."""
+    if hub.secret is None:
+        hub.secret = control_secret(hub.registry.cfg)
+    check_bind(hub.registry.cfg, host, hub.secret)
+    if hub.secret:
+        log.info("control link requires the shared secret (%s)",
+                 secret_env_name(hub.registry.cfg))
     try:
         listeners = await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
@@ -182,4 +257,12 @@ async def serve_control(hub: ControlHub, host: str, port: int,
     server = WebSocketServer(hub.handle, listeners)
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
+        counters = debug_counters.target()
+        if counters is not None:  # soak runs only (bench/soak.py)
+            nursery.start_soon(debug_counters.run_trio, counters)
         task_status.started(server.port)
+
+
+def _peer(ws: WebSocketConnection) -> str:
+    remote = ws.remote
+    return remote if isinstance(remote, str) else f"{remote.address}:{remote.port}"

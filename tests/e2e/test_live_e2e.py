@@ -153,6 +153,7 @@ async def test_live_webhook_tool_result_reaches_the_model(tmp_path):
         after_tool_reply="Your order has shipped."))
     hook = (f"    tools:\n      webhooks:\n        - name: order_status\n"
             f"          url: http://127.0.0.1:{crm.server_port}/orders\n"
+            f"          allow_http: true\n          allow_private: true\n"
             f"          parameters: {{type: object, properties: {{order: {{type: string}}}},"
             f" required: [order]}}\n")
     try:

@@ -202,7 +202,7 @@ async def test_a_webhook_result_goes_back_and_the_model_speaks_it(autojump_clock
         function_calls={"order": ("order_status", {"order": "7"})},
         after_tool_reply="Your order has shipped."))
     hook = ("tools:\n      webhooks:\n        - name: order_status\n"
-            "          url: http://crm.example/orders\n"
+            "          url: https://crm.example/orders\n"
             "          parameters: {type: object, properties: {order: {type: string}}}")
     script = CallerScript().speak(tone(500, 0.8), at=1.5).hangup(at=8.0)
     out = await run_session(script, cfg=config(hook), provider_factory=live_factory(mock))

@@ -172,7 +172,7 @@ def test_bad_destinations_are_errors_naming_the_key() -> None:
 ])
 def test_bad_webhook_url_is_an_error_naming_the_key(url: str, why: str) -> None:
     text = (f"assistants:\n  desk:\n    provider: openai_realtime\n    tools:\n      webhooks:\n"
-            f"        - {{name: crm, url: \"{url}\"}}\n")
+            f"        - {{name: crm, url: \"{url}\", allow_http: true}}\n")
     f = at(check(text, {"OPENAI_API_KEY": "k"}), "assistants.desk.tools.webhooks[0].url")
     assert f.level == "error" and why in f.message
 

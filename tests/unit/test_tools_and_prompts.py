@@ -27,6 +27,8 @@ assistants:
         - name: order_status
           description: Look up an order.
           url: http://127.0.0.1:8080/orders
+          allow_http: true
+          allow_private: true
           parameters: {type: object, properties: {order: {type: string}}, required: [order]}
           headers: {X-Source: agi-voice}
           headers_env: {Authorization: CRM_AUTH}
@@ -95,12 +97,12 @@ def test_arguments_are_checked_against_the_schema(raw, message):
     ("fallback_assistant: a", "assistants.a.fallback_assistant"),
     ("fallback_assistant: nobody", "assistants.a.fallback_assistant"),
     ("dtmf_input: {terminator: x}", "assistants.a.dtmf_input.terminator"),
-    ("tools: {webhooks: [{name: hangup_call, url: 'http://x'}]}",
+    ("tools: {webhooks: [{name: hangup_call, url: 'https://x'}]}",
      "assistants.a.tools.webhooks[0].name"),
     ("tools: {webhooks: [{name: ok, url: 'ftp://x'}]}", "assistants.a.tools.webhooks[0].url"),
-    ("tools: {webhooks: [{name: ok, url: 'http://x', parameters: {type: string}}]}",
+    ("tools: {webhooks: [{name: ok, url: 'https://x', parameters: {type: string}}]}",
      "assistants.a.tools.webhooks[0].parameters"),
-    ("tools: {webhooks: [{name: ok, url: 'http://x'}, {name: ok, url: 'http://y'}]}",
+    ("tools: {webhooks: [{name: ok, url: 'https://x'}, {name: ok, url: 'https://y'}]}",
      "assistants.a.tools.webhooks[1].name"),
     ("deepgram: {sample_rate: 11025}", "assistants.a.deepgram.sample_rate"),
     ("apology_file: /nonexistent/sorry.wav", "assistants.a.apology_file"),

@@ -61,8 +61,9 @@ def server():
 
 
 def hook(srv, path: str, **kw) -> WebhookTool:
+    # the mock service is plain http on loopback: both need the tool's permission
     return WebhookTool(name="order_status", url=f"http://127.0.0.1:{srv.server_port}{path}",
-                       **kw)
+                       allow_http=True, allow_private=True, **kw)
 
 
 CALL = {"uuid": "u-1", "caller_id": "5551234", "variables": {"ACCOUNT": "A-42"}}
@@ -105,7 +106,8 @@ async def test_failures_become_an_error_for_the_model(server, path, kw, expect):
 
 
 async def test_unreachable_service_is_an_error_not_an_exception():
-    tool = WebhookTool(name="crm", url="http://127.0.0.1:9/x", timeout=1.0)
+    tool = WebhookTool(name="crm", url="http://127.0.0.1:9/x", timeout=1.0, allow_http=True,
+                       allow_private=True)
     body = json.loads((await call_webhook(tool, {}, CALL)).output)
     assert body == {"ok": False, "error": "the crm service could not be reached"}
 
