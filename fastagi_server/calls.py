@@ -13,6 +13,7 @@ redirect sends neither and a ``Newexten`` at its target once the AGI connection 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -79,6 +80,61 @@ def supports_handback(version: str) -> bool:
         return False
     need = {20: 14, 21: 9, 22: 4}
     return major >= 23 or (major in need and minor >= need[major])
+
+
+class CallerRateLimit:
+    """At most ``limit`` calls per caller ID within a sliding ``window`` of seconds
+    (``fastagi.caller_rate_limit``; 0: no limit). Pure: the caller passes the time
+    (``loop.time()``).
+
+    Only admitted calls count (a caller who keeps retrying while over the limit is let in as
+    soon as the window has room). Callers without a number (``""``, ``unknown``, ``anonymous``)
+    share one count. Memory is bounded: at most ``limit`` stamps per caller, and callers whose
+    stamps all expired are dropped once more than :attr:`MAX_CALLERS` are tracked (the oldest
+    caller goes first if they are all still within the window).
+    """
+
+    MAX_CALLERS = 10_000
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._stamps: dict[str, collections.deque[float]] = {}
+        self.limited = 0
+        """Calls refused for the limit."""
+
+    @staticmethod
+    def _key(callerid: str) -> str:
+        return "" if callerid.strip().lower() in ("", "unknown", "anonymous") else callerid
+
+    def admit(self, callerid: str, now: float) -> bool:
+        """True (and counted) when the caller is within the limit; False when over it."""
+        if self.limit <= 0:
+            return True
+        key = self._key(callerid)
+        stamps = self._stamps.get(key)
+        if stamps is None:
+            stamps = collections.deque()
+        while stamps and stamps[0] <= now - self.window:
+            stamps.popleft()
+        if len(stamps) >= self.limit:
+            self.limited += 1
+            return False
+        stamps.append(now)
+        self._stamps.pop(key, None)
+        self._stamps[key] = stamps  # most recently used last
+        if len(self._stamps) > self.MAX_CALLERS:
+            self._prune(now)
+        return True
+
+    def _prune(self, now: float) -> None:
+        for key in [k for k, s in self._stamps.items() if not s or s[-1] <= now - self.window]:
+            del self._stamps[key]
+        while len(self._stamps) > self.MAX_CALLERS:
+            del self._stamps[next(iter(self._stamps))]
+
+    def __len__(self) -> int:
+        return len(self._stamps)
 
 
 def _get(ev: Mapping[str, Any] | Any, key: str) -> str:

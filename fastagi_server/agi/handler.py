@@ -26,7 +26,13 @@ from media_sidecar.config.schema import Config
 from media_sidecar.protocol import control as c
 from media_sidecar.protocol.control import DRAINING
 
-from ..calls import REDIRECTED_REASON, CallTracker, TrackedCall, supports_handback
+from ..calls import (
+    REDIRECTED_REASON,
+    CallerRateLimit,
+    CallTracker,
+    TrackedCall,
+    supports_handback,
+)
 from ..control_client import ControlUnavailable
 from ..placement import MediaPool
 from ..routing import RouteInput, call_variables, choose_assistant
@@ -79,6 +85,21 @@ class AgiOutcome:
     """The media worker the call was placed on (empty: never placed)."""
 
 
+RATE_LIMITED = "rate-limited"
+"""``AI_REASON`` of a call refused for ``fastagi.caller_rate_limit``."""
+
+
+def refusal_reason(reason: str) -> str:
+    """``AI_REASON`` for a call every media worker refused: ``draining``, ``busy`` (every
+    worker at ``sidecar.max_calls``; also an older worker's "at its limit" wording), else
+    ``sidecar refused: <its reason>``."""
+    if reason == DRAINING:
+        return DRAINING
+    if reason.startswith(c.BUSY) or "at its limit of" in reason:
+        return c.BUSY
+    return f"sidecar refused: {reason}"
+
+
 def _safe(value: str, limit: int = 512) -> str:
     """A value fit for SET VARIABLE: control characters become spaces, length capped."""
     return _CONTROL_CHARS.sub(" ", value)[:limit].strip()
@@ -92,6 +113,10 @@ HANGUP_VERDICT_WAIT_SECONDS = 0.3
 HANGUP_LINE_WAIT_SECONDS = 0.2
 """After ``EXEC AudioSocket`` returned -1 with no verdict: how long to look for the ``HANGUP``
 line that tells a hangup from a failure to connect (it follows the result at once)."""
+
+WITHDRAW_SEND_SECONDS = 1.0
+"""Bound on sending ``withdraw`` to the call's media worker (a stalled link does not hold the
+AGI session)."""
 
 DIAL_ANSWER_TIMEOUT_SECONDS = 5
 """Dial's answer timeout for the AudioSocket leg. chan_audiosocket connects to the sidecar
@@ -129,8 +154,11 @@ class AgiCallHandler:
         self.draining = False
         """Set by the drain: every new call is refused at once with ``AI_REASON=draining``."""
         self.refused: collections.Counter[str] = collections.Counter()
-        """Calls this side refused without offering them, by reason (``draining``); reported
-        to the sidecar's metrics with the offers that got no answer."""
+        """Calls this side refused without offering them, by reason (``draining``,
+        ``rate-limited``); reported to the sidecar's metrics with the offers that got no
+        answer."""
+        self.rate_limit = CallerRateLimit(cfg.fastagi.caller_rate_limit,
+                                          cfg.fastagi.caller_rate_window)
 
     async def handle(self, conn: AgiConnection) -> AgiOutcome | None:
         """Serve one AGI connection; never raises for call-level faults."""
@@ -226,6 +254,12 @@ class AgiCallHandler:
         """Route and serve the call. Everything that names or routes the call comes from
         ``ident`` (Asterisk); from ``req`` only the script, query and arguments, which a caller
         cannot forge (see ``EnvParser``)."""
+        if not self.rate_limit.admit(ident.callerid, asyncio.get_running_loop().time()):
+            log.warning("call on %s from %s refused: over fastagi.caller_rate_limit (%d calls "
+                        "in %.0f s)", log_safe(ident.channel), log_safe(ident.callerid),
+                        self.rate_limit.limit, self.rate_limit.window)
+            self.refused[RATE_LIMITED] += 1
+            return await self._finish(conn, AgiOutcome("FAILED", reason=RATE_LIMITED))
         variables = await self._variables(conn, ident)
         for arg in req.args:  # AGI(agi://.../agent,AI_VAR_ACCOUNT=123) also works
             key, sep, value = arg.partition("=")
@@ -258,7 +292,7 @@ class AgiCallHandler:
             return await self._finish(conn, AgiOutcome("FAILED", reason=str(exc),
                                                        assistant=assistant.name))
         if isinstance(reply, c.Refuse):
-            reason = DRAINING if reply.reason == DRAINING else f"sidecar refused: {reply.reason}"
+            reason = refusal_reason(reply.reason)
             return await self._finish(conn, AgiOutcome("FAILED", reason=reason,
                                                        assistant=assistant.name))
         worker = self.control.worker(call_uuid)
@@ -278,6 +312,9 @@ class AgiCallHandler:
         self.tracker.add(tracked)
         try:
             outcome = await self._converse(conn, tracked, t_start)
+        except Exception as exc:  # the AGI session ended under us (EOF, 511, ...): re-raised
+            await self._withdraw(tracked, f"the AGI session ended: {exc}")
+            raise
         finally:
             tracked.agi_closed = True
         outcome.worker = tracked.worker
@@ -324,6 +361,9 @@ class AgiCallHandler:
         if dialstatus in (None, "ANSWER"):  # a leg that never connected has no verdict coming
             verdict = await self.control.wait_ended(
                 tracked.uuid, VERDICT_WAIT_SECONDS if result == 0 else HANGUP_VERDICT_WAIT_SECONDS)
+        if verdict is None:  # Asterisk is done connecting: free the worker's slot now
+            app = "AudioSocket" if dialstatus is None else f"Dial (DIALSTATUS={dialstatus})"
+            await self._withdraw(tracked, f"EXEC {app} returned {result} with no verdict")
         if verdict is None and result == -1 and dialstatus is None and not conn.hung_up:
             # -1 is also what a hangup gives. Asterisk then writes HANGUP right after the EXEC
             # result, and nothing reads it until the next command: look for it before calling
@@ -360,6 +400,19 @@ class AgiCallHandler:
         else:
             out.reason = "the media sidecar gave no verdict"
         return await self._finish(conn, out)
+
+    async def _withdraw(self, tracked: TrackedCall, reason: str) -> None:
+        """Tell the call's media worker that its AudioSocket connection will not come, so the
+        offer's ``max_calls`` slot is free at once (``protocol.control`` ``withdraw``; a no-op
+        there for a call that did connect). Bounded; never raises for a link that is down."""
+        try:
+            async with asyncio.timeout(WITHDRAW_SEND_SECONDS):
+                sent = await self.control.send(c.Withdraw(uuid=tracked.uuid, reason=_safe(reason)))
+        except TimeoutError:
+            sent = False
+        if not sent:
+            log.info("call %s: withdraw not sent (control link down); the worker frees the "
+                     "slot after sidecar.offer_ttl", tracked.uuid)
 
     async def _goto(self, conn: AgiConnection, tracked: TrackedCall,
                     target: tuple[str, str, str]) -> None:

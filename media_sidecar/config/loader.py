@@ -366,6 +366,11 @@ def _validate(cfg: s.Config, source: str) -> None:
     if not 0 < cfg.fastagi.offer_timeout < 1.0:
         raise ConfigError(source, "fastagi.offer_timeout",
                           "expected seconds above 0 and below 1 (a caller must never wait longer)")
+    if cfg.fastagi.caller_rate_limit < 0:
+        raise ConfigError(source, "fastagi.caller_rate_limit",
+                          "expected a number of calls, 0 for no limit")
+    if not cfg.fastagi.caller_rate_window > 0:
+        raise ConfigError(source, "fastagi.caller_rate_window", "expected seconds above 0")
     for a in cfg.assistants:
         p = f"assistants.{a.name}"
         if a.provider not in _PROVIDERS:

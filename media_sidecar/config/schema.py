@@ -45,6 +45,12 @@ class FastAgiConfig:
     """ws:// URL of the sidecar control link; empty means the sidecar's control listen address."""
     answer: bool = True
     """Send ANSWER before EXEC AudioSocket when the channel is not up."""
+    caller_rate_limit: int = 0
+    """Calls one caller ID may start within ``caller_rate_window`` seconds; a call over it
+    gets ``AI_STATUS=FAILED``, ``AI_REASON=rate-limited`` at once and the dialplan goes on.
+    0 (the default): no limit. Callers without a number share one count."""
+    caller_rate_window: float = 60.0
+    """The sliding window of ``caller_rate_limit``, in seconds."""
     media: tuple[MediaHost, ...] = ()
     """Media workers started elsewhere (other hosts), placed on in addition to the local
     ones (``sidecar.workers``; 0 of those: only these)."""

@@ -5,7 +5,7 @@ every message except ``hello`` names its call by ``uuid``. This module is pure: 
 messages into JSON text and back and rejects anything malformed with :class:`ControlError`.
 
 FastAGI server -> sidecar: ``hello``, ``offer``, ``dtmf``, ``hangup``, ``transfer_result``,
-``outcome``, ``stats``, ``watch_load``.
+``outcome``, ``stats``, ``watch_load``, ``withdraw``.
 Sidecar -> FastAGI server: ``hello``, ``accept``, ``refuse``, ``transfer_request``, ``ended``,
 ``load``.
 
@@ -23,6 +23,15 @@ and within :data:`LOAD_REPORT_SECONDS` of any other change (a call over, an offe
 expired, the drain). An old sidecar logs and ignores ``watch_load``, sends no ``load``, and the
 FastAGI side then counts that worker's load itself (the calls it placed there). A sidecar
 that has sent ``load`` knows ``offer.worker`` (added with ``load``).
+
+Withdrawal: an accepted offer holds one of the worker's ``sidecar.max_calls`` slots until its
+AudioSocket connection claims it or ``sidecar.offer_ttl`` passes. When the FastAGI side knows
+the connection will never come (``EXEC AudioSocket`` or ``Dial`` returned without the worker's
+``ended``, or the AGI session ended before that), it sends ``withdraw`` at once and the worker
+frees the slot (a call already connected is left alone: ``withdraw`` only drops a pending
+offer). Without it a burst of failed connects (more than ``max_calls`` within ``offer_ttl``)
+made the worker refuse every call. An older sidecar logs and ignores ``withdraw``; it still
+drops the offer on the later ``outcome`` (or ``hangup``), as it always did.
 
 Either side that restarts loses only its own calls: offers live in the sidecar, the AGI
 connections in the FastAGI server, and the link is re-established by the FastAGI side.
@@ -115,6 +124,11 @@ DRAINING = "draining"
 """The reason of a call refused because the product is stopping: a ``refuse`` from a draining
 sidecar, and the ``AI_REASON`` the FastAGI side sets (so the dialplan can tell it apart)."""
 
+BUSY = "busy"
+"""A ``refuse`` reason starts with this when the worker is at ``sidecar.max_calls`` (``busy:
+at the limit of N calls``; before it, ``sidecar is at its limit of N calls``). The FastAGI side
+tries the next worker; when every worker is full it sets ``AI_REASON=busy``."""
+
 
 @dataclass(frozen=True, slots=True)
 class Dtmf:
@@ -186,6 +200,17 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Withdraw:
+    """FastAGI -> sidecar: the call's AudioSocket connection will never come (``EXEC
+    AudioSocket`` failed, or the AGI session ended first): forget the pending offer and free
+    its slot. A no-op for a call that already connected, or an offer already gone."""
+
+    TYPE: ClassVar[str] = "withdraw"
+    uuid: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Stats:
     """The control plane's own state and counters, for the sidecar's ``/health`` and
     ``/metrics`` (sent when the link comes up, then every few seconds). Counters are
@@ -230,12 +255,12 @@ class Load:
 
 ControlMessage = (
     Hello | Offer | Accept | Refuse | Dtmf | Hangup | TransferRequest | TransferResult | Ended
-    | Outcome | Stats | WatchLoad | Load
+    | Outcome | Stats | WatchLoad | Load | Withdraw
 )
 _TYPES: dict[str, type[Any]] = {
     cls.TYPE: cls
     for cls in (Hello, Offer, Accept, Refuse, Dtmf, Hangup, TransferRequest, TransferResult, Ended,
-                Outcome, Stats, WatchLoad, Load)
+                Outcome, Stats, WatchLoad, Load, Withdraw)
 }
 
 OPTIONAL_FIELDS: dict[str, tuple[str, ...]] = {"offer": ("worker",)}

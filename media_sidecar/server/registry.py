@@ -18,7 +18,7 @@ from typing import Protocol
 import trio
 
 from ..config.schema import AssistantConfig, Config
-from ..protocol.control import DRAINING, Accept, Dtmf, Hangup, Offer, Outcome, Refuse
+from ..protocol.control import BUSY, DRAINING, Accept, Dtmf, Hangup, Offer, Outcome, Refuse
 
 log = logging.getLogger("agi_voice.registry")
 
@@ -49,6 +49,8 @@ class CallRegistry:
         self._offers: dict[str, _Pending] = {}
         self._live: dict[str, LiveCall] = {}
         self.refused = 0
+        self.withdrawn = 0
+        """Offers the control plane withdrew (``withdraw``, or a ``hangup`` first)."""
         self.unknown_uuid = 0
         self.link_up = False
         """Whether a control link to the FastAGI server is up (set by the control hub)."""
@@ -72,7 +74,7 @@ class CallRegistry:
         elif key in self._offers or key in self._live:
             reason = "duplicate call uuid"
         elif len(self._offers) + len(self._live) >= self.cfg.sidecar.max_calls:
-            reason = f"sidecar is at its limit of {self.cfg.sidecar.max_calls} calls"
+            reason = f"{BUSY}: at the limit of {self.cfg.sidecar.max_calls} calls"
         if reason:
             self.refused += 1
             log.log(logging.INFO if reason == DRAINING else logging.WARNING,
@@ -91,9 +93,14 @@ class CallRegistry:
         self.notify()
         return pending.offer
 
-    def withdraw(self, uuid: str) -> None:
-        if self._offers.pop(uuid.lower(), None) is not None:
-            self.notify()
+    def withdraw(self, uuid: str) -> bool:
+        """Forget a pending offer (its AudioSocket will not come): its ``max_calls`` slot is
+        free at once. True when there was one; a call already connected is not touched."""
+        if self._offers.pop(uuid.lower(), None) is None:
+            return False
+        self.withdrawn += 1
+        self.notify()
+        return True
 
     def notify(self) -> None:
         """Wake whoever waits for the calls to change (the drain): an offer claimed or
@@ -153,9 +160,7 @@ class CallRegistry:
         """Keep an ``outcome`` for its call's handler (waiting or not yet). An outcome for a
         call that was offered but never connected withdraws the offer: the call is over."""
         key = msg.uuid.lower()
-        if key in self._offers:
-            del self._offers[key]
-            self.notify()
+        if self.withdraw(key):
             return
         self._outcomes.pop(key, None)
         self._outcomes[key] = msg

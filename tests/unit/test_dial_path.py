@@ -221,6 +221,11 @@ class FakeControl:
     def __init__(self, verdict=None) -> None:
         self.verdict = verdict
         self.waited: list[float] = []
+        self.sent: list[object] = []
+
+    async def send(self, msg) -> bool:
+        self.sent.append(msg)
+        return True
 
     async def wait_ended(self, uuid: str, time_limit: float):
         self.waited.append(time_limit)
