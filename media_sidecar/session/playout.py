@@ -53,9 +53,11 @@ class Segment:
     interrupted: bool = False
     done: trio.Event = field(default_factory=trio.Event)
 
-    @property
-    def total_frames(self) -> int:
-        return math.ceil(len(self.pcm) / FRAME_BYTES)
+    total_frames: int = 0
+    """Frames of ``pcm`` (set when it is made; ``pcm`` itself is released once it has played)."""
+
+    def __post_init__(self) -> None:
+        self.total_frames = math.ceil(len(self.pcm) / FRAME_BYTES)
 
     @property
     def played_seconds(self) -> float:
@@ -253,6 +255,7 @@ class Playout:
     def _finish(self, seg: Segment, t: float, *, interrupted: bool) -> None:
         seg.finished_at = t
         seg.interrupted = interrupted
+        seg.pcm = b""  # played or dropped: a call keeps its counts, not its audio
         seg.done.set()
 
     def _check_idle(self) -> None:

@@ -236,3 +236,23 @@ async def test_bounded_lead_runs_that_many_frames_ahead_then_paces(autojump_cloc
     assert times[:3] == [times[0]] * 3  # the lead goes out at once ...
     assert np.allclose(np.diff(times[2:]), FRAME_SECONDS)  # ... then one frame per 20 ms
     assert len(times) == 3 + 5
+
+
+async def test_a_played_or_dropped_segment_keeps_its_counts_not_its_audio(autojump_clock):
+    """A long call must not hold every sentence it ever said (bounded memory per call)."""
+    wire = Wire()
+    p = Playout()
+    box = {}
+
+    async def body(port):
+        box["played"] = played = p.enqueue(tone(3), text="one two three")
+        await played.done.wait()
+        box["cut"] = p.enqueue(tone(50), text="a b c d e f g h i j")
+        await trio.sleep(0.105)  # five frames of it
+        p.flush()
+
+    await wire.play(p, body)
+    played, cut = box["played"], box["cut"]
+    assert played.pcm == b"" and played.total_frames == 3 and played.heard_text == "one two three"
+    assert cut.pcm == b"" and cut.total_frames == 50 and cut.interrupted
+    assert cut.frames_sent == 5 and cut.heard_text == "a"  # 5 of 50 frames: a tenth
