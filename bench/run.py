@@ -57,17 +57,25 @@ SCENARIOS = ("relay", "fastagi", "dsp", "local", "pipeline", "scale")
 
 
 def run_local(quick: bool) -> dict[str, Any]:
-    """The local assistant's turn latency by stage (bench_foundation, latency phase only)."""
+    """The local assistant as shipped (STT and TTS in an inference pool, fixed sentences from
+    the sentence cache): turn latency by stage, then the concurrency ramp (bench_foundation)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "local.json"
-        cmd = [sys.executable, str(BENCH / "bench_foundation.py"), "--phases", "latency",
-               "--out", str(out)] + (["--quick"] if quick else [])
+        cmd = [sys.executable, str(BENCH / "bench_foundation.py"), "--phases", "latency,ramp",
+               "--pool", "1", "--out", str(out)] + (["--quick"] if quick else [])
         subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
         res = json.loads(out.read_text())
     lat = res.get("latency", {})
     keep = ("calls", "turns", "intent_correct", "vad_end_ms", "latency_ms", "processing_ms",
             "stt_stage_ms", "tts_first_sentence_ms", "playout_pickup_ms", "caller_perceived_ms")
-    return {k: lat[k] for k in keep if k in lat}
+    got: dict[str, Any] = {k: lat[k] for k in keep if k in lat}
+    con = res.get("concurrency")
+    if con:
+        got["concurrency"] = {k: con.get(k) for k in ("stagger_s", "steps",
+                                                       "sustained_calls_per_core",
+                                                       "stopped_because")}
+    got["pool"] = res.get("experiments", {}).get("inference_pool")
+    return got
 
 
 def main() -> None:
@@ -445,6 +453,27 @@ def render_local(loc: dict[str, Any]) -> list[str]:
         d = loc.get(key, {})
         out.append(f"| {label} | {d.get('p50')} | {d.get('p95')} | {d.get('max')} |")
     out.append("")
+    con = loc.get("concurrency")
+    if con:
+        bar = (loc.get("vad_end_ms") or 700) + 400
+        out += [f"Concurrency on one core (the inference pool: {loc.get('pool')}; calls started "
+                f"{con.get('stagger_s')} s apart, a greeting then one question each). Issue 13's "
+                f"bar: p95 turn latency <= VAD hang-over + 400 ms ({bar:.0f} ms) and no late "
+                f"frame. Sustained: **{con.get('sustained_calls_per_core')}** "
+                f"({con.get('stopped_because')}).", "",
+                "| K | failed | late frames | p99 dev ms | turn p50 / max ms | STT wall max ms | "
+                "TTS wall max ms | pool queue wait | CPU % | verdict |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
+        for st in con.get("steps") or []:
+            q, stt, tts = (st.get("question_latency_ms") or {}, st.get("stt_wall_ms") or {},
+                           st.get("tts_wall_ms") or {})
+            pool = st.get("pool") or {}
+            out.append(f"| {st.get('k')} | {st.get('failed')} | {st.get('late_frames')} | "
+                       f"{(st.get('interval_dev_ms') or {}).get('p99')} | {q.get('p50')} / "
+                       f"{q.get('max')} | {stt.get('max')} | {tts.get('max')} | "
+                       f"{json.dumps(pool.get('queue_wait_ms', pool)) if pool else '-'} | "
+                       f"{st.get('server_cpu_pct')} | {st.get('verdict')} |")
+        out.append("")
     return out
 
 
