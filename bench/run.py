@@ -299,18 +299,20 @@ def render_headline(relay: dict[str, Any]) -> list[str]:
                    f" FastAGI RSS {fa[0] if fa else '–'} -> {fa[-1] if fa else '–'} MiB"
                    " | see below |")
     out += ["",
-            "**What limits relay capacity** (profile of the sidecar at 100 echo calls:"
-            " `bench/results/2026-11-21-sidecar-profile-echo100.txt`): about three quarters of the"
-            " sidecar's CPU is trio's per-frame machinery, not our code: each call's playout task"
-            " wakes every 20 ms (`sleep_until`) and sends with `SocketStream.send_all`, and each"
-            " call's reader task wakes for every inbound frame (`receive_some`, epoll). That is"
-            " 100 task wake-ups per call-second; our own work (codec, playout, relay) is a few"
-            " percent. Pacing fails before the core is full (p99 > 5 ms at about 50 % CPU)"
-            " because independent per-call timers queue behind each other's work. The fix is"
-            " structural: one frame clock per process that, on each 20 ms tick, writes every"
-            " call's frame with a non-blocking send (and drains inbound sockets the same way),"
-            " instead of two tasks per call. Until then, run one sidecar per core and about 50"
-            " relay calls per sidecar.", ""]
+            "**What limits relay capacity** (since issue 13's frame clock; py-spy of the sidecar"
+            " at 300 echo calls, `bench_scale.py --profile-n`): one task per process writes every"
+            " call's frame and reads every call's bytes each 20 ms, so the per-frame cost is the"
+            " two system calls per call (`os.write`, `os.read`: about a quarter of the sidecar's"
+            " CPU), the AudioSocket decoder and the relay's own work; no task wakes per call per"
+            " frame. Echo calls cost about 1.3-1.5 CPU-ms per call-second (before: 7-9), so a core"
+            " carries 400 with p99 pacing under 2 ms. What still breaks a step is a stall, not the"
+            " core: one held event loop is a late frame for every call at once (the frame clock"
+            " re-clamps its grid). Found so far: full garbage collections (50-65 ms every ~1.4 s"
+            " at 100 speech-to-speech calls, before the media process froze its start-up heap and"
+            " raised the collector's thresholds) and bursts of call set-ups during a ramp;"
+            " `AGI_VOICE_SLOW_STEP_MS` names what held the loop. Speech-to-speech calls cost 4-6"
+            " CPU-ms per call-second: the provider's WebSocket (JSON, base64, one message per 20 ms"
+            " each way), which is the limit at about 100-150 per core.", ""]
     return out
 
 
