@@ -13,10 +13,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import stat
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from fastagi_server.control_client import ControlClient
 from fastagi_server.emulator.caller import AgentQuiet, CallerScript
@@ -95,10 +97,22 @@ async def test_a_wrong_secret_closes_the_link_and_is_logged_on_both_sides(caplog
     assert SECRET not in caplog.text
 
 
+@asynccontextmanager
+async def raw_link(port: int) -> AsyncIterator[WebSocketConnection]:
+    """A bare WebSocket client to a worker's control port."""
+    async with open_websocket_url(f"ws://127.0.0.1:{port}/control") as ws:
+        try:
+            yield ws
+        finally:
+            # trio-websocket 0.12 leaves a client's TCP stream open when the server closed the
+            # WebSocket (it waits for the server's TCP close, then never closes its own end)
+            await ws._stream.aclose()
+
+
 async def test_a_client_that_skips_the_handshake_is_closed_before_any_offer(caplog):
     async with trio.open_nursery() as nursery:
         hub, port = await _sidecar_hub(nursery, SECRET)
-        async with open_websocket_url(f"ws://127.0.0.1:{port}/control") as ws:
+        async with raw_link(port) as ws:
             await ws.send_message(c.encode(c.Hello(role="fastagi")))
             challenge = auth.decode(await ws.get_message())
             assert isinstance(challenge, auth.Challenge)
@@ -108,7 +122,7 @@ async def test_a_client_that_skips_the_handshake_is_closed_before_any_offer(capl
                 await ws.get_message()
             assert info.value.reason.code == 1008
         # a right MAC for the wrong nonce (a replayed answer) is refused too
-        async with open_websocket_url(f"ws://127.0.0.1:{port}/control") as ws:
+        async with raw_link(port) as ws:
             await ws.send_message(c.encode(c.Hello(role="fastagi")))
             auth.decode(await ws.get_message())
             replay = auth.answer(SECRET, auth.Challenge(auth.new_nonce()))
@@ -117,7 +131,7 @@ async def test_a_client_that_skips_the_handshake_is_closed_before_any_offer(capl
                 await ws.get_message()
             assert info.value.reason.code == 1008
         # the right answer gets the worker's proof, then its hello
-        async with open_websocket_url(f"ws://127.0.0.1:{port}/control") as ws:
+        async with raw_link(port) as ws:
             await ws.send_message(c.encode(c.Hello(role="fastagi")))
             challenge = auth.decode(await ws.get_message())
             assert isinstance(challenge, auth.Challenge)
