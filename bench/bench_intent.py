@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from media_sidecar.brain.rules import RulesBrain  # noqa: E402
 from media_sidecar.brain.text import words  # noqa: E402
-from media_sidecar.brain.vocabulary import Rescorer  # noqa: E402
+from media_sidecar.brain.vocabulary import AcousticRescorer, Rescorer  # noqa: E402
 from media_sidecar.config.loader import load_config  # noqa: E402
 from media_sidecar.dsp.g711 import ulaw_decode, ulaw_encode  # noqa: E402
 from media_sidecar.dsp.resample import Resampler  # noqa: E402
@@ -192,14 +192,43 @@ class PocketSphinx:
         return hyp.hypstr if hyp is not None else ""
 
 
+def acoustic_row(acoustic: AcousticRescorer, stt: object, line: np.ndarray, heard: str,
+                 rescored: str) -> dict:
+    """The acoustic re-scoring of one utterance as the session runs it (when the text is not
+    understood, or only fuzzily, or was changed by the text re-scoring): the best candidate
+    the brain understands, its score and the free transcript's, whatever the margin (so a
+    run can be re-rendered at another margin), and the time it took."""
+    if not acoustic.needed(heard, rescored):
+        return {"acoustic_ms": 0.0}
+    candidates = acoustic.candidates(heard)
+    t0 = time.perf_counter()
+    scores = stt.score(line, 8000, [heard, *(c.text for c in candidates)])  # type: ignore[attr-defined]
+    ms = (time.perf_counter() - t0) * 1000
+    best = acoustic.best(candidates, scores)
+    return {"acoustic_ms": round(ms, 1), "candidates": len(candidates),
+            "free_score": round(max(scores[0], scores[-1]), 4),
+            "heard_score": round(scores[0], 4), "own_score": round(scores[-1], 4),
+            "best": best.text if best else "", "best_score": round(best.score, 4) if best else None}
+
+
+def decide_acoustic(brain: RulesBrain, row: dict, margin: float | None) -> tuple[str, float]:
+    """The decision with the acoustic re-scoring at ``margin`` (None: without it)."""
+    text = row["rescored"] or row["heard"]
+    best = row.get("best_score")
+    if margin is not None and best is not None and best >= row["free_score"] - margin:
+        text = row["best"]
+    return decide(brain, text)
+
+
 def run(voices: list[Voice], phrases: list[tuple[str, str]], espeak: str | None,
-        engine: str = "moonshine") -> dict:
+        engine: str = "moonshine", margin: float | None = None) -> dict:
     from media_sidecar.speech.moonshine_stt import MoonshineStt
 
     a = load_config().assistants[0]
     brain = RulesBrain(a.brain, a.destinations)
     exact = RulesBrain(dataclasses.replace(a.brain, min_confidence=1.0), a.destinations)
     rescorer = Rescorer.for_assistant(a)
+    acoustic = AcousticRescorer.for_assistant(a) if engine == "moonshine" else None
     stt: MoonshineStt | PocketSphinx
     if engine == "pocketsphinx":
         stt = PocketSphinx()
@@ -225,15 +254,21 @@ def run(voices: list[Voice], phrases: list[tuple[str, str]], espeak: str | None,
             match_ms = (time.perf_counter() - t0) * 1000
             base, _ = decide(exact, heard)
             errors, n = wer(text, heard)
-            rows.append({"voice": voice.name, "text": text, "expected": expected,
-                         "heard": heard, "rescored": rescored if rescored != heard else "",
-                         "got": got, "score": round(score, 3), "baseline": base,
-                         "errors": errors, "words": n, "stt_ms": round(stt_ms, 1),
-                         "match_ms": round(match_ms, 3),
-                         "seconds": round(len(clean) / 8000, 2)})
+            row = {"voice": voice.name, "text": text, "expected": expected,
+                   "heard": heard, "rescored": rescored if rescored != heard else "",
+                   "got": got, "score": round(score, 3), "baseline": base, "text_only": got,
+                   "errors": errors, "words": n, "stt_ms": round(stt_ms, 1),
+                   "match_ms": round(match_ms, 3),
+                   "seconds": round(len(clean) / 8000, 2)}
+            if acoustic is not None and margin is not None:
+                row.update(acoustic_row(acoustic, stt, line, heard, rescored))
+                row["got"], row["score"] = decide_acoustic(brain, row, margin)
+                got = row["got"]
+            rows.append(row)
             mark = "ok " if got == expected else "BAD"
-            print(f"{mark} {voice.name:20} {text[:44]:44} -> {heard[:44]!r:46} {got}",
-                  flush=True)
+            print(f"{mark} {voice.name:20} {text[:44]:44} -> {heard[:44]!r:46} {got}"
+                  + (f" [{row['best']!r} {row['best_score'] - row['free_score']:+.2f}]"
+                     if row.get("best") else ""), flush=True)
     return {"rows": rows}
 
 
@@ -264,6 +299,16 @@ def summarise(rows: list[dict]) -> dict:
                          "n": v[1]} for k, v in by_voice.items()},
         "confusion": {f"{e} -> {g}": c for (e, g), c in sorted(Counter(
             (r["expected"], r["got"]) for r in rows).items())},
+        "text_only_accuracy": round(sum(r.get("text_only", r["got"]) == r["expected"]
+                                        for r in rows) / n, 4),
+        "text_only_false_accepts": sum(r["expected"] == "fallback"
+                                       and r.get("text_only", r["got"]) != "fallback"
+                                       for r in rows),
+        "acoustic_scored": len(scored := [r["acoustic_ms"] for r in rows
+                                          if r.get("acoustic_ms")]),
+        "acoustic_ms_mean": round(float(np.mean(scored)), 1) if scored else 0.0,
+        "acoustic_ms_p95": round(float(sorted(scored)[int(0.95 * (len(scored) - 1))]), 1)
+        if scored else 0.0,
         "stt_ms_mean": round(float(np.mean(stt)), 1),
         "stt_ms_p95": round(float(stt[int(0.95 * (len(stt) - 1))]), 1),
         "match_ms_max": max(r["match_ms"] for r in rows),
@@ -279,12 +324,21 @@ def markdown(summary: dict, rows: list[dict], meta: dict) -> str:
         + (f"; skipped: {meta['skipped']}" if meta["skipped"] else "") + ".",
         f"Channel: 8 kHz, G.711 mu-law, white line noise at {SNR_DB:g} dB SNR. STT: "
         + ("Moonshine tiny-en (the product's)" if meta["stt"] == "moonshine" else meta["stt"])
-        + "; then the vocabulary re-scoring and the rule brain.", "",
+        + "; then the vocabulary re-scoring"
+        + (", the acoustic re-scoring" if meta.get("margin") is not None else "")
+        + " and the rule brain.", "",
         "| figure | value |", "|---|---|",
         f"| utterances | {s['utterances']} |",
         f"| intent accuracy | **{s['accuracy']:.1%}** |",
         f"| intent accuracy of the exact-only matcher (before) on the same transcripts | "
         f"{s['baseline_accuracy']:.1%} |",
+        *([f"| intent accuracy without the acoustic re-scoring (text matching only) | "
+           f"{s['text_only_accuracy']:.1%} ({s['text_only_false_accepts']} false accepts) |",
+           f"| acoustic re-scoring: margin {meta['margin']:g}; utterances scored | "
+           f"{s['acoustic_scored']} of {s['utterances']} |",
+           f"| acoustic re-scoring time per scored utterance, mean / p95 | "
+           f"{s['acoustic_ms_mean']} / {s['acoustic_ms_p95']} ms |"]
+          if meta.get("margin") is not None else []),
         f"| word error rate of the STT | {s['wer']:.1%} |",
         f"| out-of-scope requests matched to an intent (false accepts) | {s['false_accepts']} |",
         f"| requests not understood (missed: the caller is asked again, then passed to a "
@@ -308,7 +362,16 @@ def markdown(summary: dict, rows: list[dict], meta: dict) -> str:
     lines += ["", f"Errors ({len(wrong)}):", ""]
     lines += [f"- {r['voice']}: \"{r['text']}\" heard \"{r['heard']}\""
               + (f" (re-scored \"{r['rescored']}\")" if r["rescored"] else "")
+              + (f" (best phrase \"{r['best']}\" {r['best_score'] - r['free_score']:+.2f})"
+                 if r.get("best") else "")
               + f" -> {r['got']} (expected {r['expected']})" for r in wrong] or ["- none"]
+    acoustic = [r for r in rows if r.get("text_only", r["got"]) != r["got"]]
+    if acoustic:
+        lines += ["", f"Changed by the acoustic re-scoring ({len(acoustic)}):", ""]
+        lines += [f"- {r['voice']}: \"{r['heard']}\" -> \"{r['best']}\" "
+                  f"({r['best_score'] - r['free_score']:+.2f}): {r['text_only']} -> {r['got']}"
+                  + ("" if r["got"] == r["expected"] else f" (expected {r['expected']})")
+                  for r in acoustic]
     fixed = [r for r in rows if r["baseline"] != r["expected"] and r["got"] == r["expected"]]
     lines += ["", f"Reached by fuzzy/phonetic matching or re-scoring only ({len(fixed)}):", ""]
     lines += [f"- \"{r['heard']}\" -> {r['got']}" for r in fixed[:40]] or ["- none"]
@@ -325,11 +388,35 @@ def main() -> None:
     ap.add_argument("--render", type=Path, metavar="JSON",
                     help="only re-render the summary and .md of an earlier run's JSON")
     ap.add_argument("--out", type=Path, help="results stem (default bench/results/<date>-intent)")
+    ap.add_argument("--no-acoustic", action="store_true",
+                    help="without the acoustic re-scoring (stt.acoustic: false)")
+    ap.add_argument("--margin", type=float,
+                    help="acoustic re-scoring margin (default: the config's stt.acoustic_margin); "
+                         "with --render: re-decide an earlier run at this margin")
+    ap.add_argument("--sweep", action="store_true",
+                    help="with --render: accuracy and false accepts at a range of margins")
     args = ap.parse_args()
     SNR_DB = args.snr
     if args.render:
         data = json.loads(args.render.read_text())
         SNR_DB = data["meta"]["snr_db"]
+        a = load_config().assistants[0]
+        brain = RulesBrain(a.brain, a.destinations)
+        if args.sweep:
+            for m in (None, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0):
+                got = [decide_acoustic(brain, r, m)[0] for r in data["rows"]]
+                ok = sum(g == r["expected"] for g, r in zip(got, data["rows"], strict=True))
+                fa = sum(g != "fallback" and r["expected"] == "fallback"
+                         for g, r in zip(got, data["rows"], strict=True))
+                mis = sum(g not in ("fallback", r["expected"]) and r["expected"] != "fallback"
+                          for g, r in zip(got, data["rows"], strict=True))
+                print(f"margin {m}: accuracy {ok / len(got):.1%}, false accepts {fa}, "
+                      f"misrouted {mis}")
+            return
+        if args.margin is not None and data["meta"].get("margin") is not None:
+            data["meta"]["margin"] = args.margin
+            for r in data["rows"]:
+                r["got"], r["score"] = decide_acoustic(brain, r, args.margin)
         data["summary"] = summarise(data["rows"])
         args.render.write_text(json.dumps(data, indent=1) + "\n")
         md = markdown(data["summary"], data["rows"], data["meta"])
@@ -344,7 +431,11 @@ def main() -> None:
     elif not args.quick and not args.no_espeak:
         skipped = "espeak-ng voices (the espeak-ng program is not installed)"
     phrases = [PHRASES[i] for i in QUICK] if args.quick else PHRASES
-    result = run(voices, phrases, espeak, args.stt)
+    margin = None
+    if args.stt == "moonshine" and not args.no_acoustic:
+        margin = (args.margin if args.margin is not None
+                  else load_config().assistants[0].stt.acoustic_margin)
+    result = run(voices, phrases, espeak, args.stt, margin)
     rows = result["rows"]
     summary = summarise(rows)
     date = dt.date.today().isoformat()
@@ -355,7 +446,13 @@ def main() -> None:
     if args.snr != 35.0:
         meta["command"] += f" --snr {args.snr:g}"
     meta["stt"] = args.stt
+    meta["margin"] = margin
+    if args.no_acoustic:
+        meta["command"] += " --no-acoustic"
+    elif args.margin is not None:
+        meta["command"] += f" --margin {args.margin:g}"
     suffix = ("-quick" if args.quick else "") + ("" if args.stt == "moonshine" else f"-{args.stt}")
+    suffix += "-text-only" if args.no_acoustic and args.stt == "moonshine" else ""
     if args.stt != "moonshine":
         meta["command"] += f" --stt {args.stt}"
     stem = args.out or RESULTS / f"{date}-intent{suffix}"

@@ -378,6 +378,16 @@ class SttConfig:
     """Moonshine: words of the transcript close in spelling and sound to the assistant's
     vocabulary (its intents' keywords and phrases, ``keyterms``, destination names) are
     replaced by the vocabulary word ("Thales" -> "sales"); the call record keeps both texts."""
+    acoustic: bool = True
+    """Moonshine with a rule brain: when the transcript matches no intent (or only fuzzily),
+    the assistant's own phrases are scored against the caller's audio by the recogniser's
+    decoder, and the best one is taken if it scores within ``acoustic_margin`` of the free
+    transcript ("Feel." -> "Sales."; the record's match says ``how: acoustic``)."""
+    acoustic_margin: float = 2.5
+    """How far (natural log) the best phrase's log-probability given the audio may be below
+    the reference (the better of the free transcript's and the model's own decoding's) and
+    still be taken; lower: fewer acceptances and fewer false ones. 2.5 is calibrated on
+    bench/bench_intent.py (out-of-scope requests scored 5.9 or more below)."""
     timeout: float = 5.0
     """Seconds to connect (Deepgram) or for one transcription (OpenAI)."""
 

@@ -40,3 +40,28 @@ class LocalTranscriber:
         except SpeechEngineError as exc:
             raise ProviderError(str(exc), retryable=False) from None
         return str(text).strip()
+
+    @property
+    def can_score(self) -> bool:
+        """Whether the engine scores texts against audio (Moonshine does; fakes may not)."""
+        return callable(getattr(self.engine, "score", None)) and (
+            not isinstance(self.engine, LocalEar)
+            or callable(getattr(self.engine.engine, "score", None)))
+
+    async def score(self, pcm: bytes, texts: list[str]) -> list[float]:
+        """Each of ``texts`` scored against the utterance by the engine's own decoder, then
+        the score of the engine's own decoding (the acoustic re-scoring: the first text is
+        the free transcript), in the pool when there is one. Cancellation drops the request. Raises ProviderError
+        (permanent) if the engine cannot score or fails."""
+        engine = self.engine
+        try:
+            if isinstance(engine, LocalEar) and engine.pool is not None:
+                return await engine.pool.score(self, engine.key, pcm, texts, 8000)
+            score = getattr(engine, "score", None)
+            if score is None:
+                raise SpeechEngineError(f"STT engine {self.name} cannot score texts")
+            samples = np.frombuffer(pcm, dtype="<i2")
+            return list(await self.offload(score, samples, 8000, texts,
+                                           abandon_on_cancel=True))
+        except SpeechEngineError as exc:
+            raise ProviderError(str(exc), retryable=False) from None

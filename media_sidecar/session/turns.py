@@ -30,7 +30,7 @@ from ..brain.base import (
     UserDtmf,
     UserText,
 )
-from ..brain.vocabulary import Rescorer
+from ..brain.vocabulary import AcousticChoice, AcousticRescorer, Rescorer
 from ..constants import FRAME_SECONDS
 from ..dsp.vad import TurnDetector
 from ..pipeline import Stages
@@ -97,6 +97,7 @@ class PipelineTurns(MediaSession):
             not a.uses_llm or a.llm.rules_first) else set()
         self._rescorer = (Rescorer.for_assistant(a) if a.stt.engine == "moonshine"
                           and a.stt.rescore else None)
+        self._acoustic = AcousticRescorer.for_assistant(a)
 
     def _stop_agent(self) -> None:
         """The call is handed off: the turn in progress (its LLM and TTS streams) ends."""
@@ -229,9 +230,10 @@ class PipelineTurns(MediaSession):
 
     async def _answer_turn(self, turn: Turn, event: BrainInput | None, audio: bytes) -> None:
         rec = turn.rec
+        choice: AcousticChoice | None = None
         if event is None:
             assert self.transcriber is not None
-            text = await self.transcriber.transcribe(audio)
+            text = heard = await self.transcriber.transcribe(audio)
             rec.caller_text = text
             rec.stt_done = self._rel(trio.current_time())
             if not text.strip():
@@ -241,12 +243,44 @@ class PipelineTurns(MediaSession):
                 rescored = self._rescorer.rescore(text)
                 if rescored.changes:
                     rec.rescored_text = text = rescored.text
+            choice = await self._acoustic_choice(heard, text, audio)
+            if choice is not None:
+                rec.rescored_text = text = choice.text
             event = UserText(text)
         elif isinstance(event, UserDtmf):
             rec.caller_text = f"[DTMF {event.digit}]"
-        act = await self._converse(turn, event)
+        try:
+            act = await self._converse(turn, event)
+        finally:
+            if choice is not None and turn.info.match.get("how", "none") != "none":
+                turn.info.match = choice.record(rec.caller_text)
         if act is not None:
             await self._act(act, rec)
+
+    async def _acoustic_choice(self, heard: str, text: str, audio: bytes
+                               ) -> AcousticChoice | None:
+        """The assistant's own phrase the caller's audio supports better than (or nearly as
+        well as) the free transcript ``heard``, when the brain would not understand ``text``
+        (:class:`~media_sidecar.brain.vocabulary.AcousticRescorer`); None otherwise, or if
+        scoring fails (logged: the transcript is used as it is)."""
+        acoustic = self._acoustic
+        score = getattr(self.transcriber, "score", None)
+        if (acoustic is None or score is None or not getattr(self.transcriber, "can_score", False)
+                or not audio or not acoustic.needed(heard, text)):
+            return None
+        candidates = acoustic.candidates(heard)
+        if not candidates:
+            return None
+        try:
+            scores = await score(audio, [heard, *(c.text for c in candidates)])
+        except ProviderError as exc:
+            log.warning("call %s: acoustic re-scoring failed: %s", self.uuid, exc)
+            return None
+        try:
+            return acoustic.choose(candidates, list(scores))
+        except ValueError as exc:  # an engine answering with the wrong number of scores
+            log.warning("call %s: acoustic re-scoring failed: %s", self.uuid, exc)
+            return None
 
     async def _converse(self, turn: Turn, event: BrainInput) -> Act | None:
         """The brain's sentences go to the speaking task as they come; returns its action."""

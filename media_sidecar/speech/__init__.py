@@ -27,9 +27,10 @@ def set_threads(threads: int) -> None:
     """
     import os
 
-    from . import piper_tts
+    from . import moonshine_stt, piper_tts
 
     piper_tts.ORT_THREADS = threads
+    moonshine_stt.SCORER_THREADS = threads
     if threads == 1:
         os.environ["MOONSHINE_ORT_SINGLE_THREAD"] = "1"
 

@@ -72,6 +72,14 @@ class LocalEar:
         """Blocking transcription in this process (see the module docstring)."""
         return self.engine.transcribe(pcm, rate)
 
+    def score(self, pcm: np.ndarray, rate: int, texts: list[str]) -> list[float]:
+        """Blocking acoustic scoring of ``texts`` in this process (the engine's ``score``).
+        Raises SpeechEngineError when the engine cannot score."""
+        score = getattr(self.engine, "score", None)
+        if score is None:
+            raise SpeechEngineError(f"STT engine {self.name} cannot score texts")
+        return list(score(pcm, rate, texts))
+
 
 class PrerenderedVoice:
     """Implements TextToSpeech (at 8 kHz) over the cache only: how the fixed prompts (apology,

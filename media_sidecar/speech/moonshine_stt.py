@@ -23,6 +23,10 @@ from .base import SpeechEngineError
 
 __all__ = ["MODEL_ARCHES", "MoonshineStt", "load_transcriber"]
 
+SCORER_THREADS = 1
+"""onnxruntime threads of the acoustic scorer (:mod:`.moonshine_scorer`); the inference
+processes set it from ``sidecar.inference.threads``."""
+
 INSTALL_HINT = "install the 'local' extra: pip install 'agi-voice[local]'"
 
 MODEL_ARCHES = {
@@ -132,3 +136,18 @@ class MoonshineStt:
                 raise SpeechEngineError(f"Moonshine transcription failed: {exc}") from exc
             texts = [line.text.strip() for line in transcript.lines]
         return " ".join(t for t in texts if t)
+
+    def score(self, pcm: np.ndarray, rate: int, texts: list[str]) -> list[float]:
+        """Each of ``texts`` scored against the utterance by the model's own decoder (its
+        log-probability; the first text is the free transcript, the others are decoded from
+        where they part from it), then the score of the model's own decoding of the audio: :meth:`.moonshine_scorer.MoonshineScorer.score`. Blocking and
+        thread-safe. Raises SpeechEngineError if the model cannot be loaded or fails,
+        ValueError for samples that are not 1-D int16."""
+        from .moonshine_scorer import load_scorer
+
+        samples = np.asarray(pcm)
+        if samples.ndim != 1 or samples.dtype.kind != "i" or samples.dtype.itemsize != 2:
+            raise ValueError(
+                f"expected 1-D int16 samples, got {samples.dtype} of shape {samples.shape}"
+            )
+        return load_scorer(self.model, SCORER_THREADS).score(samples, rate, texts)

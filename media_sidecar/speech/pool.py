@@ -552,6 +552,31 @@ class InferencePool:
                     self.stats.failed += 1
                     raise SpeechEngineError(str(m.meta.get("error", "transcription failed")))
 
+    async def score(self, call: Hashable, engine: str, pcm: bytes, texts: list[str],
+                    rate: int = 8000) -> list[float]:
+        """Each of ``texts`` scored against ``pcm`` by engine key ``engine``'s own decoder,
+        then its own transcript's score (acoustic re-scoring:
+        :meth:`.moonshine_stt.MoonshineStt.score`), queued as an STT
+        request of ``call``. Cancellation drops the request. Raises SpeechEngineError if the
+        engine cannot score, fails, or its process dies."""
+        self.stats.requests["score"] = self.stats.requests.get("score", 0) + 1
+        async with self._hold(call, STT) as h:
+            t_sent = trio.current_time()
+            rid = await self._request(h, Kind.SCORE,
+                                      {"engine": engine, "rate": rate, "texts": texts}, pcm)
+            while True:
+                m = await self._answer(h)
+                if m.id != rid:
+                    continue
+                if m.kind == Kind.SCORES:
+                    h.outstanding = None
+                    self._sample("score", h, t_sent, m.meta.get("ms", 0.0))
+                    return [float(x) for x in m.meta.get("scores", [])]
+                if m.kind == Kind.ERROR:
+                    h.outstanding = None
+                    self.stats.failed += 1
+                    raise SpeechEngineError(str(m.meta.get("error", "scoring failed")))
+
     async def synthesize(self, call: Hashable, engine: str, text: str
                          ) -> AsyncGenerator[bytes, None]:
         """``text`` said by engine key ``engine``: chunks of slin 8 kHz as the process makes

@@ -10,6 +10,8 @@ kind      meta                                       payload
 LOAD      ``{"stt": {key: cfg}, "tts": {key: cfg}}`` none: load these engines (first message)
 STT       ``{"engine": key, "rate": 8000}``          int16 little-endian mono PCM
 TTS       ``{"engine": key, "text": "..."}``         none
+SCORE     ``{"engine": key, "rate": 8000,            int16 little-endian mono PCM: score each
+          "texts": [...]}``                          text against it (acoustic re-scoring)
 CANCEL    ``{}``                                     none: stop request ``id`` (TTS: after the
                                                      chunk being synthesised)
 ========  =========================================  ==========================================
@@ -19,13 +21,15 @@ Answers, each with the id of the request it answers:
 ========  =========================================  ==========================================
 READY     ``{"pid", "engines", "load_ms"}``          LOAD done
 TEXT      ``{"text", "ms"}``                         STT done (``ms``: inference time)
+SCORES    ``{"scores": [...], "ms"}``                SCORE done: one per text, in order, then
+                                                     the engine's own transcript's
 AUDIO     ``{}``                                     a chunk of slin 8 kHz (TTS goes on)
 DONE      ``{"ms", "cancelled"}``                    TTS done
 ERROR     ``{"error"}``                              the request failed (the process lives on)
 ========  =========================================  ==========================================
 
 An inference process runs one request at a time; the pool sends the next only after the
-previous one's TEXT, DONE or ERROR, except CANCEL, which may come at any time (one for a
+previous one's TEXT, SCORES, DONE or ERROR, except CANCEL, which may come at any time (one for a
 request already finished is ignored).
 """
 
@@ -52,14 +56,16 @@ class Kind(IntEnum):
     STT = 2
     TTS = 3
     CANCEL = 4
+    SCORE = 5
     READY = 10
     TEXT = 11
     AUDIO = 12
     DONE = 13
     ERROR = 14
+    SCORES = 15
 
 
-TERMINAL = frozenset({Kind.READY, Kind.TEXT, Kind.DONE, Kind.ERROR})
+TERMINAL = frozenset({Kind.READY, Kind.TEXT, Kind.SCORES, Kind.DONE, Kind.ERROR})
 """Answers after which the process takes its next request."""
 
 

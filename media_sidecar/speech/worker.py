@@ -131,6 +131,25 @@ def _transcribe(pipe: _Pipe, engines: _Engines, m: Message) -> None:
                                 "ms": round((time.monotonic() - t0) * 1000, 1)})
 
 
+def _score(pipe: _Pipe, engines: _Engines, m: Message) -> None:
+    engine = engines.stt.get(m.meta.get("engine", ""))
+    score = getattr(engine, "score", None)
+    if score is None:
+        why = "not loaded" if engine is None else "cannot score texts"
+        pipe.send(Kind.ERROR, m.id, {"error": f"STT engine {m.meta.get('engine')!r} {why}"})
+        return
+    t0 = time.monotonic()
+    try:
+        texts = [str(t) for t in m.meta.get("texts") or []]
+        scores = score(np.frombuffer(m.payload, dtype="<i2"), int(m.meta.get("rate", 8000)),
+                       texts)
+    except Exception as exc:  # SpeechEngineError and the engine's own: the request fails
+        pipe.send(Kind.ERROR, m.id, {"error": str(exc) or type(exc).__name__})
+        return
+    pipe.send(Kind.SCORES, m.id, {"scores": [round(float(x), 4) for x in scores],
+                                  "ms": round((time.monotonic() - t0) * 1000, 1)})
+
+
 def _synthesize(pipe: _Pipe, engines: _Engines, m: Message) -> None:
     engine = engines.tts.get(m.meta.get("engine", ""))
     if engine is None:
@@ -196,6 +215,8 @@ def main(module_name: str, threads: int, nice: int, req_fd: int, ans_fd: int) ->
                 _transcribe(pipe, engines, m)
             elif m.kind == Kind.TTS:
                 _synthesize(pipe, engines, m)
+            elif m.kind == Kind.SCORE:
+                _score(pipe, engines, m)
             # a CANCEL for a request already answered: nothing to do
     except (WireError, BrokenPipeError) as exc:
         print(f"inference process {os.getpid()}: {exc}", file=sys.stderr)
