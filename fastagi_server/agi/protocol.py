@@ -718,7 +718,9 @@ def build_command(verb: str, *args: str | int | Bare) -> bytes:
             tokens.append(str(arg))
         else:
             tokens.append(quote_arg(arg))
-    line = (" ".join(tokens) + "\n").encode("utf-8")
+    # "replace": a lone surrogate (half an emoji that came through JSON) becomes "?" instead
+    # of failing the command that reports the call's outcome
+    line = (" ".join(tokens) + "\n").encode("utf-8", "replace")
     if len(line) > MAX_COMMAND_BYTES:
         raise UnsafeValueError(
             f"AGI command is {len(line)} bytes, over the {MAX_COMMAND_BYTES}-byte line limit "

@@ -257,7 +257,7 @@ def sanitize_value(value: object) -> str:
                 f"AMI header value contains a {name} at index {idx}; refusing it: it would "
                 "inject headers or a whole second action"
             )
-    if len(text.encode("utf-8")) > MAX_LINE_BYTES:
+    if len(text.encode("utf-8", "replace")) > MAX_LINE_BYTES:
         raise UnsafeValueError(
             f"AMI header value is over the {MAX_LINE_BYTES}-byte line limit "
             "(Asterisk discards longer lines)"
@@ -291,7 +291,7 @@ def encode_message(
         values = value if isinstance(value, list | tuple) else (value,)
         k = sanitize_key(key)
         for v in values:
-            line = f"{k}: {sanitize_value(v)}\r\n".encode()
+            line = f"{k}: {sanitize_value(v)}\r\n".encode("utf-8", "replace")  # lone surrogates
             if len(line) > MAX_LINE_BYTES:
                 raise UnsafeValueError(
                     f"AMI header {k!r} line is {len(line)} bytes, over the "

@@ -59,12 +59,17 @@ def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(source, "", f"not valid YAML: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # 2001-13-45, a 5000-digit int, deep nesting
+        raise ConfigError(source, "", f"not valid YAML: {type(exc).__name__}: {exc}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(source, "", "expected a mapping at the top level")
     _check_secrets(raw, source)
-    raw = _substitute(raw, env, source, "")
+    try:
+        raw = _substitute(raw, env, source, "")
+    except RecursionError:  # "a: &x [*x]": an alias inside itself
+        raise ConfigError(source, "", "an alias refers to itself (or nesting is too deep)") from None
     b = _Builder(source)
     cfg = b.build_config(raw)
     _validate(cfg, source)
@@ -316,8 +321,8 @@ class _Builder:
                 raise self.err(path, f"expected a number, got {value!r}")
             try:
                 return float(value)
-            except (TypeError, ValueError):
-                raise self.err(path, f"expected a number, got {value!r}") from None
+            except (TypeError, ValueError, OverflowError):  # OverflowError: an int over 1e308
+                raise self.err(path, f"expected a number, got {value!r:.40}") from None
         raise self.err(path, f"unsupported type {tp!r}")  # pragma: no cover - schema bug
 
 
@@ -346,7 +351,7 @@ def _validate(cfg: s.Config, source: str) -> None:
             if pattern is not None:
                 try:
                     re.compile(pattern)
-                except re.error as exc:
+                except (re.error, OverflowError, RecursionError) as exc:  # a{4294967296}
                     raise ConfigError(source, f"routing.rules[{i}].match.{fname}",
                                       f"not a valid regular expression: {exc}") from None
     for port_path, port in (("fastagi.listen.port", cfg.fastagi.listen.port),

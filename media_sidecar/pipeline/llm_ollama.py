@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..config.schema import LlmConfig
+from ..protocol.wirejson import loads, obj, objects, string
 from ..providers.ws import error_message
 from ..tools.spec import ToolSpec
 from .base import LlmDone, LlmEvent, Net, ProviderError, TextDelta, ToolCall, http_error
@@ -91,29 +92,38 @@ class OllamaChat:
     async def _events(self, resp: httpx.Response) -> AsyncIterator[LlmEvent]:
         n = 0
         final: LlmDone | None = None
-        async for line in resp.aiter_lines():  # to the end (see llm_openai)
-            if final is not None or not line.strip():
+        failure: ProviderError | None = None
+        async for line in resp.aiter_lines():  # to the end, failures too (see llm_openai)
+            if final is not None or failure is not None or not line.strip():
                 continue
             try:
-                chunk = json.loads(line)
+                chunk = loads(line)
+                if not isinstance(chunk, dict):
+                    raise ValueError(line)
             except ValueError:
-                raise ProviderError("Ollama sent an unreadable line", retryable=True) from None
+                failure = ProviderError("Ollama sent an unreadable line", retryable=True)
+                continue
             if "error" in chunk:
-                raise ProviderError(f"Ollama failed mid-answer: {str(chunk['error'])[:200]}",
-                                    retryable=True)
-            msg = chunk.get("message") or {}
-            if msg.get("content"):
+                failure = ProviderError(f"Ollama failed mid-answer: {str(chunk['error'])[:200]}",
+                                        retryable=True)
+                continue
+            msg = obj(chunk.get("message"))
+            if string(msg.get("content")):
                 yield TextDelta(msg["content"])
-            for tc in msg.get("tool_calls") or ():
-                fn = tc.get("function") or {}
-                if fn.get("name"):
+            for tc in objects(msg.get("tool_calls")):
+                fn = obj(tc.get("function"))
+                if string(fn.get("name")):
                     n += 1
-                    yield ToolCall(tc.get("id") or f"call_{n}", fn["name"],
-                                   fn.get("arguments") or {})
+                    args = fn.get("arguments")
+                    yield ToolCall(string(tc.get("id")) or f"call_{n}", fn["name"],
+                                   args if isinstance(args, str | dict) else {})
             if chunk.get("done"):
                 usage = {"prompt_tokens": chunk.get("prompt_eval_count", 0),
                          "completion_tokens": chunk.get("eval_count", 0)}
-                final = LlmDone("tool_calls" if n else chunk.get("done_reason", "stop"), usage)
+                final = LlmDone("tool_calls" if n else string(chunk.get("done_reason")) or "stop",
+                                usage)
+        if failure is not None:
+            raise failure
         if final is None:
             raise ProviderError("the Ollama stream ended before done", retryable=True)
         yield final

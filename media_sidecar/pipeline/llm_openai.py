@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..config.schema import LlmConfig
+from ..protocol.wirejson import loads, obj, objects, string, whole
 from ..providers.ws import error_message
 from ..tools.spec import ToolSpec
 from .base import LlmDone, LlmEvent, Net, ProviderError, TextDelta, ToolCall, http_error
@@ -116,44 +117,52 @@ class OpenAIChat:
         finish = ""
         usage: dict[str, Any] = {}
         done = False
-        # read to the end of the body even after [DONE]: leaving httpx's line iterator early
-        # leaves its generators unclosed
+        failure: ProviderError | None = None
+        # read to the end of the body even after [DONE] or a failure: leaving httpx's line
+        # iterator early (a raise inside this loop too) leaves its generators unclosed
         async for line in resp.aiter_lines():
-            if done or not line.startswith("data:"):
+            if done or failure is not None or not line.startswith("data:"):
                 continue  # blank separators, comments (": keep-alive"), event: lines
             data = line[5:].strip()
             if data == "[DONE]":
                 done = True
                 continue
             try:
-                chunk = json.loads(data)
+                chunk = loads(data)
             except ValueError:
-                raise ProviderError("the LLM sent an unreadable event", retryable=True) from None
+                failure = ProviderError("the LLM sent an unreadable event", retryable=True)
+                continue
             if not isinstance(chunk, dict):
                 continue
             if "error" in chunk:
                 err = chunk["error"]
-                msg = err.get("message", "") if isinstance(err, dict) else str(err)
-                raise ProviderError(f"the LLM failed mid-answer: {msg[:200]}", retryable=True)
+                msg = string(err.get("message")) if isinstance(err, dict) else str(err)
+                failure = ProviderError(f"the LLM failed mid-answer: {msg[:200]}",
+                                        retryable=True)
+                continue
             if isinstance(chunk.get("usage"), dict):
                 usage = chunk["usage"]
-            for choice in chunk.get("choices") or ():
-                delta = choice.get("delta") or {}
-                content = delta.get("content")
+            for choice in objects(chunk.get("choices")):
+                delta = obj(choice.get("delta"))
+                content = string(delta.get("content"))
                 if content:
                     yield TextDelta(content)
-                for tc in delta.get("tool_calls") or ():
-                    part = calls.setdefault(int(tc.get("index", len(calls))), _PartialCall())
-                    part.id = tc.get("id") or part.id
-                    fn = tc.get("function") or {}
-                    part.name = fn.get("name") or part.name
+                for tc in objects(delta.get("tool_calls")):
+                    index = whole(tc.get("index"))
+                    part = calls.setdefault(len(calls) if index is None else index,
+                                            _PartialCall())
+                    part.id = string(tc.get("id")) or part.id
+                    fn = obj(tc.get("function"))
+                    part.name = string(fn.get("name")) or part.name
                     args = fn.get("arguments")
                     if isinstance(args, dict):  # some servers send an object
                         args = json.dumps(args)
-                    if args:
+                    if isinstance(args, str) and args:
                         part.arguments.append(args)
-                if choice.get("finish_reason"):
+                if string(choice.get("finish_reason")):
                     finish = choice["finish_reason"]
+        if failure is not None:
+            raise failure
         if not done and not finish:
             raise ProviderError("the LLM stream ended without [DONE]", retryable=True)
         for i, part in sorted(calls.items()):

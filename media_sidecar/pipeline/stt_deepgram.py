@@ -9,7 +9,6 @@ one :class:`~.base.SttFinal`. ``KeepAlive`` goes out when no audio was sent for 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -18,6 +17,7 @@ import trio
 import trio_websocket
 
 from ..config.schema import SttConfig
+from ..protocol.wirejson import loads_object, number, obj, objects, string
 from ..providers.base import api_key
 from ..providers.ws import Outbox, open_provider_ws, receive
 from .base import Net, SttEvent, SttFinal, SttInterim, SttSpeechStarted
@@ -83,9 +83,8 @@ class DeepgramListen:
             msg = await receive(ws)
             if isinstance(msg, bytes):
                 continue
-            try:
-                data = json.loads(msg)
-            except ValueError:
+            data = loads_object(msg)
+            if data is None:
                 continue
             kind = data.get("type")
             if kind == "Results":
@@ -93,16 +92,17 @@ class DeepgramListen:
             elif kind == "UtteranceEnd":
                 self._release(on_event, data.get("last_word_end"))
             elif kind == "SpeechStarted":
-                on_event(SttSpeechStarted(float(data.get("timestamp") or 0.0)))
+                on_event(SttSpeechStarted(number(data.get("timestamp")) or 0.0))
             elif kind == "Metadata":
                 self.request_id = str(data.get("request_id", ""))
 
-    def _result(self, data: dict, on_event: Callable[[SttEvent], None]) -> None:
-        alts = (data.get("channel") or {}).get("alternatives") or [{}]
-        text = str(alts[0].get("transcript") or "").strip()
-        words = alts[0].get("words") or []
-        if words and isinstance(words[-1], dict) and "end" in words[-1]:
-            self._last_end = float(words[-1]["end"])
+    def _result(self, data: Mapping[str, object], on_event: Callable[[SttEvent], None]) -> None:
+        alts = objects(obj(data.get("channel")).get("alternatives")) or [{}]
+        text = string(alts[0].get("transcript")).strip()
+        words = objects(alts[0].get("words"))
+        end = number(words[-1].get("end")) if words else None
+        if end is not None:
+            self._last_end = end
         if not data.get("is_final"):
             if text:
                 on_event(SttInterim(" ".join([*self._pending, text])))
@@ -118,5 +118,7 @@ class DeepgramListen:
         text = " ".join(self._pending)
         self._pending = []
         self.finals += 1
-        end = float(last_end) if isinstance(last_end, (int, float)) else self._last_end
+        end = number(last_end)
+        if end is None:
+            end = self._last_end
         on_event(SttFinal(text, end))

@@ -67,6 +67,6 @@ class OpenAITranscriber:
             raise http_error(what, status=resp.status_code, detail=error_message(resp.content))
         try:
             text = resp.json().get("text", "")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             raise ProviderError(f"{what} sent an unreadable answer", retryable=True) from None
         return str(text).strip()

@@ -21,6 +21,7 @@ import trio
 import trio_websocket
 
 from ..config.schema import TtsConfig
+from ..protocol.wirejson import loads_object
 from ..providers.base import api_key
 from ..providers.ws import open_provider_ws, receive
 from .base import Net, PcmJoiner, ProviderError, post_for_pcm
@@ -107,9 +108,8 @@ class DeepgramSpeech:
                 else:
                     self.audio_dropped += 1
                 continue
-            try:
-                data = json.loads(msg)
-            except ValueError:
+            data = loads_object(msg)
+            if data is None:
                 continue
             kind = data.get("type")
             if kind == "Flushed" and self._sink is not None:

@@ -40,6 +40,7 @@ connections in the FastAGI server, and the link is re-established by the FastAGI
 from __future__ import annotations
 
 import json
+import typing
 import uuid as uuidlib
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
@@ -275,7 +276,13 @@ def encode(msg: ControlMessage) -> str:
         if body.get(name) in ("", None):
             body.pop(name, None)
     body["type"] = msg.TYPE
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: a text frame could not carry it raw
+            text = json.dumps(body, separators=(",", ":"))
+    return text
 
 
 def decode(text: str | bytes) -> ControlMessage:
@@ -286,6 +293,8 @@ def decode(text: str | bytes) -> ControlMessage:
         body = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ControlError(f"control message is not JSON: {exc}") from None
+    except RecursionError:  # 64 KiB of "[" nests deeper than the interpreter allows
+        raise ControlError("control message is nested too deeply") from None
     if not isinstance(body, dict):
         raise ControlError("control message must be a JSON object")
     kind = body.pop("type", None)
@@ -312,9 +321,50 @@ def decode(text: str | bytes) -> ControlMessage:
     return msg
 
 
+_HINTS: dict[type[Any], dict[str, Any]] = {}
+
+
+def _hints(cls: type[Any]) -> dict[str, Any]:
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    """Whether a decoded JSON value holds the field's declared type (an int is a float; a
+    bool is not a number)."""
+    origin = typing.get_origin(tp)
+    if origin is dict:
+        kt, vt = typing.get_args(tp)
+        return isinstance(value, dict) and all(
+            _type_ok(k, kt) and _type_ok(v, vt) for k, v in value.items())
+    if origin is list:
+        (vt,) = typing.get_args(tp)
+        return isinstance(value, list) and all(_type_ok(v, vt) for v in value)
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return not isinstance(tp, type) or isinstance(value, tp)
+
+
+def _check_types(obj: Any, where: str) -> None:
+    hints = _hints(type(obj))
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if not _type_ok(v, hints[f.name]):
+            raise ControlError(f"{where}.{f.name} is not of type {hints[f.name]}: {v!r:.80}")
+
+
 def _check(msg: Any) -> None:
+    hints = _hints(type(msg))
     for f in fields(msg):
         v = getattr(msg, f.name)
+        if isinstance(v, CallContext):
+            _check_types(v, f"{msg.TYPE}.{f.name}")
+        elif not _type_ok(v, hints[f.name]):
+            raise ControlError(f"{msg.TYPE}: {f.name} is not of type {hints[f.name]}: {v!r:.80}")
         if f.name == "uuid":
             try:
                 uuidlib.UUID(v)

@@ -30,7 +30,6 @@ farewell short. ``Error`` ends the session (documented as such).
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -41,6 +40,7 @@ import trio
 import trio_websocket
 
 from ..config.schema import DeepgramAgentConfig
+from ..protocol.wirejson import loads_object, number, objects
 from . import deepgram_wire as wire
 from .audio import AudioCodec
 from .base import ProviderError, ProviderSetup, RelayPort, api_key
@@ -182,10 +182,9 @@ class DeepgramAgentSession:
             if isinstance(raw, bytes):
                 self._on_audio(raw, t_in)
                 continue
-            try:
-                msg = json.loads(raw)
-                kind = msg["type"]
-            except (ValueError, KeyError, TypeError):
+            msg = loads_object(raw)
+            kind = msg.get("type") if msg is not None else None
+            if msg is None or not isinstance(kind, str):
                 log.warning("deepgram agent: ignored a malformed message (%d bytes)", len(raw))
                 continue
             if kind == "Welcome":
@@ -246,16 +245,16 @@ class DeepgramAgentSession:
             port.response_done("completed", None)
             self._next_item()
         elif kind == "AgentStartedSpeaking":
-            self.latencies.append({k: float(msg[k]) for k in
-                                   ("total_latency", "tts_latency", "ttt_latency")
-                                   if isinstance(msg.get(k), (int, float))})
+            started = {k: number(msg.get(k)) for k in ("total_latency", "tts_latency",
+                                                       "ttt_latency")}
+            self.latencies.append({k: v for k, v in started.items() if v is not None})
         elif kind == "LatencyReport":  # after each turn; every figure optional (seconds)
             figures = wire.latency_figures(msg)
             if figures:
                 port.provider_latency(self._spoken_item or self._item, figures)
         elif kind == "FunctionCallRequest":
-            for f in msg.get("functions") or ():
-                if isinstance(f, Mapping) and f.get("client_side", True):
+            for f in objects(msg.get("functions")):
+                if f.get("client_side", True):
                     assert self._nursery is not None
                     call_id = str(f.get("id", ""))
                     self._calls[call_id] = trio.CancelScope()  # before the task runs

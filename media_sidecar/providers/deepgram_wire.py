@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from ..config.schema import DeepgramAgentConfig, DeepgramSpeakEntry, DeepgramThinkEntry
+from ..protocol.wirejson import number, objects
 
 __all__ = ["MissingEnv", "cancelled_calls", "inject_agent_message", "latency_figures",
            "listen_provider", "settings", "speak_settings", "think_settings", "update_listen",
@@ -167,11 +168,10 @@ def update_think(think: dict[str, Any] | list[dict[str, Any]]) -> dict[str, Any]
 
 def latency_figures(msg: Mapping[str, Any]) -> dict[str, float]:
     """The figures a ``LatencyReport`` carries (seconds), the absent ones left out."""
-    return {k: float(msg[k]) for k in LATENCY_KEYS
-            if isinstance(msg.get(k), (int, float)) and not isinstance(msg.get(k), bool)}
+    figures = {k: number(msg.get(k)) for k in LATENCY_KEYS}
+    return {k: v for k, v in figures.items() if v is not None}
 
 
 def cancelled_calls(msg: Mapping[str, Any]) -> list[tuple[str, str]]:
     """``FunctionCallCancelled``: the (id, name) of each call withdrawn."""
-    return [(str(f.get("id", "")), str(f.get("name", "")))
-            for f in msg.get("functions") or () if isinstance(f, Mapping)]
+    return [(str(f.get("id", "")), str(f.get("name", ""))) for f in objects(msg.get("functions"))]

@@ -37,7 +37,6 @@ the call record. The API key is sent only in the handshake header and never logg
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -48,6 +47,7 @@ import trio
 import trio_websocket
 
 from ..config.schema import LiveConfig
+from ..protocol.wirejson import loads_object, number, obj, whole
 from .audio import AudioCodec
 from .base import ProviderError, ProviderSetup, RelayPort, api_key
 from .live_utterances import Utterances
@@ -78,7 +78,8 @@ def session_format(cfg: LiveConfig) -> dict[str, Any]:
 
 def codec_for(fmt: object) -> AudioCodec:
     """The codec for a GPT-Live format object; anything else is a permanent failure."""
-    if not isinstance(fmt, Mapping) or fmt.get("type") not in _FORMAT_KINDS:
+    if not isinstance(fmt, Mapping) or not isinstance(fmt.get("type"), str) or (
+            fmt["type"] not in _FORMAT_KINDS):
         raise ProviderError(f"unsupported audio format {fmt!r}", retryable=False)
     kind = _FORMAT_KINDS[str(fmt["type"])]
     rate = fmt.get("rate")
@@ -270,23 +271,22 @@ class OpenAILiveSession:
                 raise ProviderError(f"connection closed without session.closed (code {code})",
                                     retryable=code in RETRY_CLOSE_CODES) from None
             t_in = trio.current_time()
-            try:
-                event = json.loads(raw)
-                kind = event["type"]
-            except (ValueError, KeyError, TypeError):
+            event = loads_object(raw)
+            kind = event.get("type") if event is not None else None
+            if event is None or not isinstance(kind, str):
                 log.warning("openai live: ignored a malformed event (%d bytes)", len(raw))
                 continue
             if kind == "session.output_audio.delta":
                 self._on_audio(str(event.get("delta") or ""), t_in)
             elif kind == "session.started":
-                self._on_started(event.get("session") or {}, started)
+                self._on_started(obj(event.get("session")), started)
             else:
                 self._on_event(kind, event)
 
     def _on_started(self, session: Mapping[str, Any], started: Callable[[], None]) -> None:
         if self._started:
             return
-        fmt = (session.get("audio") or {}).get("format") or session_format(self.cfg)
+        fmt = obj(session.get("audio")).get("format") or session_format(self.cfg)
         self._codec = codec_for(fmt)
         if self._turns is not None:
             self._turns.codec = self._codec
@@ -309,10 +309,10 @@ class OpenAILiveSession:
         elif kind == "session.output_transcript.delta":
             self._turns.agent_text(str(event.get("delta") or ""), _ms(event.get("start_ms")))
         elif kind == "session.delegation.created":
-            self._on_delegation(event.get("delegation") or {})
+            self._on_delegation(obj(event.get("delegation")))
         elif kind == "response.event":
             self._on_response_event(str(event.get("delegation_id") or ""),
-                                    event.get("event") or {})
+                                    obj(event.get("event")))
         elif kind == "session.usage.updated":
             self._on_usage(event.get("usage"))
         elif kind == "session.closed":
@@ -324,7 +324,7 @@ class OpenAILiveSession:
             raise ProviderError(f"session closed by the server: {reason}",
                                 retryable=reason not in PERMANENT_CLOSE_REASONS)
         elif kind == "error":
-            self._on_error(event.get("error") or {})
+            self._on_error(obj(event.get("error")))
         elif kind == "info":
             log.info("openai live info %s: %s", event.get("code"), event.get("message"))
 
@@ -356,7 +356,7 @@ class OpenAILiveSession:
         if kind == "response.created":
             self._delegations[del_id] = _Delegation()
         elif kind == "response.output_item.done":
-            item = inner.get("item") or {}
+            item = obj(inner.get("item"))
             call_id = str(item.get("call_id") or "")
             if item.get("type") != "function_call" or not call_id or call_id in self._seen_calls:
                 return
@@ -367,7 +367,7 @@ class OpenAILiveSession:
             self._nursery.start_soon(self._run_tool, d, call_id, str(item.get("name") or ""),
                                      args if isinstance(args, (str, dict)) else None)
         elif kind in ("response.completed", "response.failed", "response.incomplete"):
-            resp = inner.get("response") or {}
+            resp = obj(inner.get("response"))
             status = str(resp.get("status") or kind.removeprefix("response."))
             usage = resp.get("usage")
             self._port.response_done(status, usage if isinstance(usage, dict) else None)
@@ -404,8 +404,9 @@ class OpenAILiveSession:
     # -- usage and errors ----------------------------------------------------------------------
 
     def _on_usage(self, usage: object) -> None:
-        if isinstance(usage, Mapping) and isinstance(usage.get("seconds"), (int, float)):
-            self._usage_seconds = max(self._usage_seconds, float(usage["seconds"]))
+        seconds = number(obj(usage).get("seconds"))
+        if seconds is not None:
+            self._usage_seconds = max(self._usage_seconds, seconds)
 
     def _on_error(self, error: Mapping[str, Any]) -> None:
         self.errors.append(dict(error))
@@ -426,7 +427,7 @@ def _append_event(audio: bytes) -> str:
 
 
 def _ms(value: object) -> int | None:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return whole(value)
 
 
 __all__ = ["OpenAILiveSession", "codec_for", "session_format"]

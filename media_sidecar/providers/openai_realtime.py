@@ -27,7 +27,6 @@ header; it is never logged.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -38,6 +37,7 @@ import trio
 import trio_websocket
 
 from ..config.schema import RealtimeConfig
+from ..protocol.wirejson import loads_object, obj, whole
 from .audio import AudioCodec
 from .base import ProviderError, ProviderSetup, RelayPort, api_key
 from .ws import Connector, Outbox, open_provider_ws, receive, tcp_connector
@@ -213,10 +213,9 @@ class OpenAIRealtimeSession:
         while True:
             raw = await receive(ws)
             t_in = trio.current_time()
-            try:
-                event = json.loads(raw)
-                kind = event["type"]
-            except (ValueError, KeyError, TypeError):
+            event = loads_object(raw)
+            kind = event.get("type") if event is not None else None
+            if event is None or not isinstance(kind, str):
                 log.warning("openai realtime: ignored a malformed event (%d bytes)", len(raw))
                 continue
             if kind in ("response.output_audio.delta", "response.audio.delta"):
@@ -224,15 +223,15 @@ class OpenAIRealtimeSession:
             elif kind == "session.created":
                 self._send_json(self._session_update())
             elif kind == "session.updated":
-                self._on_session_updated(event.get("session") or {}, task_status)
+                self._on_session_updated(obj(event.get("session")), task_status)
             else:
                 self._on_event(kind, event)
 
     def _on_session_updated(self, session: Mapping[str, Any],
                             task_status: trio.TaskStatus[None]) -> None:
-        audio = session.get("audio") or {}
-        fmt_in = (audio.get("input") or {}).get("format") or _FORMATS["pcm"]
-        fmt_out = (audio.get("output") or {}).get("format") or _FORMATS["pcm"]
+        audio = obj(session.get("audio"))
+        fmt_in = obj(audio.get("input")).get("format") or _FORMATS["pcm"]
+        fmt_out = obj(audio.get("output")).get("format") or _FORMATS["pcm"]
         self._in, self._out = _codec(fmt_in), _codec(fmt_out)
         wanted = "pcm" if self.cfg.audio == "pcm" else "ulaw"
         if (self._in.name, self._out.name) != (wanted, wanted):
@@ -251,8 +250,11 @@ class OpenAIRealtimeSession:
         if self._out is None or self._port is None:
             return
         item = str(event.get("item_id", ""))
+        delta = event.get("delta", "")
         try:
-            data = base64.b64decode(event.get("delta", ""), validate=True)
+            if not isinstance(delta, str):
+                raise ValueError(delta)
+            data = base64.b64decode(delta, validate=True)
         except ValueError:
             log.warning("openai realtime: audio delta is not valid base64; skipped")
             return
@@ -274,7 +276,7 @@ class OpenAIRealtimeSession:
             # audio_end_ms includes the server VAD's silence_duration_ms (documented): the
             # caller stopped talking that much earlier.
             silence = self.cfg.silence_ms if self.cfg.turn_detection == "server_vad" else 0
-            port.caller_speech_stopped(max(0, int(event.get("audio_end_ms") or 0) - silence))
+            port.caller_speech_stopped(max(0, (whole(event.get("audio_end_ms")) or 0) - silence))
         elif kind in ("response.output_audio.done", "response.audio.done"):
             port.agent_audio_done(str(event.get("item_id", "")))
         elif kind in ("response.output_audio_transcript.done", "response.audio_transcript.done"):
@@ -289,15 +291,16 @@ class OpenAIRealtimeSession:
             self._nursery.start_soon(self._run_tool, str(event.get("call_id", "")),
                                      str(event.get("name", "")), event.get("arguments"))
         elif kind == "response.done":
-            resp = event.get("response") or {}
+            resp = obj(event.get("response"))
             status = str(resp.get("status", ""))
             if status == "failed":
                 log.warning("openai realtime response failed: %s", resp.get("status_details"))
             self._active_response = False
-            port.response_done(status, resp.get("usage"))
+            usage = resp.get("usage")
+            port.response_done(status, usage if isinstance(usage, dict) else None)
             self._maybe_respond()
         elif kind == "error":
-            self._on_error(event.get("error") or {})
+            self._on_error(obj(event.get("error")))
 
     async def _run_tool(self, call_id: str, name: str, arguments: object) -> None:
         assert self._port is not None

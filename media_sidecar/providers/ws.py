@@ -114,7 +114,7 @@ def error_message(body: bytes | None) -> str:
         return ""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to parse
         return body[:200].decode("utf-8", "replace")
     if isinstance(data, dict):
         err = data.get("error")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config.schema import AssistantConfig
+from ..protocol import wirejson
 
 __all__ = ["ToolCallError", "ToolReply", "ToolSpec", "build_specs", "check_arguments",
            "decode_arguments", "parse_arguments"]
@@ -102,7 +103,7 @@ def decode_arguments(raw: str | dict[str, Any] | None) -> dict[str, Any]:
         args = raw
     else:
         try:
-            args = json.loads(raw)
+            args = wirejson.loads(raw)  # no lone surrogate: the arguments go out as UTF-8
         except ValueError:
             raise ToolCallError("arguments are not valid JSON") from None
     if not isinstance(args, dict):
