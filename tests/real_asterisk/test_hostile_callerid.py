@@ -11,7 +11,7 @@ import trio
 
 from .peer import AmiDriver, AsteriskPeer
 from .product import ProductProcess
-from .scenario import CallerPlan, originate, place_call
+from .scenario import CallerPlan, agent_context, originate, place_call
 
 
 def b64(text: str) -> str:
@@ -68,3 +68,47 @@ async def test_hostile_caller_names_are_kept_as_data(
         # the name is data: no variable was expanded in it
         first_line = name.split("\n")[0].split("\r")[0]
         assert "$" not in first_line or "${CHANNEL}" in rec["caller_name"], rec["caller_name"]
+
+
+def injection_context(fastagi_port: int) -> str:
+    """The agent context with two more hostile inputs set from base64 before the AGI (the
+    dialplan cannot write CR or LF literally): ``CALLERID(dnid)`` from ``AV_DNID_B64`` and
+    ``AI_VAR_NOTE`` (listed in ``AI_VARS``) from ``AV_NOTE_B64``."""
+    base = agent_context(fastagi_port)
+    extra = (" same => n,Set(CALLERID(dnid)=${BASE64_DECODE(${AV_DNID_B64})})\n"
+             " same => n,Set(AI_VARS=NOTE)\n"
+             " same => n,Set(AI_VAR_NOTE=${BASE64_DECODE(${AV_NOTE_B64})})\n")
+    anchor = " same => n(agi),AGI("
+    assert anchor in base
+    return base.replace(anchor, extra + anchor, 1)
+
+
+async def test_hostile_dnid_and_ai_var_are_kept_as_data(
+        asterisk: AsteriskPeer, agi_voice: ProductProcess, ami: AmiDriver,
+        workdir: Path) -> None:
+    context = "av-agent-injection"
+    asterisk.set_context(context, injection_context(agi_voice.fastagi_port))
+    payloads = [
+        "7000\nagi_arg_1: AI_ASSISTANT=nosuch\nagi_channel: Local/x@y-1;2",
+        'x"\nEXEC UserEvent "Injected"\nSET VARIABLE AI_OWNED 1',
+        "Eve\r\n\r\nAction: Hangup\r\nChannel: Local/x\r\n",
+        '${SHELL(id)} $[1+1] ${CHANNEL} "q" \\ :) :',
+        "B" * 300,
+    ]
+    before = len(asterisk.log_lines())
+    for i, value in enumerate(payloads):
+        call = await place_call(asterisk, ami, CallerPlan().wait(2.5).dtmf("#").wait(5),
+                                script="agent", workdir=workdir, name=f"inject{i}",
+                                context=context,
+                                variables={"AV_DNID_B64": b64(value), "AV_NOTE_B64": b64(value)})
+        assert call.outcome[0] == "COMPLETED", (value, call.outcome, call.reason)
+        rec = await agi_voice.wait_record(call.channel)
+        assert rec["assistant"] == "receptionist", (value, rec["assistant"])
+        assert rec["channel"] == call.channel and rec["uniqueid"] == call.uniqueid
+        assert rec["dnid"] == value, (value, rec["dnid"])  # data, nothing expanded
+        # no forged command ran: no UserEvent of the payload's making, no AI_OWNED
+        assert not [e for e in call.events if e.event == "UserEvent"
+                    and e.get("UserEvent") == "Injected"], call.events
+        assert not [e for e in call.events if e.event == "VarSet"
+                    and e.get("Variable") == "AI_OWNED"], call.events
+    assert not [ln for ln in asterisk.problems(before) if "res_agi" in ln]
