@@ -237,6 +237,7 @@ async def _serve(cfg: Config, given: _Given, provider_factory: ProviderFactory,
     health.registry, health.hub = registry, hub
     records = given.records or RecordWriter(cfg.sidecar.records_path, cfg.sidecar.records)
     records.observers.append(metrics.observe_record)
+    records.error_observers.append(metrics.count_record_error)
     server = AudioSocketServer(cfg, registry, services, hub, records, on_ended=hub.send,
                                provider_factory=provider_factory, prompts=prompts)
     server.announcements = announcements
@@ -262,6 +263,7 @@ async def _serve(cfg: Config, given: _Given, provider_factory: ProviderFactory,
                                              health=health_port))
     finally:
         records.observers.remove(metrics.observe_record)  # a restart brings its own metrics
+        records.error_observers.remove(metrics.count_record_error)
         if services is not None:  # the pipeline's pooled HTTP connections
             with trio.CancelScope(shield=True), trio.move_on_after(2.0):
                 await services.net.aclose()

@@ -103,6 +103,9 @@ class SidecarMetrics:
         self.provider_errors = Counter(
             "agi_voice_provider_errors", "Provider or pipeline-stage failures by class "
             "(timeout, start, mid_call).", ["provider", "class"], registry=r)
+        self.record_write_errors = Counter(
+            "agi_voice_record_write_errors", "Call records that could not be written (disk "
+            "full, permissions); the calls themselves ended normally.", registry=r)
         self.refused = TallyCounter[str]()
         """Offers this sidecar refused, by :func:`refusal_class` (exported with the control
         plane's own in one family)."""
@@ -110,6 +113,10 @@ class SidecarMetrics:
         r.register(_LiveCollector(self))
         if process:
             ProcessCollector(registry=r)
+
+    def count_record_error(self, exc: OSError) -> None:
+        """A call record could not be written (any thread)."""
+        self.record_write_errors.inc()
 
     def observe_record(self, rec: CallRecord) -> None:
         """Count a finished call from its record (any thread)."""

@@ -47,6 +47,9 @@ CANCELLED = json.dumps({"ok": False, "error": "cancelled: the caller spoke befor
                                          "finished; its outcome is unknown"})
 ANNOUNCE = ("Before this happens, say one short sentence to the caller about it (no question). "
             "Do not call a tool.")
+MAX_USER_CHARS = 2000
+"""Characters of one caller turn kept in the history (its end; about 3 minutes of speech):
+with ``history_messages`` this bounds the conversation a call holds in memory."""
 
 
 class LlmBrain:
@@ -123,6 +126,8 @@ class LlmBrain:
     # -- the conversation --------------------------------------------------------------------
 
     def _user(self, text: str) -> None:
+        if len(text) > MAX_USER_CHARS:  # a caller's monologue: the model gets its end
+            text = "\u2026" + text[-(MAX_USER_CHARS - 1):]
         self.messages.append({"role": "user", "content": text})
         self._trim()
 

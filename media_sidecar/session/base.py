@@ -48,7 +48,7 @@ from .clock import READ_PHASE, FrameClock, Port, frame_clock
 from .gaps import GapFiller
 from .inbound import CallerAudio, PayloadConverter, StreamClosed
 from .playout import LATENESS_BINS_MS, Playout, PlayoutFull
-from .records import CallRecord, ToolAction, wall_clock
+from .records import CallRecord, ToolAction, ended_at
 
 log = logging.getLogger("agi_voice.call")
 
@@ -515,8 +515,8 @@ class MediaSession:
     def _finish_record(self) -> None:
         r = self.record
         assert self.outcome is not None
-        r.ended_at = wall_clock()
         r.duration = round(trio.current_time() - self._t0, 3)
+        r.ended_at = ended_at(r.started_at, r.duration)  # not the wall clock: it may jump
         r.status, r.reason, r.transfer_to = (self.outcome.status, self.outcome.reason,
                                              self.outcome.transfer_to)
         st = self.playout.stats

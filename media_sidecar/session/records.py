@@ -27,8 +27,29 @@ from ..ops.recordfile import RotatingJsonLines
 log = logging.getLogger("agi_voice.records")
 
 
+MAX_RECORD_TURNS = 500
+"""Turns a call record keeps (in memory during the call, and in the file): beyond it the first
+turn (the greeting) and the latest ones stay, and ``turns_dropped`` counts the rest. A 900 s
+call with a turn every 2 s stays under it."""
+MAX_RECORD_ITEMS = 500
+"""Actions, keypad digits and barge-in times a record keeps (the latest ones)."""
+MAX_TEXT_CHARS = 2000
+"""Characters of each turn text a record keeps (the rest is cut, marked with an ellipsis)."""
+
+
 def wall_clock() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def ended_at(started_at: str, duration: float) -> str:
+    """The end stamp of a call: its start stamp plus its duration on the monotonic clock, so
+    a wall-clock jump during the call (NTP step, an operator's ``date``) cannot make the record
+    end before it started or disagree with ``duration``."""
+    try:
+        start = dt.datetime.fromisoformat(started_at)
+    except ValueError:
+        return wall_clock()
+    return (start + dt.timedelta(seconds=duration)).isoformat(timespec="milliseconds")
 
 
 @dataclass
@@ -118,6 +139,9 @@ class CallRecord:
     """Speech-to-speech calls: provider name, usage it reported, relay timings, its error."""
     fallback_from: dict[str, Any] = field(default_factory=dict)
     """When another assistant took over at the start: the first one, its provider, the error."""
+    turns_dropped: int = 0
+    """Turns left out of ``turns`` beyond :data:`MAX_RECORD_TURNS` (the oldest after the
+    first)."""
     media_verdict: dict[str, str] = field(default_factory=dict)
     """The sidecar's own verdict when the media session ended: ``status`` and ``reason``."""
     outcome_confirmed: bool = False
@@ -125,11 +149,48 @@ class CallRecord:
     finally set on the channel (its ``outcome`` message). False: it did not say in time, or the
     control link was down; they are then the sidecar's own verdict."""
 
+    @property
+    def next_turn_index(self) -> int:
+        """The index of the next turn (counting the ones left out)."""
+        return len(self.turns) + self.turns_dropped
+
+    def add_turn(self, rec: TurnRecord) -> None:
+        """Append a turn, keeping at most :data:`MAX_RECORD_TURNS` (the first and the
+        latest): a long call's record is bounded in memory as in the file."""
+        self.turns.append(rec)
+        if len(self.turns) > MAX_RECORD_TURNS:
+            del self.turns[1]
+            self.turns_dropped += 1
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(capped(asdict(self)), ensure_ascii=False, separators=(",", ":"))
 
 
 _TURN_TEXT = ("caller_text", "rescored_text", "agent_text", "heard_text")
+
+
+def _cut(text: Any) -> Any:
+    if isinstance(text, str) and len(text) > MAX_TEXT_CHARS:
+        return text[:MAX_TEXT_CHARS - 1] + "\u2026"
+    return text
+
+
+def capped(body: dict[str, Any]) -> dict[str, Any]:
+    """A record (as :func:`dataclasses.asdict` gives it) within the caps: each turn text at
+    most :data:`MAX_TEXT_CHARS`, the latest :data:`MAX_RECORD_ITEMS` actions, digits and
+    barge-in times (a count of the others in ``items_dropped`` when any were cut)."""
+    body = dict(body)
+    body["turns"] = [{**t, **{k: _cut(t.get(k, "")) for k in _TURN_TEXT}}
+                     for t in body.get("turns", [])]
+    dropped = 0
+    for key in ("actions", "dtmf", "barge_in_at"):
+        items = body.get(key) or []
+        if len(items) > MAX_RECORD_ITEMS:
+            dropped += len(items) - MAX_RECORD_ITEMS
+            body[key] = items[-MAX_RECORD_ITEMS:]
+    if dropped:
+        body["items_dropped"] = dropped
+    return body
 
 
 def without_text(body: dict[str, Any]) -> dict[str, Any]:
@@ -160,6 +221,11 @@ class RecordWriter:
         self.path = path
         self.policy = policy or RecordsConfig()
         self.observers: list[Callable[[CallRecord], None]] = []
+        self.error_observers: list[Callable[[OSError], None]] = []
+        """Called (in the writing thread) for each record that could not be written."""
+        self.write_errors = 0
+        """Records that could not be written (disk full, permissions, ...)."""
+        self._failing = False
         self._lock = threading.Lock()
         self._file: RotatingJsonLines | None = None
         if path:
@@ -172,7 +238,7 @@ class RecordWriter:
         """The record's JSON line, without its text when the policy keeps no transcripts."""
         if self.policy.transcripts:
             return record.to_json()
-        return json.dumps(without_text(asdict(record)), ensure_ascii=False,
+        return json.dumps(without_text(capped(asdict(record))), ensure_ascii=False,
                           separators=(",", ":"))
 
     def write(self, record: CallRecord) -> None:
@@ -185,11 +251,32 @@ class RecordWriter:
         log.info("call record %s", line)
         if self._file is None:
             return
-        try:
-            with self._lock:
+        with self._lock:
+            try:
                 self._file.append(line)
-        except OSError as exc:
-            log.error("cannot write call record to %s: %s", self.path, exc)
+            except OSError as exc:
+                self._write_failed(exc)
+                return
+            if self._failing:
+                self._failing = False
+                log.warning("call records are written to %s again (%d could not be written)",
+                            self.path, self.write_errors)
+
+    def _write_failed(self, exc: OSError) -> None:
+        """One ERROR per run of failures (a full disk fails every call: one line, not one a
+        call); each failure is counted and told to :attr:`error_observers` (the metric). The
+        call itself has already ended normally."""
+        self.write_errors += 1
+        if not self._failing:
+            self._failing = True
+            log.error("cannot write call record to %s: %s (further failures are only counted, "
+                      "agi_voice_record_write_errors_total, until a write succeeds)",
+                      self.path, exc)
+        for observe in self.error_observers:
+            try:
+                observe(exc)
+            except Exception:
+                log.exception("call record error observer failed")
 
     def sweep(self) -> None:
         """Delete records past ``max_age_days`` (see :mod:`media_sidecar.ops.recordfile`)."""

@@ -234,7 +234,7 @@ class RelaySession(MediaSession):
             trigger = self._pending_trigger or (
                 "speech" if self._speech_end is not None else (
                     "start" if not self.record.turns else "provider"))
-            rec = TurnRecord(index=len(self.record.turns), trigger=trigger,
+            rec = TurnRecord(index=self.record.next_turn_index, trigger=trigger,
                              speech_end=self._rel(self._speech_end))
             if self._caller_texts and trigger == "speech":
                 rec.caller_text = " ".join(self._caller_texts)
@@ -243,7 +243,7 @@ class RelaySession(MediaSession):
                 rec.caller_text = self._pending_caller_text
             self._speech_end = None
             self._pending_trigger = self._pending_caller_text = ""
-            self.record.turns.append(rec)
+            self.record.add_turn(rec)
             self._item_seq += 1
             item = self._items[item_id] = _Item(item_id, rec, self._item_seq)
         return item

@@ -58,6 +58,14 @@ class Turn:
     """trio time the caller's speech ended (speech turns)."""
     answered: trio.Event = field(default_factory=trio.Event)
     """The brain released its first output (or finished without one)."""
+    ended: bool = False
+    """Its task is over (answered, cancelled or failed); its audio may still be playing."""
+
+    @property
+    def played_out(self) -> bool:
+        """Over, and every segment of its audio played or flushed."""
+        return (self.ended and (self.filler is None or self.filler.done.is_set())
+                and all(s.done.is_set() for u in self.utterances for s in u.segments))
     filler: Segment | None = None
 
 
@@ -177,9 +185,10 @@ class PipelineTurns(MediaSession):
 
     def _start_turn(self, event: BrainInput | None, trigger: str, *, audio: bytes = b"",
                     speech_end: float | None = None) -> None:
-        rec = TurnRecord(index=len(self.record.turns), trigger=trigger,
+        self._fold_played_turns()
+        rec = TurnRecord(index=self.record.next_turn_index, trigger=trigger,
                          speech_end=self._rel(speech_end))
-        self.record.turns.append(rec)
+        self.record.add_turn(rec)
         turn = Turn(rec=rec, scope=trio.CancelScope(), started=trio.current_time(),
                     speech_end=speech_end)
         self._turn = turn
@@ -320,6 +329,7 @@ class PipelineTurns(MediaSession):
         return " ".join(u.heard_text for u in turn.utterances if u.heard_text).strip()
 
     def _after_turn(self, turn: Turn) -> None:
+        turn.ended = True
         if self._turn is turn:
             self._turn = None
         if turn.rec.interrupted:
@@ -366,30 +376,47 @@ class PipelineTurns(MediaSession):
 
     # -- record ------------------------------------------------------------------------------
 
+    def _fold_played_turns(self) -> None:
+        """Complete the record of every turn whose audio has all played out and let the turn
+        go: its utterances hold their TTS audio (16 KB a second of agent speech), which a
+        long call must not keep to its end. The turn being spoken is kept (a barge-in reads
+        what of it was heard)."""
+        keep: list[Turn] = []
+        for turn in self._all_turns:
+            if turn.played_out and turn is not self._turn and turn is not self._speaking:
+                self._finish_turn_record(turn)
+            else:
+                keep.append(turn)
+        self._all_turns = keep
+
     def _finish_turn_records(self) -> None:
         for turn in self._all_turns:
-            rec, info = turn.rec, turn.info
-            spoken = [u for u in turn.utterances if u.started_at is not None]
-            if spoken:
-                rec.first_frame_sent = self._rel(spoken[0].started_at)
-            rec.heard_text = " ".join(u.heard_text for u in spoken if u.heard_text).strip()
-            arrived = [u.first_audio_at for u in turn.utterances if u.first_audio_at is not None]
-            rec.first_audio_ready = self._rel(arrived[0]) if arrived else None
-            rec.llm_first_token = self._rel(info.first_token)
-            rec.first_sentence = self._rel(info.first_sentence)
-            rec.llm_done = self._rel(info.llm_done)
-            rec.match = dict(info.match)
-            if turn.filler is not None:
-                rec.filler_at = self._rel(turn.filler.started_at)
-            base = rec.speech_end if rec.speech_end is not None else self._rel(turn.started)
-            if rec.first_frame_sent is not None and rec.speech_end is not None:
-                rec.latency_ms = round((rec.first_frame_sent - rec.speech_end) * 1000, 1)
-            if base is None:
-                continue
-            stages: tuple[tuple[str, float | None], ...] = (("stt", rec.stt_done), ("llm_first_token", rec.llm_first_token),
-                            ("first_sentence", rec.first_sentence),
-                            ("tts_first_audio", rec.first_audio_ready),
-                            ("first_frame", rec.first_frame_sent), ("llm_done", rec.llm_done))
-            for name, t in stages:
-                if t is not None:
-                    rec.stage_ms[name] = round((t - base) * 1000, 1)
+            self._finish_turn_record(turn)
+
+    def _finish_turn_record(self, turn: Turn) -> None:
+        """Complete a turn's record from its utterances and timings (once it is over)."""
+        rec, info = turn.rec, turn.info
+        spoken = [u for u in turn.utterances if u.started_at is not None]
+        if spoken:
+            rec.first_frame_sent = self._rel(spoken[0].started_at)
+        rec.heard_text = " ".join(u.heard_text for u in spoken if u.heard_text).strip()
+        arrived = [u.first_audio_at for u in turn.utterances if u.first_audio_at is not None]
+        rec.first_audio_ready = self._rel(arrived[0]) if arrived else None
+        rec.llm_first_token = self._rel(info.first_token)
+        rec.first_sentence = self._rel(info.first_sentence)
+        rec.llm_done = self._rel(info.llm_done)
+        rec.match = dict(info.match)
+        if turn.filler is not None:
+            rec.filler_at = self._rel(turn.filler.started_at)
+        base = rec.speech_end if rec.speech_end is not None else self._rel(turn.started)
+        if rec.first_frame_sent is not None and rec.speech_end is not None:
+            rec.latency_ms = round((rec.first_frame_sent - rec.speech_end) * 1000, 1)
+        if base is None:
+            return
+        stages: tuple[tuple[str, float | None], ...] = (
+            ("stt", rec.stt_done), ("llm_first_token", rec.llm_first_token),
+            ("first_sentence", rec.first_sentence), ("tts_first_audio", rec.first_audio_ready),
+            ("first_frame", rec.first_frame_sent), ("llm_done", rec.llm_done))
+        for name, t in stages:
+            if t is not None:
+                rec.stage_ms[name] = round((t - base) * 1000, 1)
