@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import argparse
 import collections
+import ctypes
 import gc
+import os
+import re
 import sys
 import tempfile
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -41,6 +45,68 @@ assistants:
 """
 
 
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def malloc_kib() -> tuple[int, int, int]:
+    """glibc's heap (all arenas): bytes in use, free but held, and in mmapped chunks (KiB)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _Mallinfo2
+        m = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return (0, 0, 0)
+    return (m.uordblks // 1024, m.fordblks // 1024, m.hblkhd // 1024)
+
+
+def anon_rss_by_size() -> dict[str, int]:
+    """RSS (KiB) of anonymous mappings by their size: pymalloc's arenas are 1 MiB mappings
+    (CPython 3.10+ on 64-bit), glibc's heap is ``[heap]`` and 64 MiB thread arenas."""
+    out: dict[str, int] = collections.Counter()
+    size_kib, kind = 0, ""
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if "-" in head[0] and not head[0].endswith(":"):
+            lo, hi = (int(x, 16) for x in head[0].split("-"))
+            size_kib = (hi - lo) // 1024
+            name = head[5] if len(head) > 5 else ""
+            kind = ("heap" if name == "[heap]" else "stack" if name.startswith("[stack") else
+                    "file" if name.startswith("/") else "other" if name else
+                    "1MiB" if size_kib == 1024 else "64MiB" if size_kib in (65536, 65532) else
+                    "anon")
+        elif head[0] == "Rss:":
+            out[kind] += int(head[1])
+    return dict(out)
+
+
+def pymalloc() -> dict[str, int]:
+    """pymalloc's own figures (``sys._debugmallocstats``): arenas held now, KiB in its blocks
+    in use, KiB free in its pools and arenas."""
+    with tempfile.TemporaryFile("w+") as f:
+        saved = os.dup(2)
+        sys.stderr.flush()
+        os.dup2(f.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        f.seek(0)
+        text = f.read()
+
+    def num(label: str) -> int:
+        m = re.search(rf"^{re.escape(label)}\s*=\s*([\d,]+)", text, re.M)
+        return int(m.group(1).replace(",", "")) if m else -1
+
+    return {"arenas": num("# arenas allocated current"),
+            "used_kib": num("# bytes in allocated blocks") // 1024,
+            "free_kib": (num("# bytes in available blocks") + num("# bytes in empty pools")
+                         + num("# bytes lost to pool headers")) // 1024}
+
+
 def rss_kib() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -48,7 +114,7 @@ def rss_kib() -> int:
     return 0
 
 
-async def main(batches: int, batch: int, seconds: float, top: int) -> None:
+async def main(batches: int, batch: int, seconds: float, top: int, trace: bool) -> None:
     cfg = parse_config(CONFIG, "soak-tracemalloc.yaml")
     with tempfile.TemporaryDirectory() as tmp:
         async with open_stack(cfg, str(Path(tmp) / "calls.jsonl")) as stack:
@@ -66,21 +132,33 @@ async def main(batches: int, batch: int, seconds: float, top: int) -> None:
             print(f"warm-up: {batch} calls", flush=True)
             await calls(batch)
             gc.collect()
-            tracemalloc.start(12)
+            if trace:  # (with tracemalloc on, pymalloc reports no figures of its own)
+                tracemalloc.start(12)
             snaps = []
             for k in range(batches):
                 failed = await calls(batch)
                 await trio.sleep(0.5)
                 gc.collect()
-                snap = tracemalloc.take_snapshot().filter_traces([
-                    tracemalloc.Filter(False, tracemalloc.__file__),
-                    tracemalloc.Filter(False, "<frozen importlib._bootstrap*>"),
-                ])
-                snaps.append(snap)
+                if trace:
+                    snaps.append(tracemalloc.take_snapshot().filter_traces([
+                        tracemalloc.Filter(False, tracemalloc.__file__),
+                        tracemalloc.Filter(False, "<frozen importlib._bootstrap*>"),
+                    ]))
                 traced, _peak = tracemalloc.get_traced_memory()
+                used, free, mapped = malloc_kib()
                 print(f"batch {k + 1}: {batch} calls (AI_STATUS: {failed}), traced "
-                      f"{traced / 1024:.0f} KiB, RSS {rss_kib() / 1024:.1f} MiB", flush=True)
+                      f"{traced / 1024:.0f} KiB, RSS {rss_kib() / 1024:.1f} MiB, malloc in use "
+                      f"{used} KiB, free held {free} KiB, mmapped {mapped} KiB, threads "
+                      f"{threading.active_count()}; RSS by mapping {anon_rss_by_size()}; "
+                      f"pymalloc {pymalloc()}",
+                      flush=True)
+            if not trace:
+                return
             n = batch * (len(snaps) - 1)
+            print(f"\ngrowth by file, per call ({n} calls):")
+            for stat in snaps[-1].compare_to(snaps[0], "filename")[:top]:
+                if stat.size_diff > 0:
+                    print(f"{stat.size_diff / n:8.1f} B/call  {stat.traceback[0].filename}")
             print(f"\ngrowth from the first to the last snapshot, per call ({n} calls):")
             for stat in snaps[-1].compare_to(snaps[0], "traceback")[:top]:
                 if stat.size_diff <= 0:
@@ -97,5 +175,7 @@ if __name__ == "__main__":
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=0.3)
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--no-trace", action="store_true",
+                    help="no tracemalloc: RSS, glibc's and pymalloc's own figures only")
     a = ap.parse_args()
-    trio.run(main, a.batches, a.batch, a.seconds, a.top)
+    trio.run(main, a.batches, a.batch, a.seconds, a.top, not a.no_trace)
