@@ -279,7 +279,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 out["concurrent"] = await concurrent(product, fake, engine, sampler,
                                                      args.concurrent, args.minutes,
                                                      args.call_seconds)
-            out["ami_logins"] = len(fake.logins)
+            out["ami_logins"] = fake.logins
         nursery.cancel_scope.cancel()
     return out
 

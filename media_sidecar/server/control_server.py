@@ -254,7 +254,10 @@ async def serve_control(hub: ControlHub, host: str, port: int,
         listeners = await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
         raise listen_error("the control link", host, port, exc) from None
-    server = WebSocketServer(hub.handle, listeners)
+    # connect_timeout: a TCP connection that never sends its HTTP upgrade (a port probe, a
+    # scanner) is closed after HANDSHAKE_SECONDS; trio-websocket's default kept one that the
+    # peer had already closed in CLOSE-WAIT for 60 s
+    server = WebSocketServer(hub.handle, listeners, connect_timeout=HANDSHAKE_SECONDS)
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         counters = debug_counters.target()
