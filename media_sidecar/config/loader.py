@@ -116,7 +116,7 @@ class _Builder:
 
     def build_config(self, raw: dict[str, Any]) -> s.Config:
         allowed = {"fastagi", "sidecar", "ami", "routing", "assistants", "health", "logging",
-                   "drain", "service"}
+                   "drain", "service", "dashboard"}
         for key in raw:
             if key not in allowed:
                 raise self.err(str(key), f"unknown section (expected one of {sorted(allowed)})")
@@ -135,6 +135,7 @@ class _Builder:
             assistants=assistants,
             source=self.source,
             health=self.build(s.HealthConfig, raw.get("health"), "health"),
+            dashboard=self.build(s.DashboardConfig, raw.get("dashboard"), "dashboard"),
             logging=self.build_logging(raw.get("logging"), "logging"),
             drain=self.build(s.DrainConfig, raw.get("drain"), "drain"),
             service=self.build(s.ServiceConfig, raw.get("service"), "service"),

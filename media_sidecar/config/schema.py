@@ -30,6 +30,9 @@ class MediaHost:
     """host:port Asterisk connects AudioSocket to for calls placed on this worker."""
     name: str = ""
     """How logs and the offer name the worker; empty: its control URL's host:port."""
+    health_url: str = ""
+    """http:// URL of the worker's health listener (``http://host:9094``), where the dashboard
+    reads its live calls (``/calls``); empty: the dashboard does not show its live calls."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +153,19 @@ class HealthConfig:
     @property
     def active(self) -> bool:
         return self.enabled and self.listen.port != 0
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardConfig:
+    """The web dashboard (``agi-voice dashboard``, and a child process of ``serve``): live
+    calls, call history, call detail and charts (see :mod:`fastagi_server.dashboard`). Loopback
+    by default; bound to any other address it requires a login, with the password from
+    ``$AGI_VOICE_DASHBOARD_PASSWORD`` only (it refuses to start without one there)."""
+
+    enabled: bool = True
+    listen: Listen = Listen("127.0.0.1", 9095)
+    user: str = "admin"
+    title: str = "agi-voice"
 
 
 @dataclass(frozen=True, slots=True)
@@ -764,6 +780,7 @@ class Config:
     assistants: tuple[AssistantConfig, ...] = ()
     source: str = "<embedded default>"
     health: HealthConfig = HealthConfig()
+    dashboard: DashboardConfig = DashboardConfig()
     logging: LoggingConfig = LoggingConfig()
     drain: DrainConfig = DrainConfig()
     service: ServiceConfig = ServiceConfig()
