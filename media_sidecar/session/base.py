@@ -99,7 +99,8 @@ class MediaSession:
         self._on_clock = False
         self.playout_seconds = playout_seconds
         self.lead_frames = lead_frames
-        self.record = CallRecord(uuid=uuid, assistant=assistant.name, caller=context.callerid,
+        self.record = CallRecord(uuid=uuid, assistant=assistant.name, engine=assistant.provider,
+                                 caller=context.callerid,
                                  caller_name=context.calleridname, dnid=context.dnid,
                                  channel=context.channel, uniqueid=context.uniqueid)
         self.outcome: Ended | None = None

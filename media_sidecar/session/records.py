@@ -111,6 +111,9 @@ class ToolAction:
 class CallRecord:
     uuid: str
     assistant: str
+    engine: str = ""
+    """The assistant's ``provider`` setting (pipeline, local, openai_realtime, openai_live,
+    deepgram_agent, echo): what the call store groups turn latency by."""
     caller: str = ""
     caller_name: str = ""
     dnid: str = ""
