@@ -19,6 +19,8 @@ not ready.
 - ``/health``: JSON for people and dashboards (version, uptime, ready and why not, active
   calls, per-plane state, AMI state); always 200.
 - ``/metrics``: the Prometheus text format (:mod:`media_sidecar.ops.metrics`).
+- ``/calls``: JSON, this worker's live calls (``{"worker", "calls": [...]}``, see
+  :meth:`~media_sidecar.server.registry.CallRegistry.snapshot`), which the dashboard polls.
 
 The listener is unauthenticated: keep it on loopback or behind a firewall. If its port cannot
 be bound, the sidecar logs one ERROR and goes on serving calls without it (a probe then sees
@@ -114,6 +116,12 @@ class SidecarHealth:
             return "unknown"
         return peer.ami
 
+    def live_calls(self) -> dict[str, Any]:
+        """The ``/calls`` document: this worker's live calls (the dashboard's live page)."""
+        calls = self.registry.snapshot() if self.registry is not None else []
+        worker = next((c["worker"] for c in calls if c.get("worker")), "")
+        return {"worker": worker, "calls": calls}
+
     def snapshot(self) -> dict[str, Any]:
         """The ``/health`` document."""
         reg = self.registry
@@ -166,9 +174,12 @@ class HealthEndpoints:
         if path == "/health":
             body = json.dumps(self.health.snapshot(), indent=2).encode() + b"\n"
             return Response(200, body, "application/json")
+        if path == "/calls":
+            body = json.dumps(self.health.live_calls(), ensure_ascii=False).encode() + b"\n"
+            return Response(200, body, "application/json")
         if path == "/metrics" and self.metrics is not None:
             return Response(200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
-        return Response(404, b"not found: /live, /ready, /health, /metrics\n")
+        return Response(404, b"not found: /live, /ready, /health, /metrics, /calls\n")
 
 
 async def serve_health(health: SidecarHealth, metrics: SidecarMetrics | None, host: str,

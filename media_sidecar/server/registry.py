@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -33,6 +33,8 @@ class LiveCall(Protocol):
     def deliver_control(self, msg: object) -> None: ...
 
     def hand_off(self, announcement: bytes, reason: str) -> bool: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -121,6 +123,24 @@ class CallRegistry:
     def live(self) -> list[tuple[str, LiveCall]]:
         """(uuid, call) of every live call, for the drain."""
         return list(self._live.items())
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Each live call as :meth:`MediaSession.snapshot
+        <media_sidecar.session.base.MediaSession.snapshot>` gives it (the health listener's
+        ``/calls``, for the dashboard), oldest first; without the caller's and the agent's words
+        when the records keep no transcripts. A call whose snapshot fails is left out (logged):
+        the view never touches a call."""
+        out = []
+        for uuid, call in list(self._live.items()):
+            try:
+                snap = call.snapshot()
+            except Exception:
+                log.exception("call %s: no live snapshot", uuid)
+                continue
+            if not self.cfg.sidecar.records.transcripts:
+                snap = {**snap, "last_caller": "", "last_agent": ""}
+            out.append(snap)
+        return out
 
     @property
     def pending_offers(self) -> int:

@@ -507,6 +507,30 @@ class MediaSession:
     async def _tool_hangup(self, reason: str) -> ToolReply:
         raise NotImplementedError
 
+    # -- live view -----------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the dashboard shows of this live call (the health listener's ``/calls``): who
+        called, for how long, who is speaking now, the turns so far and their last words. Read
+        on the sidecar's trio thread; changes nothing."""
+        r = self.record
+        playout: Playout | None = getattr(self, "playout", None)
+        agent = playout is not None and playout.speaking
+        # the turn detector of a pipeline call (``turns``) or of a relay call with local turns
+        detector = getattr(self, "turns", None) or getattr(self, "_turns", None)
+        caller = bool(getattr(detector, "in_speech", False))
+        return {
+            "uuid": self.uuid, "assistant": self.assistant.name, "engine": self.assistant.provider,
+            "caller": r.caller, "caller_name": r.caller_name, "dnid": r.dnid,
+            "started_at": r.started_at, "worker": r.worker,
+            "duration": round(max(0.0, trio.current_time() - self._t0), 1),
+            "speaking": ("both" if caller and agent else "caller" if caller
+                         else "agent" if agent else "none"),
+            "turns": r.next_turn_index,
+            "last_caller": next((t.caller_text for t in reversed(r.turns) if t.caller_text), ""),
+            "last_agent": next((t.agent_text for t in reversed(r.turns) if t.agent_text), ""),
+        }
+
     # -- record ------------------------------------------------------------------------------
 
     def _summary(self) -> str:
