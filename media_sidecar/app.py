@@ -11,6 +11,7 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import trio
 
@@ -25,9 +26,11 @@ from .server.control_server import ControlHub, serve_control
 from .server.health import SidecarHealth, serve_health
 from .server.lifecycle import Assets, SidecarLifecycle
 from .session.call import CallServices
+from .session.recording import Recordings
 from .session.records import RecordWriter
 from .session.speaker import Speaker
 from .speech.base import SpeechEngineError, TextToSpeech
+from .store.paths import data_dir
 
 log = logging.getLogger("agi_voice.sidecar")
 
@@ -158,6 +161,27 @@ async def sweep_records(records: RecordWriter) -> None:
         await trio.sleep(RETENTION_SWEEP_SECONDS)
 
 
+def make_recordings(cfg: Config) -> Recordings | None:
+    """Where this process records calls (``recordings``; the assistants with ``recording:
+    true`` use it); None, with an ERROR, when its folder cannot be named (no data directory).
+    The folders themselves are made by the writer thread when a recording starts."""
+    rc = cfg.recordings
+    try:
+        root = Path(rc.path) if rc.path else data_dir() / "recordings"
+    except OSError as exc:
+        log.error("recordings are off: no data directory (%s)", exc)
+        return None
+    return Recordings(root, rc.max_age_days)
+
+
+async def sweep_recordings(recordings: Recordings) -> None:
+    """Apply ``recordings.max_age_days`` at start-up and every hour, in a worker thread.
+    Runs until cancelled; cancellation waits for a sweep in progress."""
+    while True:
+        await trio.to_thread.run_sync(recordings.sweep)
+        await trio.sleep(RETENTION_SWEEP_SECONDS)
+
+
 async def run_sidecar(cfg: Config, services: CallServices | None = None,
                       unavailable: dict[str, str] | None = None, *,
                       provider_factory: ProviderFactory = make_provider,
@@ -241,6 +265,7 @@ async def _serve(cfg: Config, given: _Given, provider_factory: ProviderFactory,
     server = AudioSocketServer(cfg, registry, services, hub, records, on_ended=hub.send,
                                provider_factory=provider_factory, prompts=prompts)
     server.announcements = announcements
+    server.recordings = make_recordings(cfg)
     server.worker = given.worker
     sc = cfg.sidecar
     try:
@@ -251,6 +276,8 @@ async def _serve(cfg: Config, given: _Given, provider_factory: ProviderFactory,
             control_port = await nursery.start(serve_control, hub, sc.control.host,
                                                sc.control.port)
             nursery.start_soon(sweep_records, records)
+            if server.recordings is not None:
+                nursery.start_soon(sweep_recordings, server.recordings)
             if lifecycle is not None:
                 lifecycle.attach(cfg, registry, server, health)
             health.ports = {"audiosocket": as_port, "control": control_port,

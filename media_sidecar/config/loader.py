@@ -116,7 +116,7 @@ class _Builder:
 
     def build_config(self, raw: dict[str, Any]) -> s.Config:
         allowed = {"fastagi", "sidecar", "ami", "routing", "assistants", "health", "logging",
-                   "drain", "service", "dashboard"}
+                   "drain", "service", "recordings", "dashboard"}
         for key in raw:
             if key not in allowed:
                 raise self.err(str(key), f"unknown section (expected one of {sorted(allowed)})")
@@ -136,6 +136,7 @@ class _Builder:
             source=self.source,
             health=self.build(s.HealthConfig, raw.get("health"), "health"),
             dashboard=self.build(s.DashboardConfig, raw.get("dashboard"), "dashboard"),
+            recordings=self.build(s.RecordingsConfig, raw.get("recordings"), "recordings"),
             logging=self.build_logging(raw.get("logging"), "logging"),
             drain=self.build(s.DrainConfig, raw.get("drain"), "drain"),
             service=self.build(s.ServiceConfig, raw.get("service"), "service"),
@@ -532,6 +533,9 @@ def _validate_ops(cfg: s.Config, source: str) -> None:
     if r.max_age_days < 0:
         raise ConfigError(source, "sidecar.records.max_age_days",
                           "expected days >= 0 (0: no age limit)")
+    if cfg.recordings.max_age_days < 0:
+        raise ConfigError(source, "recordings.max_age_days",
+                          "expected days >= 0 (0: recordings are kept)")
 
 
 def _validate_model_assistant(a: s.AssistantConfig, names: list[str], source: str,

@@ -141,6 +141,19 @@ class SidecarConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordingsConfig:
+    """Where call recordings go and how long they stay (``recordings``); which calls are
+    recorded is each assistant's ``recording`` (see :mod:`media_sidecar.session.recording`)."""
+
+    path: str = ""
+    """The folder of ``<YYYY-MM-DD>/<uuid>.wav``; empty: ``recordings`` in the data directory
+    (``$AGI_VOICE_DATA_DIR``, else systemd's ``StateDirectory``, else
+    ``~/.local/state/agi-voice``)."""
+    max_age_days: float = 30.0
+    """Recordings older than this are deleted (at start-up and hourly); 0: kept."""
+
+
+@dataclass(frozen=True, slots=True)
 class HealthConfig:
     """The HTTP listener for ``/live``, ``/ready``, ``/health`` and ``/metrics`` (served by
     the media sidecar process; see :mod:`media_sidecar.server.health`)."""
@@ -741,6 +754,9 @@ class AssistantConfig:
     fallback_destination: str = ""
     """Where a failing call goes (a destinations key); empty ends the call with AI_STATUS."""
     max_call_seconds: float = 900.0
+    recording: bool = False
+    """Record this assistant's calls: a stereo WAV, the caller left and the agent right, in
+    ``recordings.path`` (tell callers: see the README's note on consent)."""
 
     @property
     def media_path(self) -> Literal["app", "dial"]:
@@ -781,6 +797,7 @@ class Config:
     source: str = "<embedded default>"
     health: HealthConfig = HealthConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    recordings: RecordingsConfig = RecordingsConfig()
     logging: LoggingConfig = LoggingConfig()
     drain: DrainConfig = DrainConfig()
     service: ServiceConfig = ServiceConfig()

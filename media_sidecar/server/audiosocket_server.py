@@ -33,6 +33,7 @@ from ..providers import RELAY_PROVIDERS, SpeechToSpeech, make_provider
 from ..session.base import MediaSession
 from ..session.call import CallServices, CallSession, ControlPort
 from ..session.clock import FrameClock
+from ..session.recording import Recordings
 from ..session.records import CallRecord, RecordWriter
 from ..session.relay import RelaySession
 from .registry import CallRegistry
@@ -69,6 +70,8 @@ class AudioSocketServer:
         self.clock: FrameClock | None = None
         """The frame clock calls go by (None: the process's, :func:`frame_clock`; tests give
         each call a clock of its own to fix its phase)."""
+        self.recordings: Recordings | None = None
+        """Where the calls of assistants with ``recording: true`` are recorded (None: none)."""
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         """Serve one AudioSocket connection; never raises (one bad call never disturbs another).
@@ -202,7 +205,7 @@ class AudioSocketServer:
             decoder=decoder,
             playout_seconds=sc.playout.queue_seconds, lead_frames=sc.playout.lead_frames,
             apology=self.prompts.get(assistant.name, b""), on_verdict=self.on_ended,
-            clock=self.clock)
+            clock=self.clock, recordings=self.recordings)
         if assistant.provider in RELAY_PROVIDERS:
             extra: dict[str, Any] = {}
             if self.services is not None:

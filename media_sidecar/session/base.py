@@ -21,7 +21,7 @@ from typing import Any
 import trio
 
 from ..config.schema import AssistantConfig
-from ..constants import FRAME_BYTES, FRAME_SECONDS
+from ..constants import FRAME_BYTES, FRAME_SECONDS, SAMPLE_RATE
 from ..protocol.audiosocket import (
     AudioFormat,
     AudioMessage,
@@ -48,6 +48,7 @@ from .clock import READ_PHASE, FrameClock, Port, frame_clock
 from .gaps import GapFiller
 from .inbound import CallerAudio, PayloadConverter, StreamClosed
 from .playout import LATENESS_BINS_MS, Playout, PlayoutFull
+from .recording import RecordedPlayout, Recorder, Recordings
 from .records import CallRecord, ToolAction, ended_at
 
 log = logging.getLogger("agi_voice.call")
@@ -84,7 +85,8 @@ class MediaSession:
                  playout_seconds: float = 60.0, lead_frames: int = 0, apology: bytes = b"",
                  env: Mapping[str, str] | None = None,
                  on_verdict: Callable[[Ended], Awaitable[object]] | None = None,
-                 clock: FrameClock | None = None) -> None:
+                 clock: FrameClock | None = None,
+                 recordings: Recordings | None = None) -> None:
         self.uuid = uuid
         self.assistant = assistant
         self.context = context
@@ -128,6 +130,9 @@ class MediaSession:
         """The verdict went to the control plane before the hand-back frame (Asterisk's
         AudioSocket returns on that frame, and the dialplan wants AI_STATUS at once)."""
         self._tools = {t.name: t for t in build_specs(assistant)}
+        self.recordings = recordings
+        """Where a recorded call goes (``assistant.recording``); None: this call is not recorded."""
+        self.recorder: Recorder | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -141,7 +146,12 @@ class MediaSession:
         self._gaps = GapFiller(self._t0)
         self._pending = pending
         self._leg_open = True
-        self.playout = Playout(self.fmt, max_seconds=self.playout_seconds)
+        if self.recordings is not None and self.assistant.recording:
+            self.recorder = self.recordings.start(self.uuid, self.record.started_at, self.fmt)
+            self.playout = RecordedPlayout(self.recorder, self.fmt,
+                                           max_seconds=self.playout_seconds)
+        else:
+            self.playout = Playout(self.fmt, max_seconds=self.playout_seconds)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -161,6 +171,9 @@ class MediaSession:
             self._set_outcome("FAILED", reason="session ended without a verdict")
         assert self.outcome is not None
         self._finish_record()
+        if self.recorder is not None:  # after the duration is taken: this waits for the disk
+            with trio.CancelScope(shield=True):
+                self.record.recording = await self.recorder.finish()
         return self.outcome
 
     @property
@@ -262,6 +275,9 @@ class MediaSession:
                         # by a stalled clock) come first
                         self._fill_gap(self._gaps.due(now - FRAME_SECONDS))
                     self._gaps.heard(now)
+                    if self.recorder is not None:  # at the call's rate (slin16: as it came)
+                        self.recorder.caller(pcm if self.fmt.rate == SAMPLE_RATE
+                                             else msg.payload[:len(msg.payload) & ~1], now)
                     self._on_audio(CallerAudio(pcm, now))
             elif isinstance(msg, DtmfMessage):
                 self._on_dtmf(msg.digit, "audiosocket", now)
@@ -284,6 +300,8 @@ class MediaSession:
         """Silent caller frames for the grid ``slots`` no audio arrived for (slin 8 kHz, as
         every frame reaching :meth:`_on_frame` is, whatever the leg's codec)."""
         for t in slots:
+            if self.recorder is not None:
+                self.recorder.caller_silence(t)
             frame = bytes(FRAME_BYTES)
             if self._pcm_rest:  # the tail of a short or 30 ms message: completed with silence
                 frame = bytes(self._pcm_rest) + frame[len(self._pcm_rest):]

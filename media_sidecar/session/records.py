@@ -151,6 +151,11 @@ class CallRecord:
     """True: ``status``, ``reason`` and ``transfer_to`` are the AI_* values the control plane
     finally set on the channel (its ``outcome`` message). False: it did not say in time, or the
     control link was down; they are then the sidecar's own verdict."""
+    recording: dict[str, Any] = field(default_factory=dict)
+    """The call's recording when its assistant records (``recording: true``): ``path`` (the
+    .wav, absolute), ``seconds``, ``rate``, ``channels`` (2: caller left, agent right), and
+    ``truncated: true`` when it stopped early (the disk, or the writer falling behind); ``{}``
+    when the call was not recorded."""
 
     @property
     def next_turn_index(self) -> int:
