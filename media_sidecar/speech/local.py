@@ -168,7 +168,11 @@ def load_local_speech(cfg: Config, current: LocalSpeech | None = None, *,
                 key = wanted.add_stt(a.stt)
                 keys.append(key)
                 if key not in out.ears:
-                    out.ears[key] = LocalEar(key, make_stt(a.stt, load=not pooled))
+                    stt = make_stt(a.stt, load=not pooled)
+                    warm = getattr(stt, "warm", None)
+                    if warm is not None and not pooled:  # (the pool's processes warm their own)
+                        warm()
+                    out.ears[key] = LocalEar(key, stt)
             if a.tts.engine == "piper":
                 key = wanted.add_tts(a.tts)
                 keys.append(key)

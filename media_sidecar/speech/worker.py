@@ -102,7 +102,10 @@ class _Engines:
         for key, cfg in (meta.get("stt") or {}).items():
             if key not in self.stt:
                 try:
-                    self.stt[key] = self.module.make_stt(SttConfig(**cfg))
+                    self.stt[key] = engine = self.module.make_stt(SttConfig(**cfg))
+                    warm = getattr(engine, "warm", None)
+                    if warm is not None:  # its first run before the first caller's
+                        warm()
                 except Exception as exc:  # an engine's own errors: reported, process lives
                     errors[key] = str(exc) or type(exc).__name__
         for key, cfg in (meta.get("tts") or {}).items():

@@ -35,6 +35,9 @@ class Stt:
     def __init__(self, log: str) -> None:
         self.log = log
 
+    def warm(self) -> None:
+        _log(self.log, "warm stt")
+
     def transcribe(self, pcm: np.ndarray, rate: int) -> str:
         tag, ms, crash = (int(x) for x in pcm[:3])
         _log(self.log, f"stt {tag}")

@@ -36,7 +36,7 @@ def log(tmp_path: Path) -> Path:
 def ran(log: Path) -> list[str]:
     """What the processes ran, in order, without the pids (and without the whole texts)."""
     return [line.split(" ", 1)[1] for line in log.read_text().splitlines()
-            if line.split(" ")[1] != "said"]
+            if line.split(" ")[1] not in ("said", "warm")]
 
 
 def make_pool(log: Path, processes: int, **kw) -> tuple[InferencePool, str, str]:
@@ -85,6 +85,23 @@ async def test_answers_come_back_and_speech_streams_in_chunks(pool2, log):
     assert ran(log) == ["stt 7", "tts hello", "chunk hello 0", "chunk hello 1", "chunk hello 2"]
     kinds = [s[0] for s in pool.stats.samples]
     assert kinds == ["stt", "tts"]
+
+
+async def test_each_process_warms_its_recognizer_before_its_first_request(pool2, log):
+    # onnxruntime's first run is slow (its arenas and kernels): each process pays it while
+    # loading, never on a caller's turn
+    pool, stt, _ = pool2
+    async with trio.open_nursery() as nursery:
+        for i in range(2):
+            nursery.start_soon(pool.transcribe, f"c{i}", stt, utterance(i, ms=300))
+    by_pid: dict[str, list[str]] = {}
+    for line in log.read_text().splitlines():
+        pid, what = line.split(" ", 1)
+        by_pid.setdefault(pid, []).append(what)
+    assert len(by_pid) == 2, by_pid
+    for lines in by_pid.values():
+        assert lines[0] == "warm stt" and lines.count("warm stt") == 1, lines
+        assert any(x.startswith("stt ") for x in lines[1:]), lines
 
 
 async def test_calls_take_turns_and_recognition_goes_first(pool1, log):
