@@ -5,9 +5,9 @@ another caller's call, choose the assistant, or run anything."""
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 
-import pytest
 import trio
 
 from .peer import AmiDriver, AsteriskPeer
@@ -71,6 +71,11 @@ async def test_hostile_caller_names_are_kept_as_data(
         assert "$" not in first_line or "${CHANNEL}" in rec["caller_name"], rec["caller_name"]
 
 
+def cuts_request_block(value: str) -> bool:
+    """Whether ``agi_dnid: <value>\\n`` holds an empty line (Asterisk writes it raw)."""
+    return any(seg in ("", "\r") for seg in value.split("\n")[1:])
+
+
 def injection_context(fastagi_port: int) -> str:
     """The agent context with two more hostile inputs set from base64 before the AGI (the
     dialplan cannot write CR or LF literally): ``CALLERID(dnid)`` from ``AV_DNID_B64`` and
@@ -79,16 +84,13 @@ def injection_context(fastagi_port: int) -> str:
     extra = (" same => n,Set(CALLERID(dnid)=${BASE64_DECODE(${AV_DNID_B64})})\n"
              " same => n,Set(AI_VARS=NOTE)\n"
              " same => n,Set(AI_VAR_NOTE=${BASE64_DECODE(${AV_NOTE_B64})})\n")
-    anchor = " same => n(agi),AGI("
+    # before the caller-name GotoIf, which jumps straight to the AGI when AV_CNAME_B64 is
+    # unset (inserted after it, these lines never ran: the "empty DNID" this test once showed)
+    anchor = " same => n,GotoIf($[\"${AV_CNAME_B64}\""
     assert anchor in base
     return base.replace(anchor, extra + anchor, 1)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "open (issue 14): on the real Asterisk 22.10.1 the record's DNID is empty for a DNID "
-    "carrying line breaks and forged env lines, where the test expects the value kept as data; "
-    "not yet explained (the emulator keeps it). Nothing else ran: the call itself is checked "
-    "by the other assertions of this module's first tests"))
 async def test_hostile_dnid_and_ai_var_are_kept_as_data(
         asterisk: AsteriskPeer, agi_voice: ProductProcess, ami: AmiDriver,
         workdir: Path) -> None:
@@ -107,12 +109,27 @@ async def test_hostile_dnid_and_ai_var_are_kept_as_data(
                                 script="agent", workdir=workdir, name=f"inject{i}",
                                 context=context,
                                 variables={"AV_DNID_B64": b64(value), "AV_NOTE_B64": b64(value)})
-        assert call.outcome[0] == "COMPLETED", (value, call.outcome, call.reason)
-        rec = await agi_voice.wait_record(call.channel)
-        assert rec["assistant"] == "receptionist", (value, rec["assistant"])
-        assert rec["channel"] == call.channel and rec["uniqueid"] == call.uniqueid
-        assert rec["dnid"] == value, (value, rec["dnid"])  # data, nothing expanded
-        # no forged command ran: no UserEvent of the payload's making, no AI_OWNED
+        if re.search(r"\).*:", value) and not cuts_request_block(value):
+            # an unmatched ')' before a ':' makes Asterisk's expression parser cut the value
+            # it reads back (identity.py): an incomplete identity is refused, never trusted
+            assert call.outcome[0] == "FAILED", (value, call.outcome, call.reason)
+            assert "incomplete" in call.reason, (value, call.reason)
+            assert call.named("Fallback"), call.events
+        elif cuts_request_block(value):
+            # a blank line in the DNID ended Asterisk's request block inside it: the arguments
+            # that followed are not the dialplan's, so the call is refused cleanly and the
+            # dialplan goes on to its fallback (identity.py's module doc)
+            assert call.outcome[0] == "FAILED", (value, call.outcome, call.reason)
+            assert "blank line in dnid" in call.reason, (value, call.reason)
+            assert call.named("Fallback"), call.events
+        else:
+            assert call.outcome[0] == "COMPLETED", (value, call.outcome, call.reason)
+            rec = await agi_voice.wait_record(call.channel)
+            assert rec["assistant"] == "receptionist", (value, rec["assistant"])
+            assert rec["channel"] == call.channel and rec["uniqueid"] == call.uniqueid
+            # data, nothing expanded; Asterisk itself keeps at most 255 characters of it
+            assert rec["dnid"] == value[:255], (value, rec["dnid"])
+        # no UserEvent of the payload's making, no AI_OWNED
         assert not [e for e in call.events if e.event == "UserEvent"
                     and e.get("UserEvent") == "Injected"], call.events
         assert not [e for e in call.events if e.event == "VarSet"
