@@ -242,7 +242,14 @@ class ControlClient:
                     if self.reported is not None:
                         self._since_report += 1
         elif isinstance(msg, c.Ended):
-            verdict = self._verdict(msg.uuid)
+            # the slot exists from the offer until the AGI side forgets the call; a verdict
+            # after that (the AGI session ended first: a caller hang-up) has no one to wait for
+            # it, and making a slot for it kept ~1 KiB per such call for the life of the
+            # process (the soak's FastAGI growth)
+            verdict = self._ended.get(msg.uuid.lower())
+            if verdict is None:
+                log.debug("verdict for %s after its AGI session ended: dropped", msg.uuid)
+                return
             verdict.value = msg
             verdict.event.set()
         elif isinstance(msg, c.TransferRequest):

@@ -72,6 +72,25 @@ def test_report_outcome_with_the_link_down_is_dropped_with_a_log_line(caplog):
     assert "outcome of" in caplog.text and "not reported" in caplog.text
 
 
+def test_a_verdict_after_the_agi_side_forgot_the_call_leaves_nothing_behind():
+    client = ControlClient("ws://127.0.0.1:9/control", on_transfer=None)  # type: ignore[arg-type]
+    ended = c.Ended(uuid=UUID, status="COMPLETED", reason="caller hung up")
+    asyncio.run(_verdicts(client, ended))
+    assert client._ended == {}
+
+
+async def _verdicts(client: ControlClient, ended: c.Ended) -> None:
+    async with asyncio.TaskGroup() as tg:
+        # awaited: the slot made for a call that is still served takes its verdict
+        waiter = tg.create_task(client.wait_ended(UUID, 5.0))
+        await asyncio.sleep(0)
+        client._dispatch(c.encode(ended), tg)
+        assert await waiter == ended
+        client.forget(UUID)
+        # late: the AGI session already ended (a caller hang-up); no slot is made for it
+        client._dispatch(c.encode(ended), tg)
+
+
 # -- the registry holds outcomes for the call records ------------------------------------------
 
 
