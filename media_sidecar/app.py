@@ -31,6 +31,7 @@ from .session.records import RecordWriter
 from .session.speaker import Speaker
 from .speech.base import SpeechEngineError, TextToSpeech
 from .store.paths import data_dir
+from .store.writer import StoreWriter
 
 log = logging.getLogger("agi_voice.sidecar")
 
@@ -182,6 +183,30 @@ async def sweep_recordings(recordings: Recordings) -> None:
         await trio.sleep(RETENTION_SWEEP_SECONDS)
 
 
+async def sweep_store(writer: StoreWriter) -> None:
+    """Ask the store writer to apply ``store.max_age_days`` at start-up and every hour (the
+    writer's thread does it between records). Runs until cancelled."""
+    while True:
+        writer.request_sweep()
+        await trio.sleep(RETENTION_SWEEP_SECONDS)
+
+
+def start_store_writer(cfg: Config, metrics: SidecarMetrics) -> StoreWriter | None:
+    """The call store's writer thread (``store``), started; None when the store is off."""
+    if not cfg.store.enabled:
+        return None
+    writer = StoreWriter(cfg.store.url, queue_size=cfg.store.queue,
+                         transcripts=cfg.sidecar.records.transcripts,
+                         max_age_days=cfg.store.max_age_days, on_error=metrics.count_store_error)
+    writer.start()
+    return writer
+
+
+STORE_DRAIN_SECONDS = 5.0
+"""How long stopping waits for records queued for the call store (the JSON-lines records are
+already written)."""
+
+
 async def run_sidecar(cfg: Config, services: CallServices | None = None,
                       unavailable: dict[str, str] | None = None, *,
                       provider_factory: ProviderFactory = make_provider,
@@ -262,6 +287,9 @@ async def _serve(cfg: Config, given: _Given, provider_factory: ProviderFactory,
     records = given.records or RecordWriter(cfg.sidecar.records_path, cfg.sidecar.records)
     records.observers.append(metrics.observe_record)
     records.error_observers.append(metrics.count_record_error)
+    store = start_store_writer(cfg, metrics)
+    if store is not None:
+        records.observers.append(store.submit)
     server = AudioSocketServer(cfg, registry, services, hub, records, on_ended=hub.send,
                                provider_factory=provider_factory, prompts=prompts)
     server.announcements = announcements
@@ -278,6 +306,8 @@ async def _serve(cfg: Config, given: _Given, provider_factory: ProviderFactory,
             nursery.start_soon(sweep_records, records)
             if server.recordings is not None:
                 nursery.start_soon(sweep_recordings, server.recordings)
+            if store is not None:
+                nursery.start_soon(sweep_store, store)
             if lifecycle is not None:
                 lifecycle.attach(cfg, registry, server, health)
             health.ports = {"audiosocket": as_port, "control": control_port,
@@ -291,6 +321,10 @@ async def _serve(cfg: Config, given: _Given, provider_factory: ProviderFactory,
     finally:
         records.observers.remove(metrics.observe_record)  # a restart brings its own metrics
         records.error_observers.remove(metrics.count_record_error)
+        if store is not None:  # every call's record was queued: drain, bounded
+            records.observers.remove(store.submit)
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(store.close, STORE_DRAIN_SECONDS)
         if services is not None:  # the pipeline's pooled HTTP connections
             with trio.CancelScope(shield=True), trio.move_on_after(2.0):
                 await services.net.aclose()

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,12 +39,26 @@ _LOG_CLASSES = (
 )
 
 
+_DATA_DIR_KEY = "_agi_voice_data_dir"
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    # The data directory (call store, recordings) of every test and every process a test
+    # starts: a temporary one for the session, never the home directory.
+    data = tempfile.mkdtemp(prefix="agi-voice-data-")
+    os.environ["AGI_VOICE_DATA_DIR"] = data
+    setattr(config, _DATA_DIR_KEY, data)
     config.addinivalue_line(
         "markers", "mock_problems: the test provokes mock-recorded protocol problems on purpose "
         "(args: substrings the expected problems contain)")
     config.addinivalue_line(
         "markers", "openai_error_expected: the test provokes an OpenAI Realtime error event")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    data = getattr(config, _DATA_DIR_KEY, None)
+    if data:
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def _mode(request: pytest.FixtureRequest) -> str | None:

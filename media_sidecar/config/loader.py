@@ -116,7 +116,7 @@ class _Builder:
 
     def build_config(self, raw: dict[str, Any]) -> s.Config:
         allowed = {"fastagi", "sidecar", "ami", "routing", "assistants", "health", "logging",
-                   "drain", "service", "recordings", "dashboard"}
+                   "drain", "service", "recordings", "store", "dashboard"}
         for key in raw:
             if key not in allowed:
                 raise self.err(str(key), f"unknown section (expected one of {sorted(allowed)})")
@@ -140,6 +140,7 @@ class _Builder:
             logging=self.build_logging(raw.get("logging"), "logging"),
             drain=self.build(s.DrainConfig, raw.get("drain"), "drain"),
             service=self.build(s.ServiceConfig, raw.get("service"), "service"),
+            store=self.build(s.StoreConfig, raw.get("store"), "store"),
         )
 
     def build_logging(self, raw: Any, path: str) -> s.LoggingConfig:
@@ -536,6 +537,14 @@ def _validate_ops(cfg: s.Config, source: str) -> None:
     if cfg.recordings.max_age_days < 0:
         raise ConfigError(source, "recordings.max_age_days",
                           "expected days >= 0 (0: recordings are kept)")
+    st = cfg.store
+    if st.url and not re.match(r"(sqlite:///.|postgres(ql)?://)", st.url):
+        raise ConfigError(source, "store.url", "expected sqlite:///relative.db, "
+                          "sqlite:////absolute/path.db or postgresql://user@host/db")
+    if st.max_age_days < 0:
+        raise ConfigError(source, "store.max_age_days", "expected days >= 0 (0: no age limit)")
+    if not 1 <= st.queue <= 1_000_000:
+        raise ConfigError(source, "store.queue", "expected 1..1000000 records")
 
 
 def _validate_model_assistant(a: s.AssistantConfig, names: list[str], source: str,

@@ -96,6 +96,22 @@ class RecordsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """The call store (``store``, :mod:`media_sidecar.store`): finished calls for the call
+    history, written by each media worker beside the JSON-lines records."""
+
+    enabled: bool = True
+    url: str = ""
+    """Empty: ``sqlite:///<data dir>/calls.db``; ``sqlite:////abs/path.db``; or
+    ``postgresql://user@host/db`` (password from ``$AGI_VOICE_STORE_PASSWORD`` or the URL)."""
+    max_age_days: float = 90.0
+    """Calls older than this are deleted (at start-up and hourly); 0: kept."""
+    queue: int = 2000
+    """Records waiting for the store; beyond it a record is left out of the store (counted in
+    ``agi_voice_store_write_errors_total``) and only the JSON-lines record has it."""
+
+
+@dataclass(frozen=True, slots=True)
 class InferenceConfig:
     """Where local STT and TTS run (``sidecar.inference``): a pool of inference processes
     that load the models once each, so inference never shares the frame loop's GIL and core
@@ -801,6 +817,7 @@ class Config:
     logging: LoggingConfig = LoggingConfig()
     drain: DrainConfig = DrainConfig()
     service: ServiceConfig = ServiceConfig()
+    store: StoreConfig = StoreConfig()
 
     def assistant(self, name: str) -> AssistantConfig | None:
         for a in self.assistants:

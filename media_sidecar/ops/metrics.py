@@ -106,6 +106,10 @@ class SidecarMetrics:
         self.record_write_errors = Counter(
             "agi_voice_record_write_errors", "Call records that could not be written (disk "
             "full, permissions); the calls themselves ended normally.", registry=r)
+        self.store_write_errors = Counter(
+            "agi_voice_store_write_errors", "Call records that could not be written to the "
+            "call store (store down, disk full, locked, queue full); the JSON-lines records "
+            "and the calls were unaffected.", registry=r)
         self.refused = TallyCounter[str]()
         """Offers this sidecar refused, by :func:`refusal_class` (exported with the control
         plane's own in one family)."""
@@ -117,6 +121,10 @@ class SidecarMetrics:
     def count_record_error(self, exc: OSError) -> None:
         """A call record could not be written (any thread)."""
         self.record_write_errors.inc()
+
+    def count_store_error(self, exc: BaseException) -> None:
+        """A call record could not be written to the call store (any thread)."""
+        self.store_write_errors.inc()
 
     def observe_record(self, rec: CallRecord) -> None:
         """Count a finished call from its record (any thread)."""
