@@ -53,10 +53,63 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     return parse_config(text, str(p), env)
 
 
+MAX_EXPANDED_NODES = 200_000
+"""Values a config may hold once its YAML aliases are expanded (the default has about 700).
+Aliases are shared on load but walked one copy at a time afterwards, so nine levels of nine
+aliases ("billion laughs") in a few hundred bytes would hold the process for hours."""
+
+
+def _safe_load(text: str, source: str) -> Any:
+    """``yaml.safe_load``, refusing a document whose aliases expand past the bound."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if (n := _expanded_size(node)) > MAX_EXPANDED_NODES:
+            raise ConfigError(source, "", f"its YAML aliases expand to more than "
+                              f"{MAX_EXPANDED_NODES:,} values ({n:,}): refused")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many nodes the document holds with every alias expanded (each shared node counted
+    once per reference), in time linear in the composed graph; stops counting once past the
+    bound."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if not done and id(node) in open_:  # an alias inside itself: infinite, caught later
+            sizes[id(node)] = 1
+            continue
+        kids: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            kids = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            kids = [n for pair in node.value for n in pair]
+        if done:
+            sizes[id(node)] = min(1 + sum(sizes.get(id(k), 0) for k in kids),
+                                  MAX_EXPANDED_NODES + 1)
+            continue
+        sizes_pending = [k for k in kids if id(k) not in sizes]
+        open_.add(id(node))
+        stack.append((node, True))
+        stack.extend((k, False) for k in sizes_pending)
+    return sizes[id(root)]
+
+
 def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -> s.Config:
     env = os.environ if env is None else env
     try:
-        raw = yaml.safe_load(text)
+        raw = _safe_load(text, source)
+    except ConfigError:
+        raise
     except yaml.YAMLError as exc:
         raise ConfigError(source, "", f"not valid YAML: {exc}") from None
     except (ValueError, RecursionError) as exc:  # 2001-13-45, a 5000-digit int, deep nesting

@@ -110,6 +110,21 @@ def test_alias_inside_itself_is_a_config_error():
         parse_config("0: &0 [*0]", "x.yaml", {})
 
 
+def test_alias_bomb_is_refused_at_once():
+    # nine levels of nine aliases: 400 bytes that expand to 9**9 values ("billion laughs");
+    # walked copy by copy, it held check-config for hours
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    with pytest.raises(ConfigError, match="aliases expand to more than 200,000 values"):
+        parse_config("\n".join(lines), "x.yaml", {})
+
+
+def test_aliases_that_share_a_block_still_load():
+    cfg = parse_config("assistants:\n  a: &e {provider: echo}\n  b: *e\nrouting: {default: a}\n",
+                       "x.yaml", {})
+    assert [(a.name, a.provider) for a in cfg.assistants] == [("a", "echo"), ("b", "echo")]
+
+
 def test_number_no_float_holds_is_a_config_error():
     text = default_yaml_text() + "\ndrain: {deadline_seconds: 1" + "0" * 400 + "}\n"
     with pytest.raises(ConfigError, match="drain.deadline_seconds: expected a number"):
