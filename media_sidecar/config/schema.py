@@ -770,6 +770,11 @@ class AssistantConfig:
     fallback_destination: str = ""
     """Where a failing call goes (a destinations key); empty ends the call with AI_STATUS."""
     max_call_seconds: float = 900.0
+    answer_timeout: float = 10.0
+    """Speech-to-speech: seconds the provider may leave the caller in silence while it owes an
+    answer (after the caller stopped speaking or keyed digits, a tool's result, or in the middle
+    of its answer) before the call counts as failed: the apology, then ``fallback_destination``
+    (or the hand-back with ``FAILED``). Audio still playing does not count; 0: never."""
     recording: bool = False
     """Record this assistant's calls: a stereo WAV, the caller left and the agent right, in
     ``recordings.path`` (tell callers: see the README's note on consent)."""

@@ -15,6 +15,7 @@ call's graceful end.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -72,6 +73,30 @@ def api_key(env: Mapping[str, str], name: str) -> str:
     if not key:
         raise ProviderError(f"the environment variable {name} is not set", retryable=False)
     return key
+
+
+class Unusable:
+    """A session's count of provider messages it had to skip (not JSON, no type, audio that is
+    not base64). The first is logged at WARNING, the rest only at DEBUG and counted in the call
+    record (``provider.malformed_events``), so a service that sends garbage cannot flood the
+    log; the call's answer watchdog (``answer_timeout``) ends the wait for an answer that never
+    comes."""
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self.count = 0
+
+    def skip(self, port: RelayPort | None, what: str) -> None:
+        self.count += 1
+        level = logging.WARNING if self.count == 1 else logging.DEBUG
+        _log.log(level, "%s: skipped %s%s", self.provider, what,
+                 " (further ones are counted in the call record: provider.malformed_events)"
+                 if self.count == 1 else "")
+        if port is not None:
+            port.provider_note("malformed_events", self.count)
+
+
+_log = logging.getLogger("agi_voice.provider")
 
 
 class RelayPort(Protocol):

@@ -43,7 +43,7 @@ from ..config.schema import DeepgramAgentConfig
 from ..protocol.wirejson import loads_object, number, objects
 from . import deepgram_wire as wire
 from .audio import AudioCodec
-from .base import ProviderError, ProviderSetup, RelayPort, api_key
+from .base import ProviderError, ProviderSetup, RelayPort, Unusable, api_key
 from .ws import Connector, Outbox, open_provider_ws, receive, tcp_connector
 
 log = logging.getLogger("agi_voice.deepgram_agent")
@@ -69,6 +69,7 @@ class DeepgramAgentSession:
         kind = "pcm" if cfg.audio == "linear16" else "ulaw"
         self._codec = AudioCodec(kind, cfg.sample_rate if kind == "pcm" else 8000)
         self._port: RelayPort | None = None
+        self._unusable = Unusable("deepgram agent")
         self._nursery: trio.Nursery | None = None
         self._ready = False
         self._muted = False
@@ -185,7 +186,7 @@ class DeepgramAgentSession:
             msg = loads_object(raw)
             kind = msg.get("type") if msg is not None else None
             if msg is None or not isinstance(kind, str):
-                log.warning("deepgram agent: ignored a malformed message (%d bytes)", len(raw))
+                self._unusable.skip(self._port, f"a malformed message ({len(raw)} bytes)")
                 continue
             if kind == "Welcome":
                 try:

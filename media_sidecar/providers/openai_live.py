@@ -49,7 +49,7 @@ import trio_websocket
 from ..config.schema import LiveConfig
 from ..protocol.wirejson import loads_object, number, obj, whole
 from .audio import AudioCodec
-from .base import ProviderError, ProviderSetup, RelayPort, api_key
+from .base import ProviderError, ProviderSetup, RelayPort, Unusable, api_key
 from .live_utterances import Utterances
 from .ws import Connector, Outbox, open_provider_ws, tcp_connector
 
@@ -114,6 +114,7 @@ class OpenAILiveSession:
         self._env = os.environ if env is None else env
         self._connect = connect or tcp_connector(cfg.connect_timeout)
         self._port: RelayPort | None = None
+        self._unusable = Unusable("openai live")
         self._nursery: trio.Nursery | None = None
         self._codec: AudioCodec | None = None
         self._out_box = Outbox(_append_event)
@@ -274,7 +275,7 @@ class OpenAILiveSession:
             event = loads_object(raw)
             kind = event.get("type") if event is not None else None
             if event is None or not isinstance(kind, str):
-                log.warning("openai live: ignored a malformed event (%d bytes)", len(raw))
+                self._unusable.skip(self._port, f"a malformed event ({len(raw)} bytes)")
                 continue
             if kind == "session.output_audio.delta":
                 self._on_audio(str(event.get("delta") or ""), t_in)
@@ -334,7 +335,7 @@ class OpenAILiveSession:
         try:
             data = base64.b64decode(delta, validate=True)
         except ValueError:
-            log.warning("openai live: audio delta is not valid base64; skipped")
+            self._unusable.skip(self._port, "an audio delta that is not valid base64")
             return
         self._turns.agent_audio(self._codec.decode(data), t_in)
 

@@ -39,7 +39,7 @@ import trio_websocket
 from ..config.schema import RealtimeConfig
 from ..protocol.wirejson import loads_object, obj, whole
 from .audio import AudioCodec
-from .base import ProviderError, ProviderSetup, RelayPort, api_key
+from .base import ProviderError, ProviderSetup, RelayPort, Unusable, api_key
 from .ws import Connector, Outbox, open_provider_ws, receive, tcp_connector
 
 log = logging.getLogger("agi_voice.openai_realtime")
@@ -104,6 +104,7 @@ class OpenAIRealtimeSession:
         self._want_response = False
         self._tools_running = 0
         self._port: RelayPort | None = None
+        self._unusable = Unusable("openai realtime")
         self._in: AudioCodec | None = None
         self._out: AudioCodec | None = None
         self._out_box = Outbox(_append_event)
@@ -216,7 +217,7 @@ class OpenAIRealtimeSession:
             event = loads_object(raw)
             kind = event.get("type") if event is not None else None
             if event is None or not isinstance(kind, str):
-                log.warning("openai realtime: ignored a malformed event (%d bytes)", len(raw))
+                self._unusable.skip(self._port, f"a malformed event ({len(raw)} bytes)")
                 continue
             if kind in ("response.output_audio.delta", "response.audio.delta"):
                 self._on_audio(event, t_in)
@@ -256,7 +257,7 @@ class OpenAIRealtimeSession:
                 raise ValueError(delta)
             data = base64.b64decode(delta, validate=True)
         except ValueError:
-            log.warning("openai realtime: audio delta is not valid base64; skipped")
+            self._unusable.skip(self._port, "an audio delta that is not valid base64")
             return
         if item != self._last_item:
             self._out.reset_down()

@@ -123,10 +123,16 @@ class RelaySession(MediaSession):
         self._muted = False
         """The call was handed off (the drain): the provider's audio is dropped from now on."""
         self.record.provider = {"name": provider.name}
+        self._answer_due: float | None = None
+        """While the provider owes the caller an answer: when its silence becomes a failure."""
+        self._answer_changed = trio.Event()
+        self._tools_running = 0
 
     def _start(self, nursery: trio.Nursery) -> None:
         nursery.start_soon(self._run_provider)
         nursery.start_soon(self._watchdog)
+        if self.assistant.answer_timeout > 0:
+            nursery.start_soon(self._answer_watch)
 
     # -- provider lifecycle --------------------------------------------------------------------
 
@@ -199,6 +205,7 @@ class RelaySession(MediaSession):
                 if not self._leaving:
                     self._spoke_since_caller = False
                     self.provider.commit_turn()
+                    self._owe_answer()
         if self._turns.in_speech:
             if was_speaking:
                 self.provider.send_caller_audio(frame)
@@ -225,6 +232,7 @@ class RelaySession(MediaSession):
         self._pending_caller_text = f"[keypad {keys}]"
         self._spoke_since_caller = False
         self.provider.send_user_text(f"(The caller pressed these keypad keys: {keys})")
+        self._owe_answer()
 
     # -- RelayPort: what the provider tells the call ---------------------------------------------
 
@@ -249,6 +257,8 @@ class RelaySession(MediaSession):
         return item
 
     def agent_audio(self, pcm: bytes, item_id: str, t_in: float) -> None:
+        if self._answer_due is not None:  # it is answering: its silence counts from here
+            self._owe_answer()
         if self._muted:
             self._audio_dropped += len(pcm)
             return
@@ -297,6 +307,7 @@ class RelaySession(MediaSession):
             self._notify()
 
     def caller_speech_started(self) -> tuple[str, int] | None:
+        self._answer_owed(False)  # owed again when the caller stops
         cfg = self.assistant.barge_in
         if not cfg.enabled or self._committed or self._leaving:
             return None
@@ -335,6 +346,7 @@ class RelaySession(MediaSession):
     def caller_speech_stopped(self, audio_end_ms: int) -> None:
         if self._first_sent_at is not None:
             self._speech_end = self._first_sent_at + audio_end_ms / 1000
+        self._owe_answer()
 
     def transcript(self, role: str, text: str) -> None:
         text = text.strip()
@@ -352,6 +364,7 @@ class RelaySession(MediaSession):
         self._caller_texts.append(text)
 
     def response_done(self, status: str, usage: dict[str, object] | None) -> None:
+        self._answer_owed(False)
         for key, value in (usage or {}).items():
             if isinstance(value, int) and not isinstance(value, bool):
                 self._usage[key] = self._usage.get(key, 0) + value
@@ -474,6 +487,63 @@ class RelaySession(MediaSession):
 
     # -- limits and record -----------------------------------------------------------------------
 
+    async def call_tool(self, name: str, arguments: str | dict[str, Any] | None) -> ToolReply:
+        self._tools_running += 1
+        try:
+            reply = await super().call_tool(name, arguments)
+        finally:
+            self._tools_running -= 1
+        if reply.respond:  # the model is asked to go on speaking
+            self._owe_answer()
+        return reply
+
+    def _owe_answer(self) -> None:
+        """The provider owes the caller an answer from now (re-arms the deadline)."""
+        self._answer_owed(True)
+
+    def _answer_owed(self, owed: bool) -> None:
+        due = trio.current_time() + self.assistant.answer_timeout if owed else None
+        if due is None and self._answer_due is None:
+            return
+        self._answer_due = due
+        self._answer_changed.set()
+        self._answer_changed = trio.Event()
+
+    async def _answer_watch(self) -> None:
+        """Dead air from the provider (issue 14): it owes an answer (the caller spoke or keyed
+        digits, a tool answered, or its answer is under way) and has sent nothing for
+        ``answer_timeout`` while nothing plays: a provider that hangs with its connection open,
+        or sends only what cannot be used (malformed events are skipped one by one, so a
+        provider that sends nothing else would otherwise keep the caller waiting for good)."""
+        while True:
+            due, changed = self._answer_due, self._answer_changed
+            if due is None:
+                await changed.wait()
+                continue
+            if self.playout.speaking:
+                # the caller still hears the answer so far: the silence starts when it ends
+                async with trio.open_nursery() as race:
+                    for wait in (changed.wait, self.playout.wait_idle):
+                        race.start_soon(_first, wait, race.cancel_scope)
+                if self._answer_due is not None and not self.playout.speaking:
+                    self._answer_due = trio.current_time() + self.assistant.answer_timeout
+                continue
+            with trio.move_on_at(due):
+                await changed.wait()
+                continue
+            if self._leaving or self._committed:  # the leave has its own bound
+                self._answer_due = None
+                continue
+            if self._tools_running:  # a tool is at work (it has its own timeout)
+                self._answer_due = trio.current_time() + self.assistant.answer_timeout
+                continue
+            timeout = self.assistant.answer_timeout
+            error = f"no answer within {timeout:.0f} s (the provider went silent)"
+            self.record.provider["error"] = error
+            self.record.provider["retryable"] = True
+            await self._fail_over(f"provider {self.provider.name} failed mid-call: {error}")
+            return
+
     async def _watchdog(self) -> None:
         await trio.sleep(self.assistant.max_call_seconds)
         if not self._committed:
@@ -505,6 +575,12 @@ class RelaySession(MediaSession):
         p["audio_dropped_bytes"] = self._audio_dropped
         p["relay"] = {"chunks": len(self._proc_ms), **_stats("queue_ms", self._proc_ms),
                       "first_frame_n": len(waits), **_stats("first_frame_ms", waits)}
+
+
+async def _first(wait: Callable[[], Awaitable[Any]], scope: trio.CancelScope) -> None:
+    """Run ``wait``, then cancel ``scope``: the first of several waits ends them all."""
+    await wait()
+    scope.cancel()
 
 
 def _stats(name: str, values: list[float]) -> dict[str, Any]:

@@ -235,3 +235,29 @@ async def test_provider_down_at_start_falls_back_and_dying_mid_call_spares_other
     assert backup["fallback_from"]["assistant"] == "down"
     assert backup["turns"][0]["agent_text"] == "Backup here."
     assert results["7003"].variables.get("AI_STATUS") in (None, "", "CALLER_HANGUP")  # type: ignore[attr-defined]
+
+
+async def test_provider_sending_garbage_mid_answer_ends_in_the_apology_and_the_operator(
+        tmp_path):
+    # a service (or a proxy in front of it) that turns to garbage halfway through an answer,
+    # its connection still open: every unusable frame is skipped, and after answer_timeout of
+    # silence the caller gets the apology and the fallback destination, not dead air
+    garbage = MockRealtimeServer(KEY, script=RealtimeScript(reply_ms=1500, replies=["Hello."],
+                                                            garbage_mid_response=2))
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(garbage.serve)
+        rec_path = tmp_path / "calls.jsonl"
+        cfg = config(openai("broken", port, "    answer_timeout: 2\n"), "broken")
+        async with open_stack(cfg, str(rec_path)) as stack:
+            script = CallerScript().speak_after_agent_quiet(tone(500, 0.8), quiet_ms=300)
+            call = await stack.call(script, seconds=20)
+            await stack.wait_records(1)
+            redirects = stack.ami_actions("Redirect")
+        nursery.cancel_scope.cancel()
+    (rec,) = records(rec_path)
+    assert rec["status"] == "TRANSFERRED" and rec["transfer_to"] == "operator", rec["reason"]
+    assert "no answer within 2 s" in rec["provider"]["error"]
+    assert rec["provider"]["malformed_events"] >= 3
+    assert [a["kind"] for a in rec["actions"]] == ["apology", "transfer"]
+    assert [r["Exten"] for r in redirects] == ["0"]
+    assert call.variables.get("AI_STATUS") == "TRANSFERRED"

@@ -9,6 +9,7 @@ AMI path is in tests/e2e/test_sts_e2e.py.
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 
@@ -248,3 +249,57 @@ async def test_a_different_confirmed_format_is_converted_not_played_raw(autojump
               if np.abs(np.frombuffer(f.payload, dtype="<i2")).max(initial=0) > 300]
     assert len(frames) >= 45
     assert abs(dominant_freq(np.concatenate(frames), 8000) - 440) < 15
+
+
+async def test_provider_turned_to_garbage_mid_answer_is_failed_over_after_answer_timeout(
+        autojump_clock, caplog):
+    # halfway through its answer the service sends only unusable frames, connection open:
+    # each is skipped, and after answer_timeout of silence the caller gets the apology and
+    # the operator instead of waiting for good
+    mock = MockRealtimeServer(script=RealtimeScript(reply_ms=2000, transcripts=["hi"],
+                                                    garbage_mid_response=2))
+    script = CallerScript().speak(tone(500, 0.8), at=2.5).hangup(at=40.0)
+    out = await run_session(script, cfg=config(), provider_factory=openai_factory(mock))
+
+    assert (out.ended.status, out.ended.transfer_to) == ("TRANSFERRED", "operator")
+    assert "no answer within 10 s" in out.ended.reason
+    assert out.record.provider["error"].startswith("no answer within 10 s")
+    # ~40 unusable frames in those 10 s: counted, and logged once
+    assert out.record.provider["malformed_events"] >= 30
+    skipped = [r for r in caplog.records if "skipped" in r.getMessage()
+               and r.levelno >= logging.WARNING]
+    assert len(skipped) == 1, [r.getMessage() for r in skipped]
+    assert [a.kind for a in out.record.actions] == ["apology", "transfer"]
+    frames = [(f.t, np.frombuffer(f.payload, dtype="<i2")) for f in out.asterisk.audio_frames()]
+    tone440 = [t for t, f in frames if np.abs(f).max(initial=0) > 300
+               and abs(dominant_freq(f, 8000) - 440) < 60]
+    apology = [t for t, f in frames if np.abs(f).max(initial=0) > 300
+               and abs(dominant_freq(f, 8000) - 1000) < 60]
+    answer = [t for t in tone440 if t > 3.0]  # after the greeting
+    assert 0.9 <= len(answer) * 0.02 <= 1.1  # half of the 2 s answer was heard
+    silence = apology[0] - answer[-1]
+    assert 10.0 <= silence <= 10.1, silence  # the bound, counted from the last frame heard
+    expected = FakeTts.seconds("I'm sorry, I'm having technical difficulties.") / 0.02
+    assert abs(len(apology) - expected) <= 2
+
+
+async def test_a_slow_answer_within_answer_timeout_is_waited_for(autojump_clock):
+    mock = MockRealtimeServer(script=RealtimeScript(reply_ms=1000, transcripts=["hi"],
+                                                    first_byte_delay=6.0))
+    # every response starts 6 s late (the greeting too: it plays at 6-7 s)
+    script = CallerScript().speak(tone(500, 0.8), at=8.0).hangup(at=25.0)
+    out = await run_session(script, cfg=config(), provider_factory=openai_factory(mock))
+    assert out.ended.status == "CALLER_HANGUP", out.ended
+    assert "error" not in out.record.provider
+    assert [t.trigger for t in out.record.turns] == ["start", "speech"]
+    assert out.record.turns[1].latency_ms is not None and out.record.turns[1].latency_ms > 6000
+
+
+async def test_answer_timeout_zero_never_fails_a_silent_provider(autojump_clock):
+    mock = MockRealtimeServer(script=RealtimeScript(reply_ms=2000, transcripts=["hi"],
+                                                    garbage_mid_response=2))
+    script = CallerScript().speak(tone(500, 0.8), at=2.5).hangup(at=30.0)
+    out = await run_session(script, cfg=config("answer_timeout: 0"),
+                            provider_factory=openai_factory(mock))
+    assert out.ended.status == "CALLER_HANGUP", out.ended
+    assert not tool_actions(out.record, "apology")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
+import trio_websocket
 
 from tests.mocks.openai_realtime.connection import _Connection
 from tests.mocks.openai_realtime.wire import RATE_LIMITS, USAGE
@@ -42,6 +43,8 @@ class _Response:
     output: list[dict[str, Any]] = field(default_factory=list)
     open: _Item | None = None
     finished: bool = False
+    garbage: bool = False
+    """``garbage_mid_response``: this response turns to garbage halfway through its audio."""
 
     def body(self, status: str, details: dict[str, Any] | None) -> dict[str, Any]:
         return {
@@ -122,6 +125,7 @@ class _Responses(_Connection):
         self.active = resp
         await self.send("response.created", response=resp.body("in_progress", None))
         await self.send("rate_limits.updated", rate_limits=RATE_LIMITS)
+        resp.garbage = self.script.garbage_mid_response == n
         disconnect = self.script.disconnect_mid_response == n
         self.nursery.start_soon(self._run_response, resp, text, call, disconnect)
 
@@ -179,6 +183,25 @@ class _Responses(_Connection):
                 self.active = None
         finally:
             resp.done.set()
+
+    async def _send_garbage_forever(self, ids: dict[str, Any]) -> None:
+        """``garbage_mid_response``: unusable frames, every 250 ms, until the client leaves."""
+        frames: list[str | bytes] = [
+            "<html><body>502 Bad Gateway</body></html>",
+            b"\x00\xff\xfe garbage",
+            json.dumps({"type": 42, "event_id": "event_x"}),
+            json.dumps({"type": "response.output_audio.delta", **ids, "delta": "%%%not base64"}),
+            "{" * 50,
+        ]
+        k = 0
+        while True:
+            await trio.sleep(0.25)
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.ws.send_message(frames[k % len(frames)])
+                except trio_websocket.ConnectionClosed:
+                    return
+            k += 1
 
     async def _rsend(self, type_name: str, **fields: Any) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -257,6 +280,8 @@ class _Responses(_Connection):
                 sent_words = due
             if not chunks:
                 break
+            if resp.garbage and k == len(chunks) // 2:
+                await self._send_garbage_forever(ids)
             if disconnect and k == len(chunks) // 2:
                 await self._abort("disconnect_mid_response")
                 await trio.lowlevel.checkpoint()  # the nursery is cancelled: raises Cancelled

@@ -52,6 +52,11 @@ class RealtimeScript:
     disconnect_mid_response: int | None = None
     """The TCP stream is closed (no WebSocket close frame) halfway through the n-th response's
     audio."""
+    garbage_mid_response: int | None = None
+    """Halfway through the n-th response's audio the server stops the response (it never
+    finishes) and sends only unusable frames from then on, every 250 ms: text that is not JSON,
+    a binary frame, an event whose type is not a string, an audio delta that is not base64 (a
+    broken proxy, or a service gone wrong, with the connection still open)."""
     confirm_format: dict[str, Any] | None = None
     """Output format the server confirms and uses whatever the client asked for."""
     close_after_seconds: float | None = None
