@@ -331,8 +331,8 @@ class _Builder:
         origin = typing.get_origin(tp)
         args = typing.get_args(tp)
         if origin in (typing.Union, types.UnionType):
-            if value is None and type(None) in args:
-                return None
+            if (value is None or value == "") and type(None) in args:
+                return None  # "" too: an optional setting from an unset "${VAR:-}"
             inner = [a for a in args if a is not type(None)]
             return self.convert(inner[0], value, path)
         if origin is Literal:

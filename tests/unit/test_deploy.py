@@ -190,7 +190,7 @@ def test_dockerfile_parses_and_runs_serve_as_a_non_root_user():
     # the user is created in the final stage with that id
     assert any(op == "RUN" and f"--uid {user}" in v for op, v in final)
     exposed = {p.split("/")[0] for op, v in final if op == "EXPOSE" for p in v.split()}
-    assert exposed == {"4573", "9092"}  # the control link and health stay inside
+    assert exposed == {"4573", "9092", "9102"}  # AudioSocket of workers 0 and 1; the control link and health stay inside
     assert any(op == "HEALTHCHECK" for op, _ in final)
     assert '"serve"' in dict(final)["CMD"] and "agi-voice" in dict(final)["ENTRYPOINT"]
 
@@ -220,7 +220,14 @@ def test_compose_file_runs_the_service_beside_the_pbx():
     assert (DEPLOY / svc["build"]["context"] / svc["build"]["dockerfile"]).resolve() == (
         DEPLOY / "Dockerfile").resolve()
     published = {p.rsplit(":", 2)[-1] for p in svc["ports"]}
-    assert published == {"4573/tcp", "9092/tcp"}
+    # FastAGI, and the AudioSocket port of every media worker it runs (Asterisk is sent to
+    # the worker each call is placed on: an unpublished worker fails every call put on it)
+    workers = int(svc["environment"]["AGI_VOICE_WORKERS"])
+    cfg = load_config(DEPLOY / "agi-voice.yaml", env={"AGI_VOICE_WORKERS": str(workers)})
+    sc = cfg.sidecar
+    assert sc.workers == workers
+    assert published == {"4573/tcp"} | {
+        f"{sc.audiosocket.port + i * sc.worker_port_step}/tcp" for i in range(workers)}
     assert all(p.startswith("${AGI_VOICE_BIND:-127.0.0.1}:") for p in svc["ports"])
     assert svc["env_file"] == "./agi-voice.env"
     assert svc["environment"]["AGI_VOICE_LISTEN_HOST"] == "0.0.0.0"
