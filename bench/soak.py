@@ -95,11 +95,18 @@ def close_wait(pid: int) -> int:
     return n
 
 
-def tasks(counters: Path, pid: int) -> int | None:
+def counters_of(counters: Path, pid: int) -> dict[str, Any]:
+    """The process's debug counters (tasks, Python blocks, GC, heap): see
+    media_sidecar/ops/debug_counters.py."""
     try:
-        return int(json.loads((counters / f"{pid}.json").read_text())["tasks"])
-    except (OSError, ValueError, KeyError):
-        return None
+        data = json.loads((counters / f"{pid}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if k not in ("pid", "kind", "at")}
+
+
+def tasks(counters: Path, pid: int) -> int | None:
+    return counters_of(counters, pid).get("tasks")
 
 
 class Sampler:
@@ -112,7 +119,8 @@ class Sampler:
         out: dict[str, Any] = {"t": round(time.monotonic() - self.t0, 1), **extra}
         for role, pid in self.pids.items():
             out[role] = {"rss_kib": rss_kib(pid), "fds": open_fds(pid),
-                         "close_wait": close_wait(pid), "tasks": tasks(self.counters, pid)}
+                         "close_wait": close_wait(pid), "tasks": None,
+                         **counters_of(self.counters, pid)}
         return out
 
 
@@ -208,7 +216,10 @@ async def concurrent(product: Product, ami: FakeAmiServer, engine: LoadEngine,
             if len(curve) % 6 == 1:
                 print(f"  concurrent: t={s['t']:.0f} s, {live} live, {len(placed)} placed, "
                       f"FastAGI RSS {s['fastagi']['rss_kib'] / 1024:.1f} MiB, media worker "
-                      f"{s['sidecar']['rss_kib'] / 1024:.1f} MiB, CLOSE-WAIT "
+                      f"{s['sidecar']['rss_kib'] / 1024:.1f} MiB (Python blocks "
+                      f"{s['sidecar'].get('blocks')}, heap used "
+                      f"{(s['sidecar'].get('heap_used_kib') or 0) / 1024:.1f} MiB, full GCs "
+                      f"{s['sidecar'].get('gc2_collections')}), CLOSE-WAIT "
                       f"{s['fastagi']['close_wait']}/{s['sidecar']['close_wait']}", flush=True)
             await trio.sleep(5.0)
 
