@@ -147,7 +147,9 @@ class MediaSession:
         self._pending = pending
         self._leg_open = True
         if self.recordings is not None and self.assistant.recording:
-            self.recorder = self.recordings.start(self.uuid, self.record.started_at, self.fmt)
+            self.recorder = self.recordings.start(self.uuid, self.record.started_at, self.fmt,
+                                                  start=self._t0)
+        if self.recorder is not None:
             self.playout = RecordedPlayout(self.recorder, self.fmt,
                                            max_seconds=self.playout_seconds)
         else:
@@ -173,7 +175,8 @@ class MediaSession:
         self._finish_record()
         if self.recorder is not None:  # after the duration is taken: this waits for the disk
             with trio.CancelScope(shield=True):
-                self.record.recording = await self.recorder.finish()
+                self.record.recording = await self.recorder.finish(
+                    self._t0 + self.record.duration)
         return self.outcome
 
     @property

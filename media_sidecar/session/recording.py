@@ -20,7 +20,8 @@ slot. Frames that a stalled clock read in one burst end at their read's slot.
 
 Nothing here blocks the trio loop: frames are written into an in-memory chunk of
 :data:`CHUNK_SECONDS`; a full chunk goes through a bounded queue to one writer thread per
-process (:class:`RecordingWriter`), which writes it at its place in the file. The WAV header
+process (:class:`~media_sidecar.ops.recordingfile.RecordingWriter`), which writes it at its
+place in the file. The WAV header
 is written first with placeholder sizes and patched when the call ends (a file left by a
 crash keeps the placeholder: ``sox --ignore-length`` repairs it). When the queue is full or
 the disk fails the recording stops there and is marked truncated; the call goes on untouched.
@@ -30,13 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import queue
 import re
-import struct
-import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,201 +40,26 @@ import trio
 
 from ..constants import FRAME_SECONDS, SAMPLE_RATE
 from ..dsp.resample import Resampler
+from ..ops.recordingfile import (
+    CHANNELS,
+    CLOSE_TIMEOUT,
+    Chunk,
+    RecordingFile,
+    RecordingWriter,
+    recording_writer,
+    sweep,
+)
 from ..protocol.audiosocket import AudioFormat
 from .playout import Playout
 
-__all__ = ["CHUNK_SECONDS", "QUEUE_CHUNKS", "RecordedPlayout", "Recorder", "RecordingWriter",
-           "Recordings", "recording_writer", "sweep", "wav_header"]
+__all__ = ["CHUNK_SECONDS", "RecordedPlayout", "Recorder", "Recordings"]
 
 log = logging.getLogger("agi_voice.recordings")
 
 CHUNK_SECONDS = 1.0
 """Audio kept in memory per call before it goes to the writer thread."""
-QUEUE_CHUNKS = 256
-"""Chunks the writer thread's queue holds (a process with 100 recorded calls fills it in about
-2.5 s of a stalled disk; at most 16 MiB of 8 kHz audio): beyond it a recording stops."""
-CLOSE_TIMEOUT = 5.0
-"""Seconds (real time, in a worker thread) a finished call waits to hand its last chunk to the
-writer, and again for the file to be finalised, before its record is written without it."""
-CHANNELS = 2
-HEADER_BYTES = 44
-FILE_MODE = 0o640
-DIR_MODE = 0o750
-_PLACEHOLDER = 0xFFFFFFFF
-"""RIFF and data sizes until the call ends: 'unknown, read to the end' for ffmpeg and sox."""
 _UUID = re.compile(r"^[0-9A-Za-z-]{1,64}$")
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def wav_header(rate: int, data_bytes: int = _PLACEHOLDER, channels: int = CHANNELS) -> bytes:
-    """A 44-byte canonical PCM WAV header (16-bit). ``data_bytes`` defaults to the placeholder."""
-    block = channels * 2
-    riff = _PLACEHOLDER if data_bytes == _PLACEHOLDER else min(36 + data_bytes, _PLACEHOLDER)
-    return (b"RIFF" + struct.pack("<I", riff) + b"WAVE"
-            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * block, block, 16)
-            + b"data" + struct.pack("<I", data_bytes))
-
-
-# -- the writer thread ---------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class _File:
-    """One recording's file, shared by the call (trio thread) and the writer thread. Only the
-    writer changes it; the call reads ``error`` (a str assignment is atomic)."""
-
-    path: Path
-    rate: int
-    fd: int = -1
-    samples: int = 0
-    """Stereo samples (WAV frames) written so far: the extent of the successful writes."""
-    error: str = ""
-    existed: bool = False
-    """The file was created (an error after that leaves a finalised, shorter file)."""
-    closed: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def block(self) -> int:
-        return CHANNELS * 2
-
-
-@dataclass(eq=False)
-class _Chunk:
-    file: _File
-    offset: int
-    """Stereo sample index of ``audio[0]`` in the file."""
-    audio: np.ndarray
-    last: bool = False
-    """The call ended: ``audio`` is its last piece; the file is finalised after it."""
-    total: int = 0
-    """With ``last``: the file's length in stereo samples (silence at the end is not sent)."""
-
-
-class RecordingWriter:
-    """The process's recording writer: one daemon thread fed by a bounded queue.
-
-    :meth:`submit` never blocks (False when the queue is full); :meth:`submit_last` blocks (call
-    it in a worker thread). Write errors are logged once per run of failures (one ERROR for a
-    full disk, not one a call) and counted in :attr:`errors`; they end the recording they hit,
-    never the thread.
-    """
-
-    def __init__(self, max_chunks: int = QUEUE_CHUNKS) -> None:
-        self._queue: queue.Queue[_Chunk] = queue.Queue(max_chunks)
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self.errors = 0
-        self._failing = False
-
-    def _ensure_thread(self) -> None:
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None:
-                    t = threading.Thread(target=self._run, name="agi-voice recordings",
-                                         daemon=True)
-                    t.start()
-                    self._thread = t
-
-    def submit(self, chunk: _Chunk) -> bool:
-        """Queue a chunk without blocking; False when the queue is full."""
-        self._ensure_thread()
-        try:
-            self._queue.put_nowait(chunk)
-        except queue.Full:
-            return False
-        return True
-
-    def submit_last(self, chunk: _Chunk, timeout: float = CLOSE_TIMEOUT) -> bool:
-        """Queue a file's last chunk, waiting up to ``timeout`` s for room (blocking)."""
-        self._ensure_thread()
-        try:
-            self._queue.put(chunk, timeout=timeout)
-        except queue.Full:
-            return False
-        return True
-
-    def _run(self) -> None:
-        while True:
-            chunk = self._queue.get()
-            try:
-                self._write(chunk)
-            except Exception:  # noqa: BLE001 - a bug here must not end every later recording
-                log.exception("recording writer failed on %s", chunk.file.path)
-                chunk.file.error = chunk.file.error or "internal error"
-                _close_fd(chunk.file)
-                chunk.file.closed.set()
-
-    def _write(self, chunk: _Chunk) -> None:
-        f = chunk.file
-        if not f.error:
-            try:
-                if f.fd < 0:
-                    f.path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-                    f.fd = os.open(f.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                                   FILE_MODE)
-                    f.existed = True
-                    os.fchmod(f.fd, FILE_MODE)  # whatever the umask
-                    _write_all(f.fd, wav_header(f.rate), 0)
-                if len(chunk.audio):
-                    _write_all(f.fd, chunk.audio.tobytes(), HEADER_BYTES + chunk.offset * f.block)
-                    f.samples = max(f.samples, chunk.offset + len(chunk.audio))
-                if chunk.last:
-                    f.samples = max(f.samples, chunk.total)
-                    self._finalise(f)
-            except OSError as exc:
-                self._failed(f, exc)
-            else:
-                if self._failing:
-                    self._failing = False
-                    log.warning("recordings are written again (%s)", f.path)
-        if chunk.last:
-            if f.error and f.fd >= 0:
-                try:  # what was written before the error stays readable
-                    self._finalise(f)
-                except OSError:
-                    pass
-            _close_fd(f)
-            f.closed.set()
-
-    @staticmethod
-    def _finalise(f: _File) -> None:
-        size = f.samples * f.block
-        os.ftruncate(f.fd, HEADER_BYTES + size)  # a hole left by the last chunk reads as zeros
-        _write_all(f.fd, wav_header(f.rate, size), 0)
-        _close_fd(f)
-
-    def _failed(self, f: _File, exc: OSError) -> None:
-        f.error = str(exc) or type(exc).__name__
-        self.errors += 1
-        if not self._failing:
-            self._failing = True
-            log.error("cannot write recording %s: %s (the recording stops; further failures "
-                      "are only counted until a write succeeds)", f.path, exc)
-
-
-def _write_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
-
-
-def _close_fd(f: _File) -> None:
-    if f.fd >= 0:
-        fd, f.fd = f.fd, -1
-        os.close(fd)
-
-
-_WRITER: list[RecordingWriter] = []
-_WRITER_LOCK = threading.Lock()
-
-
-def recording_writer() -> RecordingWriter:
-    """The process's writer (its thread starts with the first chunk)."""
-    with _WRITER_LOCK:
-        if not _WRITER:
-            _WRITER.append(RecordingWriter())
-        return _WRITER[0]
 
 
 # -- one call ----------------------------------------------------------------------------------
@@ -254,9 +74,11 @@ class Recorder:
     """
 
     def __init__(self, path: Path, fmt: AudioFormat, *, writer: RecordingWriter | None = None,
-                 chunk_seconds: float = CHUNK_SECONDS) -> None:
+                 chunk_seconds: float = CHUNK_SECONDS, start: float | None = None) -> None:
+        """``start``: the call's start (trio time); the file then begins with the whole frames
+        that passed before the first one was written (0 or 1 on the frame clock)."""
         self.rate = fmt.rate
-        self.file = _File(path, fmt.rate)
+        self.file = RecordingFile(path, fmt.rate)
         self.writer = writer or recording_writer()
         self.spf = fmt.rate * 20 // 1000
         """Samples per 20 ms frame at the call's rate."""
@@ -265,7 +87,10 @@ class Recorder:
         self._base = 0
         """Sample index of ``_buf[0]`` (a multiple of the chunk length)."""
         self._dirty = False
+        self._start = start
         self._t0: float | None = None
+        """Time of the first frame (slot ``_lead``)."""
+        self._lead = 0
         self._agent_next = 0
         self._caller_next = 0
         self._pend: list[bytes] = []
@@ -281,7 +106,9 @@ class Recorder:
     def _slot(self, t: float) -> int:
         if self._t0 is None:
             self._t0 = t
-        return max(0, int((t - self._t0) / FRAME_SECONDS + 0.5))
+            if self._start is not None:
+                self._lead = max(0, round((t - self._start) / FRAME_SECONDS))
+        return self._lead + max(0, int((t - self._t0) / FRAME_SECONDS + 0.5))
 
     def agent(self, wire: bytes, t: float) -> None:
         """The frame the clock writes at ``t``: an AudioSocket audio message (slin 8 kHz)."""
@@ -345,7 +172,7 @@ class Recorder:
     def _emit(self, new_base: int) -> None:
         """Hand the current chunk to the writer (a chunk nothing was written to is a hole in
         the file, which reads as silence) and start the one at ``new_base``."""
-        if self._dirty and not self.writer.submit(_Chunk(self.file, self._base, self._buf)):
+        if self._dirty and not self.writer.submit(Chunk(self.file, self._base, self._buf)):
             self.truncated = True
             log.warning("recording %s stops at %.1f s: the writer is behind (queue full)",
                         self.file.path, self._base / self.rate)
@@ -358,18 +185,24 @@ class Recorder:
         """Stereo samples so far (the longer side)."""
         return max(self._agent_next, self._caller_next)
 
-    async def finish(self) -> dict[str, Any]:
+    async def finish(self, end: float | None = None) -> dict[str, Any]:
         """End the recording: the last chunk and the header patch go to the writer, and this
         waits (in a worker thread, at most twice :data:`CLOSE_TIMEOUT`) for the file to be
-        final. Returns the record's ``recording`` entry: ``path``, ``seconds``, ``rate``,
+        final. ``end`` is when the call ended (trio time): the file runs to the frame nearest
+        it, as long as the call on the grid (within a frame).
+
+        Returns the record's ``recording`` entry: ``path``, ``seconds``, ``rate``,
         ``channels``, and ``truncated: true`` when it stopped early; ``{}`` when no file could
         be made. Never raises for I/O problems (they are logged). Cancellation abandons the
         wait (the writer still finalises the file)."""
         if not self.stopped:
             self._commit()
         total = 0 if self.stopped else self.samples
+        if end is not None and self._t0 is not None and total:
+            whole = self._lead + round((end - self._t0) / FRAME_SECONDS)
+            total = max(total, whole * self.spf)
         length = min(max(0, total - self._base), self._chunk_len)
-        last = _Chunk(self.file, self._base, self._buf[:length], last=True, total=total)
+        last = Chunk(self.file, self._base, self._buf[:length], last=True, total=total)
         done = await trio.to_thread.run_sync(self._hand_over, last, abandon_on_cancel=True)
         f = self.file
         if not done:
@@ -382,7 +215,7 @@ class Recorder:
             entry["truncated"] = True
         return entry
 
-    def _hand_over(self, last: _Chunk) -> bool:
+    def _hand_over(self, last: Chunk) -> bool:
         if not self.writer.submit_last(last):
             return False
         return self.file.closed.wait(CLOSE_TIMEOUT)
@@ -426,42 +259,17 @@ class Recordings:
             dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
         return self.root / day / f"{uuid}.wav"
 
-    def start(self, uuid: str, started_at: str, fmt: AudioFormat) -> Recorder:
-        """A recorder for a call (no I/O here: the writer thread creates the file)."""
-        return Recorder(self.path_for(uuid, started_at), fmt, writer=self.writer)
+    def start(self, uuid: str, started_at: str, fmt: AudioFormat, *,
+              start: float | None = None) -> Recorder | None:
+        """A recorder for a call that started at trio time ``start`` (no I/O here: the writer
+        thread creates the file); None, logged, for a UUID that cannot name a file."""
+        try:
+            path = self.path_for(uuid, started_at)
+        except ValueError as exc:
+            log.warning("call not recorded: %s", exc)
+            return None
+        return Recorder(path, fmt, writer=self.writer, start=start)
 
     def sweep(self, *, now: float | None = None) -> int:
         """Apply the retention (blocking: run it in a thread); returns files deleted."""
         return sweep(self.root, self.max_age_days, now=now)
-
-
-def sweep(root: Path, max_age_days: float, *, now: float | None = None) -> int:
-    """Delete recordings (``<root>/<day>/*.wav``) last written more than ``max_age_days`` ago,
-    then the day folders left empty (not today's or yesterday's, in UTC: a call may be about to
-    write there). ``max_age_days`` 0 keeps everything. Several processes may sweep at once (a
-    file another one deleted is skipped). Returns the files deleted; errors are logged."""
-    if max_age_days <= 0 or not root.is_dir():
-        return 0
-    now = time.time() if now is None else now
-    cutoff = now - max_age_days * 86400
-    today = dt.datetime.fromtimestamp(now, dt.UTC).date()
-    keep = {today.isoformat(), (today - dt.timedelta(days=1)).isoformat()}
-    deleted = 0
-    for day in sorted(root.iterdir()):
-        if not (_DAY.match(day.name) and day.is_dir()):
-            continue
-        try:
-            for f in day.iterdir():
-                if f.suffix == ".wav" and f.stat().st_mtime < cutoff:
-                    f.unlink(missing_ok=True)
-                    deleted += 1
-            if day.name not in keep and not any(day.iterdir()):
-                day.rmdir()
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            log.error("cannot apply the recordings retention in %s: %s", day, exc)
-    if deleted:
-        log.info("recordings retention: %d file(s) older than %g days deleted", deleted,
-                 max_age_days)
-    return deleted
