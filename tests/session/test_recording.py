@@ -232,3 +232,27 @@ async def test_a_dtmf_only_call_is_recorded_to_its_end(autojump_clock, tmp_path)
     data, _ = read_wav(out.record.recording["path"])
     np.testing.assert_array_equal(data[:len(expected(out, 8000))], expected(out, 8000))
     assert abs(len(data) / 160 - out.record.duration / FRAME) <= 1
+
+
+async def test_a_relayed_call_is_recorded_the_same_way(autojump_clock, tmp_path):
+    """A speech-to-speech session (the echo provider): the caller's tone on the left, and the
+    same tone on the right where the provider's audio was played, a few frames later."""
+    from media_sidecar.config.loader import parse_config
+    from tests.fakes import tone
+
+    cfg = parse_config("routing: {default: echo}\nassistants:\n  echo:\n    provider: echo\n"
+                       "    echo: {chunk_ms: 100}\n    recording: true\n", "echo.yaml")
+    said = tone(440, 1.0)
+    out = await run_recorded(CallerScript().speak(said, at=0.5).hangup(at=2.5), cfg,
+                             Recordings(tmp_path))
+    assert out.ended.status == "CALLER_HANGUP"
+    data, _ = read_wav(out.record.recording["path"])
+    np.testing.assert_array_equal(data[:len(expected(out, 8000))], expected(out, 8000))
+    assert abs(len(data) / 160 - out.record.duration / FRAME) <= 1
+    x = np.frombuffer(said, dtype="<i2")
+    lead = np.flatnonzero(x)[0]  # the tone starts at 0
+    left_at = np.flatnonzero(data[:, 0])[0] - lead
+    right_at = np.flatnonzero(data[:, 1])[0] - lead
+    np.testing.assert_array_equal(data[left_at:left_at + len(x), 0], x)
+    np.testing.assert_array_equal(data[right_at:right_at + len(x), 1], x)
+    assert 4 * 160 <= right_at - left_at <= 7 * 160  # one 100 ms chunk, plus a frame or two

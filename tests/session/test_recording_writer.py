@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import time
 import wave
 from pathlib import Path
@@ -219,3 +220,33 @@ def test_config_reads_recordings_and_the_per_assistant_switch():
     bad = base.replace("  max_age_days: 30\n", "  max_age_days: -1\n")
     with pytest.raises(ConfigError, match="recordings.max_age_days"):
         parse_config(bad, "x.yaml", {})
+
+
+async def test_a_stalled_disk_never_blocks_the_frames(tmp_path, monkeypatch):
+    """The writer thread hangs on its first write (a dead NFS mount): feeding frames still
+    returns at once (were anything to wait for the disk, this test would hang), the queue
+    fills, the recording stops, and once the disk answers the file holds what was queued."""
+    from media_sidecar.ops import recordingfile
+
+    real, disk, stuck = recordingfile._write_all, threading.Event(), threading.Event()
+
+    def stalled(fd: int, data: bytes, offset: int) -> None:
+        stuck.set()
+        disk.wait()
+        real(fd, data, offset)
+
+    monkeypatch.setattr(recordingfile, "_write_all", stalled)
+    writer = RecordingWriter(max_chunks=2)
+    rec = Recorder(tmp_path / "s.wav", SLIN, writer=writer, chunk_seconds=0.1)
+    for k in range(250):  # 5 s of frames, 50 chunks
+        rec.agent(wire(2), k * F)
+        rec.caller(frame(1), k * F)
+        if k == 5:  # the first chunk went: the thread is stuck in its first write
+            assert stuck.wait(5)
+    assert rec.truncated
+    disk.set()
+    entry = await rec.finish()
+    # the chunk the thread was writing and the two queued
+    assert entry["truncated"] is True and entry["seconds"] == 0.3
+    assert (read(tmp_path / "s.wav") == [1, 2]).all()
+    writer.close()
