@@ -161,6 +161,13 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
     return run_sidecar_process(cfg, args.config, args.status_fd, args.worker)
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from .dashboard.server import run as run_dashboard
+
+    cfg = _load(args.config)
+    return run_dashboard(cfg, args.status_fd)
+
+
 def _preflight_serve(cfg: Config) -> None:
     """The preflight with the port check: each finding as one line on stderr; exit 2 on an
     error (a port in use, an unknown voice, the AMI secret missing ...)."""
@@ -271,6 +278,19 @@ def build_parser() -> argparse.ArgumentParser:
                                  "+ I * sidecar.worker_port_step (default: 0, the ports as "
                                  "configured)")
         sp.set_defaults(func=func)
+
+    dash = sub.add_parser(
+        "dashboard", help="run only the web dashboard (serve runs it too)",
+        description="Serve the web dashboard on dashboard.listen (default 127.0.0.1:9095): "
+                    "live calls, call history with transcripts and recordings, charts. On an "
+                    "address other than loopback a login is required: the password comes from "
+                    "$AGI_VOICE_DASHBOARD_PASSWORD (it refuses to start without one there); "
+                    "$AGI_VOICE_DASHBOARD_SECRET keeps sessions across restarts.",
+        epilog="Exit status: 0 stopped; 1 could not start (port, store); 2 off, or a "
+               "non-loopback address without a password.")
+    dash.add_argument("--config", help="YAML config (default: the embedded one)")
+    dash.add_argument("--status-fd", type=int, default=None, help=argparse.SUPPRESS)
+    dash.set_defaults(func=cmd_dashboard)
 
     r = sub.add_parser(
         "reload", help="reload the config of a running serve (SIGHUP) for new calls",

@@ -39,6 +39,13 @@ plane as N media workers).
 - **Pid file.** ``<service.runtime_dir>/agi-voice-<FastAGI port>.pid`` (:func:`pid_file`),
   written at start and removed at exit, for ``agi-voice reload``.
 
+- **Dashboard.** With ``dashboard.enabled`` (and a port), ``serve`` also runs ``agi-voice
+  dashboard`` as a child process (role ``dashboard``): it reads the call store and the workers'
+  ``/calls``, never a call's path, so its failure never touches calls. It is restarted like a
+  worker when it dies; one that cannot start (its ``fatal`` line: a non-loopback address
+  without ``$AGI_VOICE_DASHBOARD_PASSWORD``, its port in use) is logged as an ERROR and left
+  off, and ``serve`` runs on. It takes no part in a reload and stops at once on SIGTERM.
+
 The planes run in their own sessions: a terminal's Ctrl-C or a signal to ``serve``'s process
 group reaches only the supervisor, which forwards what it means. If the supervisor itself is
 killed, each plane gets SIGTERM from the kernel (``PR_SET_PDEATHSIG``) and drains.
@@ -116,6 +123,14 @@ def plane_argv(role: str, config_path: str | None, verbose: bool) -> list[str]:
     return argv
 
 
+DASHBOARD = "dashboard"
+
+
+def runs_dashboard(cfg: Config) -> bool:
+    """Whether ``serve`` runs the dashboard for ``cfg``."""
+    return cfg.dashboard.enabled and cfg.dashboard.listen.port != 0
+
+
 def plane_roles(cfg: Config) -> list[str]:
     """Every plane ``serve`` runs for ``cfg``: the media workers, then FastAGI."""
     return [*(f"sidecar-{i}" for i in range(worker_count(cfg))), "fastagi"]
@@ -156,6 +171,8 @@ class Supervisor:
     def __post_init__(self) -> None:
         argv = self.argv or {r: plane_argv(r, self.config_path, self.verbose)
                              for r in plane_roles(self.cfg)}
+        if not self.argv and runs_dashboard(self.cfg):
+            argv[DASHBOARD] = plane_argv(DASHBOARD, self.config_path, self.verbose)
         self.planes = {role: Plane(role, list(cmd)) for role, cmd in argv.items()}
         if self.cfg.sidecar.pin_workers:
             cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -309,7 +326,9 @@ class Supervisor:
         if kind == READY:
             plane.ready = True
             log.info("%s ready", plane.role)
-            if all(p.ready for p in self.planes.values()):
+            if plane.role == DASHBOARD:
+                return
+            if all(p.ready for p in self.planes.values() if p.role != DASHBOARD):
                 workers = sum(kind_of(r) == "sidecar" for r in self.planes)
                 log.info("serving: both planes are ready (%d media worker%s)", workers,
                          "" if workers == 1 else "s")
@@ -328,7 +347,11 @@ class Supervisor:
             if code != 0 and not self.failed:
                 self.unclean = True
             return
-        if was_ready:
+        if plane.role == DASHBOARD and not was_ready and plane.fatal:
+            # a config or port problem: retrying cannot help; the calls never needed it
+            log.error("dashboard off: %s (serve runs on without it)", plane.fatal)
+            return
+        if was_ready or plane.role == DASHBOARD:
             now = asyncio.get_running_loop().time()
             if now - plane.started_at > BACKOFF_RESET_SECONDS:
                 plane.backoff = BACKOFF_MIN
@@ -363,7 +386,8 @@ class Supervisor:
             self._signal(plane, signal.SIGTERM)
         kill_at = self.cfg.drain.deadline_seconds + STOP_MARGIN_SECONDS
         for role in self.planes:
-            later = ROLES.index(kind_of(role)) * FASTAGI_LAST_SECONDS
+            kind = kind_of(role)
+            later = ROLES.index(kind) * FASTAGI_LAST_SECONDS if kind in ROLES else 0.0
             self._timer(kill_at + later, _Event("kill", role))
 
     # -- reload ----------------------------------------------------------------------------------
