@@ -156,6 +156,7 @@ class AudioSocketServer:
                                                 outcome=rec.status, duration=rec.duration,
                                                 reason=rec.reason))
             await trio.to_thread.run_sync(self.records.write, session.record)
+            session.release()
 
     async def _settle_outcome(self, uuid: str, record: CallRecord) -> None:
         """Give the record the AI_* values the control plane finally set, keeping the

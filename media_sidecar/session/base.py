@@ -558,6 +558,21 @@ class MediaSession:
         said = [t.caller_text for t in self.record.turns if t.caller_text]
         return ("; ".join(said))[-200:]
 
+    def release(self) -> None:
+        """Break the reference cycles this call made (its collaborators hold it back: a
+        provider its port, a digit group its callback), once it is over and its record
+        written, so the call's objects are freed at once by reference counting. Otherwise
+        they wait for a full collection of the cyclic garbage collector, which the media
+        process runs rarely (:func:`media_sidecar.process.settle_heap`): the soak saw 200
+        concurrent calls grow a worker by about 100 KiB a call. Idempotent; ``record`` and
+        ``outcome`` stay readable."""
+        digits = getattr(self, "_digits", None)
+        if digits is not None:
+            digits.deliver = _deliver_nowhere
+        voice = getattr(self, "voice", None)
+        if voice is not None:
+            voice.protected = _unprotected
+
     def _finish_record(self) -> None:
         r = self.record
         assert self.outcome is not None
@@ -573,3 +588,12 @@ class MediaSession:
                      "flushes": st.flushes, "frames_flushed": st.frames_flushed,
                      "blocked_ticks": st.blocked_ticks}
         r.caller_frames_filled = self._gaps.filled
+
+
+def _deliver_nowhere(digits: list[str]) -> None:
+    """A released call's digit group delivers nowhere."""
+
+
+def _unprotected() -> bool:
+    """A released call's voice is no longer protected (nothing plays any more)."""
+    return False

@@ -551,6 +551,14 @@ class RelaySession(MediaSession):
             self._set_outcome("COMPLETED", reason="maximum call duration reached")
             await self._hand_back()
 
+    def release(self) -> None:
+        super().release()
+        # a provider (and the OpenAI Live utterance tracker) holds this call as its port
+        for holder in (self.provider, getattr(self.provider, "_turns", None)):
+            for attr in ("_port", "port"):
+                if holder is not None and getattr(holder, attr, None) is self:
+                    setattr(holder, attr, None)
+
     def _finish_record(self) -> None:
         super()._finish_record()
         for item in self._items.values():
