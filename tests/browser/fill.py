@@ -29,8 +29,8 @@ EXCHANGES = (
     ("what are your opening hours", "We're open nine to five, Monday to Friday."),
     ("can I talk to someone in sales", "Of course, connecting you to sales now."),
     ("my internet is down again", "I'm sorry to hear that. Let me open a ticket for you."),
-    ("goodbye", "Thanks for calling. Goodbye!"),
 )
+GOODBYE = ("goodbye", "Thanks for calling. Goodbye!")
 STATUSES = ("COMPLETED",) * 5 + ("TRANSFERRED",) * 3 + ("CALLER_HANGUP",) * 2 + ("FAILED",)
 
 
@@ -67,21 +67,21 @@ def record(i: int, *, now: dt.datetime, hours: float = 24.0, seed: int = 17) -> 
     rec.worker = str(i % 2)
     t = 0.0
     rec.add_turn(_turn(0, "start", "", "Hello, thanks for calling. How can I help?", t, rnd))
-    for n in range(1, rnd.randint(2, 5)):
+    for n, (caller, agent) in enumerate(rnd.sample(EXCHANGES, rnd.randint(1, 3)), start=1):
         t += rnd.uniform(3.0, 7.0)
-        caller, agent = rnd.choice(EXCHANGES)
         rec.add_turn(_turn(n, "speech", caller, agent, t, rnd))
-    if rnd.random() < 0.3:
-        t += 2.0
-        rec.dtmf.append("1")
-        rec.add_turn(_turn(len(rec.turns), "dtmf", "[DTMF 1]", "Connecting you to sales.", t, rnd))
     if rnd.random() < 0.4:
         rec.actions.append(ToolAction(round(t + 0.5, 3), "tool", tool="lookup_account",
                                       arguments={"phone": rec.caller},
                                       result='{"balance": "42.50", "due": "2026-12-20"}',
                                       duration_ms=round(rnd.uniform(40, 300), 1)))
+    keyed = status == "TRANSFERRED" and rnd.random() < 0.5
+    if keyed:
+        t += rnd.uniform(2.0, 4.0)
+        rec.dtmf.append("1")
+        rec.add_turn(_turn(len(rec.turns), "dtmf", "[DTMF 1]", "Connecting you to sales.", t, rnd))
     if status == "TRANSFERRED":
-        rec.transfer_to = rnd.choice(("billing", "sales"))
+        rec.transfer_to = "sales" if keyed else rnd.choice(("billing", "sales"))
         rec.actions.append(ToolAction(round(t + 1.0, 3), "transfer", rec.transfer_to,
                                       reason="caller asked", result="redirected by AMI"))
         rec.reason = f"transferred to {rec.transfer_to}"
@@ -90,6 +90,10 @@ def record(i: int, *, now: dt.datetime, hours: float = 24.0, seed: int = 17) -> 
     elif status == "CALLER_HANGUP":
         rec.reason = "caller leg closed the AudioSocket"
     else:
+        t += rnd.uniform(3.0, 5.0)
+        rec.add_turn(_turn(len(rec.turns), "speech", *GOODBYE, t, rnd))
+        rec.actions.append(ToolAction(round(t + 1.5, 3), "hangup", reason="caller said goodbye",
+                                      result="hung up"))
         rec.reason = "hangup: caller said goodbye"
     rec.status = status
     rec.duration = round(t + rnd.uniform(2.0, 6.0), 3)

@@ -47,10 +47,11 @@ def main() -> int:
         store = open_store(url)
         now = dt.datetime.now(dt.UTC)
         fill(store, args.calls, hours=24, now=now)
-        shown = record(5000, now=now, hours=0.5)
-        shown["caller_name"], shown["status"], shown["reason"] = ("Ada Lovelace", "TRANSFERRED",
-                                                                 "transferred to billing")
-        shown["transfer_to"] = "billing"
+        # a call with a tool call, a keypress and a transfer, for the detail page
+        shown = next(r for r in (record(i, now=now, hours=0.5) for i in range(5000, 6000))
+                     if r["status"] == "TRANSFERRED" and r["dtmf"]
+                     and any(a["kind"] == "tool" for a in r["actions"]))
+        shown["caller_name"] = "Ada Lovelace"
         wav = tmp / "recordings" / now.strftime("%Y-%m-%d") / f"{shown['uuid']}.wav"
         write_wav(wav, shown["duration"])
         shown["recording"] = {"path": str(wav), "seconds": shown["duration"], "rate": 8000,
