@@ -240,3 +240,6 @@ def test_compose_file_runs_the_service_beside_the_pbx():
     assert svc["restart"] == "on-failure"
     assert _seconds(svc["stop_grace_period"]) > _drain_deadline()
     assert "records" in compose["volumes"]
+    # the store and the recordings go to the volume, never into the read-only image
+    volume_dir = next(v.split(":")[1] for v in svc["volumes"] if v.startswith("records:"))
+    assert svc["environment"]["AGI_VOICE_DATA_DIR"] == volume_dir
