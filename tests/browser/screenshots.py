@@ -65,10 +65,6 @@ def main() -> int:
                     stack.cfg.health, enabled=True, listen=Listen("127.0.0.1", stack.health_port)),
                 sidecar=dataclasses.replace(stack.cfg.sidecar, workers=1))
             dash_cfg = with_store(dash_cfg, url, tmp / "recordings")
-            import fastagi_server.dashboard.server as srv
-
-            if not hasattr(dash_cfg, "recordings"):
-                srv.recordings_dir = lambda cfg: tmp / "recordings"  # type: ignore[assignment]
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1280, "height": 800})

@@ -44,7 +44,7 @@ expect = playwright_sync.expect
 
 BASE = load_config()
 SHORT = dataclasses.replace(BASE, assistants=(dataclasses.replace(
-    BASE.assistants[0],
+    BASE.assistants[0], recording=True,
     brain=dataclasses.replace(BASE.assistants[0].brain, greeting="Hi, how can I help?")),))
 HOSTILE = '<b id="pwn">x</b><script>window.__pwned = 1</script><img src=x onerror="window.__pwned=2">'
 RECORDED_SECONDS = 2.5
@@ -95,16 +95,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                                        listen=Listen("127.0.0.1", stack.health_port)),
             sidecar=dataclasses.replace(stack.cfg.sidecar, workers=1))
         dash_cfg = with_store(dash_cfg, store_url, recordings)
-        if not hasattr(dash_cfg, "recordings"):  # until the recordings config exists
-            import fastagi_server.dashboard.server as srv
-            srv_recordings = srv.recordings_dir
-            srv.recordings_dir = lambda cfg: recordings  # type: ignore[assignment]
-        try:
-            with running_dashboard(dash_cfg) as base:
-                yield Env(base, stack, store, store_url, dash_cfg, synthetic, recorded, hostile)
-        finally:
-            if not hasattr(dash_cfg, "recordings"):
-                srv.recordings_dir = srv_recordings  # type: ignore[assignment]
+        with running_dashboard(dash_cfg) as base:
+            yield Env(base, stack, store, store_url, dash_cfg, synthetic, recorded, hostile)
     store.close()
 
 
@@ -166,6 +158,10 @@ def test_a_call_shows_live_while_it_runs_then_in_history(env: Env, page: Any) ->
     expect(conv.locator(".agent-bubble").first).to_contain_text("Hi, how can I help?")
     expect(page.locator("#waterfall rect").first).to_be_visible()
     assert page.evaluate("window.__pwned") is None
+    # the media plane's recording of this call loads, is as long as its record says, and plays
+    stored = env.store.get_call(uuid)
+    assert stored["recording"]["seconds"] > 1.0
+    assert load_and_play(page) == pytest.approx(stored["recording"]["seconds"], abs=0.05)
     # and in the history, newest first
     page.goto(env.base + "/calls")
     first = page.locator("#history tbody tr").first
@@ -183,22 +179,7 @@ def test_detail_plays_the_recording(env: Env, page: Any) -> None:
     turns_with_stages = sum(1 for t in rec["turns"] if t["stage_ms"])
     expect(page.locator("#waterfall g.turn-row")).to_have_count(turns_with_stages)
     expect(page.locator("#actions tbody tr")).to_have_count(len(rec["actions"]))
-    audio = page.locator("audio#recording")
-    expect(audio).to_be_visible()
-    # (page.evaluate, not wait_for_function: the page's CSP forbids the eval the latter uses)
-    duration = page.evaluate("""() => new Promise((ok, fail) => {
-        const a = document.querySelector("audio#recording");
-        if (a.readyState >= 1) ok(a.duration);
-        a.addEventListener("loadedmetadata", () => ok(a.duration));
-        a.addEventListener("error", () => fail(new Error("media error " + a.error.code)));
-    })""")
-    assert duration == pytest.approx(RECORDED_SECONDS, abs=0.05)
-    played = page.evaluate("""() => new Promise((ok, fail) => {
-        const a = document.querySelector("audio#recording");
-        a.addEventListener("timeupdate", () => { if (a.currentTime > 0.2) ok(a.currentTime); });
-        a.play().catch(fail);
-    })""")
-    assert played > 0.2
+    assert load_and_play(page) == pytest.approx(RECORDED_SECONDS, abs=0.05)
     # seeking uses byte ranges
     req = urllib.request.Request(f"{env.base}/recordings/{rec['uuid']}.wav",
                                  headers={"Range": "bytes=44-1043"})
@@ -250,6 +231,26 @@ def test_search_and_filters_narrow_the_history(env: Env, page: Any) -> None:
     expect(rows).to_have_count(50)
     page.click('a[rel="next"]')
     expect(rows).to_have_count(min(50, total - 50))
+
+
+def load_and_play(page: Any) -> float:
+    """The detail page's recording: waits for its metadata, plays it past 0.2 s, and returns
+    its duration (fails on a media error). (page.evaluate, not wait_for_function: the page's
+    CSP forbids the eval the latter uses.)"""
+    expect(page.locator("audio#recording")).to_be_visible()
+    duration = page.evaluate("""() => new Promise((ok, fail) => {
+        const a = document.querySelector("audio#recording");
+        if (a.readyState >= 1) ok(a.duration);
+        a.addEventListener("loadedmetadata", () => ok(a.duration));
+        a.addEventListener("error", () => fail(new Error("media error " + a.error.code)));
+    })""")
+    played = page.evaluate("""() => new Promise((ok, fail) => {
+        const a = document.querySelector("audio#recording");
+        a.addEventListener("timeupdate", () => { if (a.currentTime > 0.2) ok(a.currentTime); });
+        a.play().catch(fail);
+    })""")
+    assert played > 0.2
+    return float(duration)
 
 
 def shows_count(page: Any, n: int) -> None:
