@@ -106,6 +106,9 @@ class MediaSession:
                                  caller_name=context.calleridname, dnid=context.dnid,
                                  channel=context.channel, uniqueid=context.uniqueid)
         self.outcome: Ended | None = None
+        self.caller_speaking = False
+        """The provider's own turn detection hears the caller now (speech-to-speech calls
+        whose provider takes the turns); for the dashboard's live view."""
         self.playout: Playout
         self._t0 = 0.0
         self._nursery: trio.Nursery
@@ -539,7 +542,7 @@ class MediaSession:
         agent = playout is not None and playout.speaking
         # the turn detector of a pipeline call (``turns``) or of a relay call with local turns
         detector = getattr(self, "turns", None) or getattr(self, "_turns", None)
-        caller = bool(getattr(detector, "in_speech", False))
+        caller = bool(getattr(detector, "in_speech", False)) or self.caller_speaking
         return {
             "uuid": self.uuid, "assistant": self.assistant.name, "engine": self.assistant.provider,
             "caller": r.caller, "caller_name": r.caller_name, "dnid": r.dnid,

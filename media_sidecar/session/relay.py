@@ -307,6 +307,7 @@ class RelaySession(MediaSession):
             self._notify()
 
     def caller_speech_started(self) -> tuple[str, int] | None:
+        self.caller_speaking = True
         self._answer_owed(False)  # owed again when the caller stops
         cfg = self.assistant.barge_in
         if not cfg.enabled or self._committed or self._leaving:
@@ -344,6 +345,7 @@ class RelaySession(MediaSession):
         return item.id, item.frames_played * FRAME_MS
 
     def caller_speech_stopped(self, audio_end_ms: int) -> None:
+        self.caller_speaking = False
         if self._first_sent_at is not None:
             self._speech_end = self._first_sent_at + audio_end_ms / 1000
         self._owe_answer()

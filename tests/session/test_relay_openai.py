@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import trio
 
 from fastagi_server.emulator.caller import CallerScript
 from media_sidecar.config.loader import parse_config
@@ -86,3 +87,39 @@ async def test_barge_in_flushes_and_truncates_at_the_audio_actually_played(autoj
     # nothing of the cut answer after the flush frame
     assert not [t for t in answer_frames if t > barge + FRAME + 1e-9 and t < barge + 0.5]
     assert out.record.turns[1].interrupted
+
+
+async def test_live_view_shows_the_caller_speaking_by_the_providers_turn_detection(
+        autojump_clock, monkeypatch):
+    # the provider takes the turns (server VAD): the dashboard's "who is speaking" follows its
+    # speech_started / speech_stopped, not a local detector (there is none)
+    from media_sidecar.server.registry import CallRegistry
+
+    calls = []
+    attached = trio.Event()
+    attach = CallRegistry.attach
+
+    def attach_and_keep(self, uuid, call):
+        calls.append(call)
+        attached.set()
+        return attach(self, uuid, call)
+
+    monkeypatch.setattr(CallRegistry, "attach", attach_and_keep)
+    mock = MockRealtimeServer(script=RealtimeScript(reply_ms=1000, transcripts=["hi"],
+                                                    replies=["Hello there.", "It is noon."]))
+    cfg = parse_config(YAML.replace("AUDIO", "pcm"), "sts.yaml")
+    script = CallerScript().speak(tone(500, 1.5), at=2.0).hangup(at=6.0)
+    seen: dict[float, str] = {}
+
+    async def look() -> None:
+        await attached.wait()
+        t0 = trio.current_time()
+        for at in (3.0, 4.5, 5.8):  # caller talking; the answer playing; quiet
+            await trio.sleep_until(t0 + at)
+            seen[at] = calls[0].snapshot()["speaking"]
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(look)
+        out = await run_session(script, cfg=cfg, provider_factory=memory_provider(mock))
+    assert out.ended.status == "CALLER_HANGUP"
+    assert seen == {3.0: "caller", 4.5: "agent", 5.8: "none"}, seen
