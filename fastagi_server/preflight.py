@@ -112,6 +112,7 @@ def preflight(cfg: Config, *, env: Mapping[str, str] | None = None, serve: bool 
         *check_destinations(cfg),
         *check_urls(cfg),
         *check_network(cfg),
+        *check_dashboard(cfg, env),
         *check_records(cfg),
         *(check_ports(cfg) if serve else ()),
     ]
@@ -439,6 +440,23 @@ def check_network(cfg: Config) -> list[Finding]:
     return out
 
 
+def check_dashboard(cfg: Config, env: Mapping[str, str]) -> list[Finding]:
+    """The dashboard bound beyond loopback needs its password (it refuses to start without):
+    a warning, since calls are served without it."""
+    d = cfg.dashboard
+    if not d.enabled or d.listen.port == 0 or is_loopback(d.listen.host):
+        return []
+    if env.get("AGI_VOICE_DASHBOARD_PASSWORD"):
+        return []
+    return [Finding("warning", "dashboard.listen.host",
+                    f"the dashboard listens on {d.listen.host}, beyond loopback, and "
+                    "AGI_VOICE_DASHBOARD_PASSWORD is not set: it will not start (a login is "
+                    "required there)",
+                    "set AGI_VOICE_DASHBOARD_PASSWORD in the service's environment, or keep "
+                    "dashboard.listen on 127.0.0.1 and reach it through an SSH tunnel or a "
+                    "TLS reverse proxy", "dashboard")]
+
+
 def check_records(cfg: Config) -> list[Finding]:
     """The records file (or the first existing directory above it, which the sidecar creates
     the rest of) must be writable: the sidecar cannot start otherwise."""
@@ -476,6 +494,8 @@ def listeners(cfg: Config) -> list[tuple[str, str, Listen]]:
                   ("sidecar.control", f"control link{of}", w.sidecar.control)]
         if cfg.health.enabled:
             found.append(("health.listen", f"health{of}", w.health.listen))
+    if cfg.dashboard.enabled:
+        found.append(("dashboard.listen", "dashboard", cfg.dashboard.listen))
     return found
 
 
@@ -516,7 +536,7 @@ def check_ports(cfg: Config) -> list[Finding]:
         exc = port_in_use(listen)
         if exc is None:
             continue
-        level: Level = "warning" if what.startswith("health") else "error"
+        level: Level = "warning" if what.startswith(("health", "dashboard")) else "error"
         if exc.errno == errno.EADDRINUSE:
             message = f"{what} address {addr} is already in use"
             fix = (f"stop what listens there (see: ss -ltnp 'sport = :{listen.port}'; "
@@ -524,7 +544,9 @@ def check_ports(cfg: Config) -> list[Finding]:
         else:
             message = f"cannot listen on {addr}: {exc.strerror or exc}"
             fix = f"use an address of this machine in {path}.host (or 0.0.0.0)"
-        if level == "warning":
+        if what == "dashboard":
+            message += " (calls are served without the dashboard)"
+        elif level == "warning":
             message += " (calls are served without /live, /ready, /health and /metrics)"
         out.append(Finding(level, f"{path}.port" if exc.errno == errno.EADDRINUSE
                            else f"{path}.host", message, fix, "ports"))

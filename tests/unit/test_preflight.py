@@ -244,6 +244,26 @@ def test_busy_health_port_is_only_a_warning(listening: int) -> None:
     assert f.level == "warning" and "served without /live" in f.message
 
 
+def test_busy_dashboard_port_is_only_a_warning(listening: int) -> None:
+    text = (f"dashboard: {{listen: {{host: 127.0.0.1, port: {listening}}}}}\n"
+            "fastagi: {listen: {port: 0}}\n"
+            "sidecar: {audiosocket: {port: 0}, control: {port: 0}}\nhealth: {enabled: false}\n"
+            "assistants: {x: {provider: echo}}\n")
+    f = at(check(text, serve=True), "dashboard.listen.port")
+    assert f.level == "warning" and "served without the dashboard" in f.message
+
+
+def test_dashboard_beyond_loopback_without_its_password_is_a_warning() -> None:
+    text = ("dashboard: {listen: {host: 0.0.0.0, port: 9095}}\n"
+            "assistants: {x: {provider: echo}}\n")
+    f = at(check(text, speech=False), "dashboard.listen.host")
+    assert f.level == "warning" and "AGI_VOICE_DASHBOARD_PASSWORD" in f.message
+    assert not [x for x in check(text, {"AGI_VOICE_DASHBOARD_PASSWORD": "s3cret!"},
+                                 speech=False) if x.path.startswith("dashboard")]
+    loopback = "dashboard: {listen: {host: 127.0.0.1, port: 9095}}\nassistants: {x: {provider: echo}}\n"
+    assert not [x for x in check(loopback, speech=False) if x.path.startswith("dashboard")]
+
+
 def test_two_listeners_on_one_port_for_serve() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
