@@ -40,7 +40,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from . import charts
-from .auth import Auth, Guard, safe_next
+from .auth import Auth, Guard, LoginThrottle, safe_next
 from .live import LiveFeed
 from .views import Filters, conversation, digits, pager
 
@@ -78,9 +78,10 @@ def _templates() -> Jinja2Templates:
 
 
 def create_app(*, store: Any, auth: Auth, feed: LiveFeed, recordings_dir: Path,
-               title: str = "agi-voice") -> Starlette:
+               title: str = "agi-voice", throttle: LoginThrottle | None = None) -> Starlette:
     """The dashboard app over an open :class:`~media_sidecar.store.CallStore` (closed when
-    the app stops)."""
+    the app stops). ``throttle``: failed logins per address (default: 5 in 15 minutes)."""
+    throttle = throttle or LoginThrottle()
     reader = StoreReader(store)
     templates = _templates()
     recordings_root = recordings_dir.resolve()
@@ -204,11 +205,19 @@ def create_app(*, store: Any, auth: Auth, feed: LiveFeed, recordings_dir: Path,
         form = await request.form()
         user, password = str(form.get("user", "")), str(form.get("password", ""))
         target = safe_next(str(form.get("next", "/")))
+        address = request.client.host if request.client else "?"
+        wait = throttle.retry_after(address)
+        if wait > 0:
+            resp = page(request, "login.html", status=429, next=target, user=user,
+                        error=f"Too many failed logins: try again in {wait / 60:.0f} min.")
+            resp.headers["retry-after"] = str(int(wait) + 1)
+            return resp
         if not auth.required or not auth.check(user, password):
-            log.warning("dashboard: failed login for user %r from %s", user[:40],
-                        request.client.host if request.client else "?")
+            throttle.failed(address)
+            log.warning("dashboard: failed login for user %r from %s", user[:40], address)
             return page(request, "login.html", status=401, next=target,
                         error="Wrong user or password.", user=user)
+        throttle.succeeded(address)
         resp = RedirectResponse(target, status_code=303)
         resp.headers.append("set-cookie", auth.cookie_header(auth.issue()))
         return resp

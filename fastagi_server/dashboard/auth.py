@@ -29,7 +29,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -135,6 +135,47 @@ class Auth:
 
     def cookie_header(self, value: str, max_age: int = SESSION_SECONDS) -> str:
         return (f"{COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict")
+
+
+class LoginThrottle:
+    """Failed logins per client address: after :attr:`limit` failures within :attr:`window`
+    seconds the address may not try again until the window has passed since its first counted
+    failure (the login answers 429). A success clears the address. At most :attr:`max_addresses`
+    are remembered (the oldest forgotten first), so a flood of addresses costs bounded
+    memory."""
+
+    def __init__(self, limit: int = 5, window: float = 900.0, max_addresses: int = 4096,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window, self.max_addresses = limit, window, max_addresses
+        self.clock = clock
+        self._failures: dict[str, list[float]] = {}
+
+    def _recent(self, address: str) -> list[float]:
+        now = self.clock()
+        times = [t for t in self._failures.get(address, ()) if now - t < self.window]
+        if times:
+            self._failures[address] = times
+        else:
+            self._failures.pop(address, None)
+        return times
+
+    def retry_after(self, address: str) -> float:
+        """Seconds until ``address`` may try again; 0 when it may now."""
+        times = self._recent(address)
+        if len(times) < self.limit:
+            return 0.0
+        return max(0.0, times[0] + self.window - self.clock())
+
+    def failed(self, address: str) -> None:
+        times = self._recent(address)
+        times.append(self.clock())
+        self._failures.pop(address, None)
+        self._failures[address] = times[-self.limit:]  # most recently used last
+        while len(self._failures) > self.max_addresses:
+            del self._failures[next(iter(self._failures))]
+
+    def succeeded(self, address: str) -> None:
+        self._failures.pop(address, None)
 
 
 def _cookies(scope: Scope) -> dict[str, str]:

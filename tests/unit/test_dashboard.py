@@ -17,6 +17,7 @@ from fastagi_server.dashboard.auth import (
     SECRET_ENV,
     Auth,
     DashboardError,
+    LoginThrottle,
     is_loopback,
     safe_next,
 )
@@ -65,6 +66,50 @@ def test_the_password_check_and_the_signed_session():
     assert again.verify(cookie, now=1001.0)
     header = auth.cookie_header(cookie)
     assert "HttpOnly" in header and "SameSite=Strict" in header
+
+
+def test_failed_logins_are_throttled_per_address():
+    now = [1000.0]
+    t = LoginThrottle(limit=3, window=600.0, max_addresses=2, clock=lambda: now[0])
+    for _ in range(3):
+        assert t.retry_after("192.0.2.1") == 0
+        t.failed("192.0.2.1")
+    assert t.retry_after("192.0.2.1") == 600.0  # locked out from the first failure's window
+    assert t.retry_after("192.0.2.2") == 0  # another address is not
+    now[0] += 599.0
+    assert t.retry_after("192.0.2.1") == pytest.approx(1.0)
+    now[0] += 1.0
+    assert t.retry_after("192.0.2.1") == 0  # the window passed
+    t.failed("192.0.2.1")
+    t.succeeded("192.0.2.1")  # a success clears the address
+    t.failed("192.0.2.1"), t.failed("192.0.2.1")
+    assert t.retry_after("192.0.2.1") == 0
+    # bounded: a flood of addresses forgets the oldest
+    for i in range(10):
+        t.failed(f"198.51.100.{i}")
+    assert len(t._failures) == 2
+
+
+async def test_the_login_answers_429_once_an_address_failed_too_often(tmp_path):
+    import httpx
+
+    from fastagi_server.dashboard.app import create_app
+    from fastagi_server.dashboard.live import LiveFeed
+    from media_sidecar.store import open_store
+
+    auth = Auth.from_env("admin", "0.0.0.0", 9095, {PASSWORD_ENV: "s3cret"})
+    store = open_store(f"sqlite:///{tmp_path / 'calls.db'}")
+    app = create_app(store=store, auth=auth, feed=LiveFeed([]), recordings_dir=tmp_path,
+                     throttle=LoginThrottle(limit=2, window=600.0))
+    transport = httpx.ASGITransport(app=app, client=("192.0.2.7", 5555))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        wrong = {"user": "admin", "password": "nope", "next": "/"}
+        assert (await client.post("/login", data=wrong)).status_code == 401
+        assert (await client.post("/login", data=wrong)).status_code == 401
+        locked = await client.post("/login", data={**wrong, "password": "s3cret"})
+        assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 500
+        assert "Too many failed logins" in locked.text
+    store.close()
 
 
 @pytest.mark.parametrize(("target", "want"), [("/calls?q=x", "/calls?q=x"), ("//evil.example", "/"),
