@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,9 @@ async def serve(cfg: Config, *, env: Mapping[str, str] | None = None, store: Any
         while not server.started:  # uvicorn has no started event to await
             if server.should_exit:
                 return
+            if _STOP.is_set():  # signalled before uvicorn took the signals over
+                server.should_exit = True
+                return
             await asyncio.sleep(0.02)
         if started is not None:
             bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
@@ -81,6 +86,14 @@ async def serve(cfg: Config, *, env: Mapping[str, str] | None = None, store: Any
         watcher = tg.create_task(watch())
         await server.serve()
         watcher.cancel()
+
+
+_STOP = threading.Event()
+
+
+def _stop_requested(signum: int, frame: object) -> None:
+    """SIGTERM/SIGINT outside uvicorn's own handling: stop (or, after it, nothing more)."""
+    _STOP.set()
 
 
 def run(cfg: Config, status_fd: int | None = None) -> int:
@@ -100,6 +113,11 @@ def run(cfg: Config, status_fd: int | None = None) -> int:
         log.info("dashboard on http://%s:%d/", cfg.dashboard.listen.host, port)
         status.ready()
 
+    # uvicorn handles SIGTERM/SIGINT while it serves, then raises the signal again once it
+    # has shut down, so that the process would die of it (exit status -15, which serve counts
+    # as an unclean stop). A handler of our own takes that second signal: a clean exit 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop_requested)
     try:
         asyncio.run(serve(cfg, started=started))
     except DashboardError as exc:

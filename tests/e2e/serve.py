@@ -36,6 +36,8 @@ def serve_config(workdir: Path, assistants: dict[str, Any], **sections: Any) -> 
                     "control": {"host": "127.0.0.1", "port": free_port()},
                     "records_path": str(workdir / "calls.jsonl")},
         "health": {"listen": {"host": "127.0.0.1", "port": free_port()}},
+        # a free port too: two serves at once (or a real one on 9095) must not collide
+        "dashboard": {"listen": {"host": "127.0.0.1", "port": free_port()}},
         "service": {"runtime_dir": str(workdir)},
         "ami": {"host": "", "username": ""},
         "routing": {"default": next(iter(assistants))},
@@ -53,7 +55,11 @@ def cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
 
 
 def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("AMI_", "AGI_VOICE"))}
+    """The test's environment without AMI and agi-voice settings, but with the session's
+    temporary data directory (tests/conftest.py), so the store never lands in a home."""
+    keep = ("AGI_VOICE_DATA_DIR",)
+    return {k: v for k, v in os.environ.items()
+            if k in keep or not k.startswith(("AMI_", "AGI_VOICE"))}
 
 
 @dataclass

@@ -51,7 +51,8 @@ class ProductProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg_path = self.workdir / f"{self.command}.yaml"
         cfg_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AMI_", "AGI_VOICE"))}
+        env = {k: v for k, v in os.environ.items()
+               if k == "AGI_VOICE_DATA_DIR" or not k.startswith(("AMI_", "AGI_VOICE"))}
         env.update(self.env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fastagi_server.cli", self.command, "--config", str(cfg_path)],
@@ -167,6 +168,7 @@ def product_config(workdir: Path, assistants: dict[str, Any], routing: dict[str,
         "fastagi": {"listen": {"host": "127.0.0.1", "port": fastagi}, "env_timeout": 5.0,
                     "offer_timeout": 0.8},
         "health": {"listen": {"host": "127.0.0.1", "port": health}},
+        "dashboard": {"listen": {"host": "127.0.0.1", "port": free_port()}},
         "sidecar": {"audiosocket": {"host": "127.0.0.1", "port": audiosocket},
                     "control": {"host": "127.0.0.1", "port": control},
                     "workers": WORKERS, "worker_port_step": PORT_STEP,
