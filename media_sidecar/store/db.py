@@ -13,6 +13,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -121,8 +122,7 @@ class Db:
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA foreign_keys = ON")
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")  # WAL: durable at checkpoints, never corrupt
         except BaseException:
             conn.close()
@@ -223,3 +223,19 @@ class Cursor:
 
     def tuples(self) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self._cur.fetchall()]
+
+
+def _switch_to_wal(conn: sqlite3.Connection, *, tries: int = 50, pause: float = 0.1) -> None:
+    """``PRAGMA journal_mode = WAL``, retried while the file is locked: switching needs the
+    database to itself, and SQLite can answer "database is locked" at once, without its busy
+    handler, while another process opens or migrates the same new file (seen in CI: four
+    media workers starting on one new store, one lost its first record). About 5 s at most."""
+    for attempt in range(tries):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(pause)

@@ -32,6 +32,10 @@ log = logging.getLogger("agi_voice.store")
 
 _SWEEP = object()
 _STOP = object()
+SAVE_TRIES = 3
+"""Attempts per record, each on a fresh connection after the first failure."""
+RETRY_PAUSE = 0.2
+"""Seconds between attempts (the writer's own thread: never the media loop)."""
 
 
 class StoreWriter:
@@ -141,16 +145,35 @@ class StoreWriter:
         return self._store
 
     def _save(self, body: dict[str, Any]) -> None:
-        try:
-            self._open().save(body)
-        except Exception as exc:  # any failure costs only this row
-            self._failed(str(exc), exc)
-            return
+        for attempt in range(SAVE_TRIES):
+            try:
+                self._open().save(body)
+                break
+            except Exception as exc:  # any failure costs only this row
+                if attempt == SAVE_TRIES - 1 or self._stopping():
+                    self._failed(str(exc), exc)
+                    return
+                # once more, on a fresh connection (a lock that outlasted busy_timeout, a
+                # server that restarted): a passing fault must not lose the row
+                self._reset()
+                time.sleep(RETRY_PAUSE)
         self.saved += 1
         if self._failing:
             self._failing = False
             log.warning("call store %s writes again (%d records could not be written)",
                         self.shown_url, self.errors)
+
+    def _stopping(self) -> bool:
+        """A stop is queued: do not hold the shutdown with retries."""
+        return any(item is _STOP for item in list(self._queue.queue))
+
+    def _reset(self) -> None:
+        if self._store is not None:
+            try:
+                self._store.close()
+            except Exception:  # closing a broken connection: nothing more to do
+                pass
+            self._store = None
 
     def _sweep(self) -> None:
         try:

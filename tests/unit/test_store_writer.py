@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,30 @@ def test_failures_are_counted_logged_once_and_recover(tmp_path: Path,
                if r.levelno == logging.WARNING)
     with open_store(url) as s:
         assert [c["uuid"] for c in s.list_calls()[0]] == ["kept"]
+
+
+def test_a_passing_fault_is_retried_and_loses_no_record(tmp_path: Path) -> None:
+    # seen in CI: four workers starting on one new SQLite file, one open failed "database is
+    # locked" and its first record was lost; a fault that passes costs nothing now
+    url = f"sqlite:///{tmp_path / 'calls.db'}"
+    flaky = FlakyStore(url)
+
+    def open_once_locked(u: str) -> CallStore:
+        try:
+            return flaky.open(u)
+        finally:
+            flaky.broken = False  # only the first open fails
+
+    w = StoreWriter(url, opener=open_once_locked)
+    w.start()
+    w.submit(rec("first"))
+    deadline = time.monotonic() + 10
+    while w.saved + w.errors == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert w.close(timeout=30.0)
+    assert (w.saved, w.errors, flaky.opened) == (1, 0, 2)
+    with open_store(url) as s:
+        assert [c["uuid"] for c in s.list_calls()[0]] == ["first"]
 
 
 def test_a_full_queue_never_blocks_the_submitter(tmp_path: Path) -> None:
