@@ -102,15 +102,33 @@ def close_wait(pid: int | None = None) -> list[TcpSocket]:
     return [s for s in tcp_sockets(pid) if s.state == "CLOSE_WAIT"]
 
 
+_before_this_test: set[int] = set()
+"""Inodes of this process's sockets already in CLOSE-WAIT when the current test began
+(:func:`mark_test_start`): an earlier test's leak, not this test's fault."""
+
+
+def mark_test_start() -> list[TcpSocket]:
+    """Remember this process's CLOSE-WAIT sockets now (an autouse fixture calls it before each
+    end-to-end test, whose calls run in this process); returns them, so the fixture can name
+    an earlier test's leak without failing this one for it."""
+    global _before_this_test
+    found = close_wait()
+    _before_this_test = {s.inode for s in found}
+    return found
+
+
 def assert_no_close_wait(pid: int | None = None,
                          grace: float = DEFAULT_GRACE_SECONDS) -> None:
     """Fail (AssertionError listing them) when ``pid`` still has CLOSE-WAIT sockets after
     ``grace`` seconds of real time. Blocking: from trio, run it in a worker thread
     (``trio.to_thread.run_sync``); it polls every 50 ms and returns as soon as there are none.
+    For this process, sockets already in CLOSE-WAIT when the test began are not this test's
+    (see :func:`mark_test_start`).
     """
     deadline = time.monotonic() + grace
     while True:
-        left = close_wait(pid)
+        left = [s for s in close_wait(pid)
+                if pid not in (None, os.getpid()) or s.inode not in _before_this_test]
         if not left:
             return
         if time.monotonic() >= deadline:
