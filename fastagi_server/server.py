@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -31,6 +30,7 @@ from media_sidecar.config.addresses import AllowList
 from media_sidecar.config.reload import for_reload
 from media_sidecar.config.schema import Config
 from media_sidecar.ops import debug_counters
+from media_sidecar.ops.heap import FULL_COLLECTION_SECONDS, full_collection
 from media_sidecar.ops.status import listen_error
 
 from .agi.connection import AgiConnection
@@ -46,24 +46,12 @@ REFUSED_LOG_SECONDS = 60.0
 """A refused address is logged at most this often (a scan must not flood the log)."""
 
 
-
-FULL_COLLECTION_SECONDS = 300.0
-"""How often the FastAGI process runs a full garbage collection (as the media process does,
-media_sidecar/process.py). Each call leaves a few objects in reference cycles that outlive the
-young collections (asyncio's transport holds a bound method of itself), and CPython runs a full
-collection only once such garbage reaches a quarter of the long-lived objects: the soak saw
-none in 2,000 sequential calls, the process's Python blocks rising by ~6.5 a call until then.
-A full collection here takes milliseconds (no frame clock in this process)."""
-
-
 async def collect_periodically(every: float = FULL_COLLECTION_SECONDS) -> None:
-    """A full collection every ``every`` seconds, until cancelled."""
+    """A full collection every ``every`` seconds, until cancelled (see ops/heap.py)."""
     while True:
         await asyncio.sleep(every)
-        t0 = time.perf_counter()
-        found = gc.collect()
-        log.debug("full garbage collection: %d unreachable objects in %.1f ms", found,
-                  (time.perf_counter() - t0) * 1000)
+        full_collection(log)
+
 
 class FastAgiServer:
     def __init__(self, cfg: Config) -> None:

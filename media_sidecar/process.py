@@ -21,7 +21,6 @@ import functools
 import gc
 import logging
 import signal
-import time
 from collections.abc import AsyncIterator
 
 import trio
@@ -31,6 +30,7 @@ from .config.loader import ConfigError, load_config
 from .config.schema import Config
 from .config.workers import worker_config
 from .ops import slowsteps
+from .ops.heap import FULL_COLLECTION_SECONDS, full_collection
 from .ops.status import StatusPipe, die_with_parent, find_startup_error, startup_failure_line
 from .server.lifecycle import ReloadError, SidecarLifecycle
 
@@ -74,20 +74,12 @@ what cycles are left, and :func:`collect_periodically` runs a full collection ev
 come: the soak (bench/soak.py) saw 200 concurrent calls for 5 minutes run no full collection
 at all and grow a worker from 70 to 316 MiB of uncollected calls."""
 
-FULL_COLLECTION_SECONDS = 300.0
-"""How often a media process runs a full collection: one pause of the frame clock (tens of ms at
-a few hundred calls, logged at DEBUG) every 5 minutes, in exchange for memory that stays flat
-whatever cycles a library leaves behind."""
-
 
 async def collect_periodically(every: float = FULL_COLLECTION_SECONDS) -> None:
-    """A full collection every ``every`` seconds, until cancelled."""
+    """A full collection every ``every`` seconds, until cancelled (:mod:`.ops.heap`)."""
     while True:
         await trio.sleep(every)
-        t0 = time.perf_counter()
-        found = gc.collect()
-        log.debug("full garbage collection: %d unreachable objects in %.1f ms", found,
-                  (time.perf_counter() - t0) * 1000)
+        full_collection(log)
 
 
 def settle_heap() -> None:

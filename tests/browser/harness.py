@@ -30,6 +30,7 @@ from tests.e2e.stack import (
     FastAgiThread,
     SidecarRunner,
     _config,
+    close_loop,
     fake_services,
 )
 
@@ -161,7 +162,7 @@ def running_dashboard(cfg: Config, *, store: Any = None, env: dict[str, str] | N
             if not started.done():
                 started.set_exception(exc)
         finally:
-            loop.close()
+            close_loop(loop)
 
     t = threading.Thread(target=thread, name="dashboard", daemon=True)
     t.start()

@@ -41,6 +41,23 @@ def fake_services() -> CallServices:
                         stt=FakeStt(), vad_factory=EnergyVad)
 
 
+def close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Close ``loop`` the way ``asyncio.run`` does: cancel the tasks still pending (a
+    connection's handler the server did not wait for) and let them finish, so their transports
+    close their sockets, then shut down async generators and the default executor. A bare
+    ``loop.close()`` leaves those sockets to the garbage collector, in CLOSE-WAIT until then."""
+    try:
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
+
+
 class FastAgiThread:
     """Runs FastAgiServer.run() on an asyncio loop in a thread; stop() cancels it."""
 
@@ -61,7 +78,7 @@ class FastAgiThread:
         except BaseException as exc:  # surfaced by stop() so a crash fails the test
             self.error = exc
         finally:
-            self.loop.close()
+            close_loop(self.loop)
 
     def call(self, coro: Any, timeout: float = 10.0) -> Any:
         """Run a coroutine on the server's loop from another thread and return its result."""
