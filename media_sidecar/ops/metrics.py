@@ -33,6 +33,7 @@ from ..protocol.control import Accept, Offer, Refuse
 from ..server.registry import CallRegistry, LiveCall
 from ..session.clock import process_clock_stats
 from ..session.records import CallRecord
+from .recordingfile import writer_failures
 
 if TYPE_CHECKING:
     from ..server.health import SidecarHealth
@@ -191,6 +192,13 @@ class _LiveCollector(Collector):
         yield GaugeMetricFamily("agi_voice_ami_up", "1 while the control plane is logged in "
                                 "to AMI (0: down, not configured, or unknown).",
                                 value=1 if peer is not None and peer.ami == "up" else 0)
+        failed = CounterMetricFamily(
+            "agi_voice_recordings_failed", "Recordings stopped early, by reason: write_error "
+            "(disk full, permissions) or writer_behind (the writer's queue was full); the "
+            "calls went on, and each file holds what was written before.", labels=["reason"])
+        for reason, n in writer_failures().items():
+            failed.add_metric([reason], n)
+        yield failed
         clock = process_clock_stats()
         if clock is not None:
             yield CounterMetricFamily("agi_voice_frame_clock_ticks", "20 ms ticks of the "

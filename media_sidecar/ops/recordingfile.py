@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["CHANNELS", "CLOSE_TIMEOUT", "HEADER_BYTES", "QUEUE_CHUNKS", "Chunk",
-           "RecordingFile", "RecordingWriter", "recording_writer", "sweep", "wav_header"]
+           "RecordingFile", "RecordingWriter", "recording_writer", "sweep", "wav_header",
+           "writer_failures"]
 
 log = logging.getLogger("agi_voice.recordings")
 
@@ -98,6 +99,9 @@ class RecordingWriter:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.errors = 0
+        """Recordings a write error stopped (disk full, permissions)."""
+        self.behind = 0
+        """Recordings stopped because this writer's queue was full (:meth:`count_behind`)."""
         self._failing = False
 
     def _ensure_thread(self) -> None:
@@ -108,6 +112,10 @@ class RecordingWriter:
                                          daemon=True)
                     t.start()
                     self._thread = t
+
+    def count_behind(self) -> None:
+        """A recording stopped early because :meth:`submit` found the queue full."""
+        self.behind += 1
 
     def submit(self, chunk: Chunk) -> bool:
         """Queue a chunk without blocking; False when the queue is full."""
@@ -224,6 +232,15 @@ def recording_writer() -> RecordingWriter:
         if not _WRITER:
             _WRITER.append(RecordingWriter())
         return _WRITER[0]
+
+
+def writer_failures() -> dict[str, int]:
+    """The process's recordings stopped early, by reason (``write_error``, ``writer_behind``),
+    for /metrics; zeros while no recording has started (the writer is not created here)."""
+    with _WRITER_LOCK:
+        w = _WRITER[0] if _WRITER else None
+    return {"write_error": w.errors if w is not None else 0,
+            "writer_behind": w.behind if w is not None else 0}
 
 
 def sweep(root: Path, max_age_days: float, *, now: float | None = None) -> int:

@@ -174,6 +174,7 @@ class Recorder:
         the file, which reads as silence) and start the one at ``new_base``."""
         if self._dirty and not self.writer.submit(Chunk(self.file, self._base, self._buf)):
             self.truncated = True
+            self.writer.count_behind()
             log.warning("recording %s stops at %.1f s: the writer is behind (queue full)",
                         self.file.path, self._base / self.rate)
             return

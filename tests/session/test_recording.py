@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 import trio
+from prometheus_client import generate_latest
 
 from fastagi_server.emulator.audiosocket_side import AudioSocketConfig, AudioSocketSession
 from fastagi_server.emulator.caller import AgentQuiet, CallerScript
@@ -29,6 +30,7 @@ from media_sidecar.config.loader import load_config
 from media_sidecar.dsp import g711
 from media_sidecar.dsp.resample import Resampler
 from media_sidecar.ops import recordingfile
+from media_sidecar.ops.metrics import SidecarMetrics
 from media_sidecar.ops.recordingfile import RecordingWriter
 from media_sidecar.protocol.audiosocket import Kind
 from media_sidecar.session.clock import FrameClock
@@ -55,6 +57,11 @@ def writer(monkeypatch):
     monkeypatch.setattr(recordingfile, "_WRITER", [w])
     yield w
     w.close()
+
+
+def exposition() -> str:
+    """The sidecar's /metrics text (the recording counters read the process's writer)."""
+    return generate_latest(SidecarMetrics(process=False).registry).decode()
 
 
 async def run_recorded(script: CallerScript, cfg: Any, recordings: Recordings | None, *,
@@ -189,6 +196,7 @@ async def test_an_assistant_without_recording_writes_no_file(autojump_clock, tmp
 @pytest.mark.parametrize("broken", ["folder-is-a-file", "disk-full"])
 async def test_a_failing_disk_does_not_disturb_the_call(autojump_clock, tmp_path, caplog,
                                                          monkeypatch, broken):
+    assert 'agi_voice_recordings_failed_total{reason="write_error"} 0.0' in exposition()
     plain = await run_recorded(goodbye_call(), recorded(recording=False), None)
     root = tmp_path / "rec"
     if broken == "folder-is-a-file":
@@ -215,6 +223,9 @@ async def test_a_failing_disk_does_not_disturb_the_call(autojump_clock, tmp_path
     assert out.record.duration == plain.record.duration
     errors = [r for r in caplog.records if r.name == "agi_voice.recordings"]
     assert len(errors) == 1 and "cannot write recording" in errors[0].getMessage()
+    # ...and the administrator's monitoring sees it: one recording failed on the disk
+    assert 'agi_voice_recordings_failed_total{reason="write_error"} 1.0' in exposition()
+    assert 'agi_voice_recordings_failed_total{reason="writer_behind"} 0.0' in exposition()
     if broken == "folder-is-a-file":
         assert out.record.recording == {}
         assert not list(tmp_path.rglob("*.wav"))

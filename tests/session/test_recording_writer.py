@@ -116,11 +116,13 @@ class Limited(RecordingWriter):
 
 
 async def test_a_full_queue_stops_the_recording_and_marks_it_truncated(tmp_path, caplog):
-    rec = Recorder(tmp_path / "d.wav", SLIN, writer=Limited(2), chunk_seconds=0.1)
+    writer = Limited(2)
+    rec = Recorder(tmp_path / "d.wav", SLIN, writer=writer, chunk_seconds=0.1)
     for k in range(40):
         rec.agent(wire(3), k * F)
         rec.caller(frame(4), k * F)
     assert rec.truncated
+    assert writer.behind == 1 and writer.errors == 0  # one recording stopped, counted once
     entry = await rec.finish()
     assert entry["truncated"] is True and entry["seconds"] == 0.2  # two chunks of 0.1 s
     data = read(tmp_path / "d.wav")
