@@ -114,20 +114,23 @@ def conversation(call: Mapping[str, Any]) -> list[dict[str, Any]]:
                           "latency_ms": turn.get("latency_ms"), "index": turn.get("index")})
     for action in call.get("actions") or []:
         items.append({"kind": "action", "t": action.get("t"), "action": action})
-    for key in call.get("dtmf") or []:
-        if isinstance(key, Mapping) and key.get("t") is not None:
-            items.append({"kind": "dtmf", "t": key.get("t"), "digit": key.get("digit", "")})
+    for key in digits(call):
+        if key["t"] is not None:
+            items.append({"kind": "dtmf", "t": key["t"], "digit": key["digit"]})
     order = {"caller": 0, "dtmf": 1, "action": 2, "agent": 3}
     items.sort(key=lambda i: (i["t"] is None, i["t"] or 0.0, order[i["kind"]]))
     return items
 
 
 def digits(call: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The call's keypresses as ``{"t", "digit"}`` (a plain list of digits is accepted)."""
+    """The call's keypresses as ``{"t", "digit"}``: the store's rows, or a record's plain
+    digits with their times from ``dtmf_at`` (none in records written before it existed)."""
     out = []
-    for key in call.get("dtmf") or []:
+    times = call.get("dtmf_at") or []
+    for seq, key in enumerate(call.get("dtmf") or []):
         if isinstance(key, Mapping):
             out.append({"t": key.get("t"), "digit": str(key.get("digit", ""))})
         else:
-            out.append({"t": None, "digit": str(key)})
+            at = times[seq] if isinstance(times, list) and seq < len(times) else None
+            out.append({"t": at if isinstance(at, int | float) else None, "digit": str(key)})
     return out

@@ -346,6 +346,7 @@ class MediaSession:
         if last and last[0] == digit and last[1] != source and t - last[2] < DTMF_DEDUPE_SECONDS:
             return  # the same keypress reported by AMI and by AudioSocket
         self.record.dtmf.append(digit)
+        self.record.dtmf_at.append(self._rel(t) or 0.0)
         self._on_digit(digit, t)
 
     def _on_digit(self, digit: str, t: float) -> None:

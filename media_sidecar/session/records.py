@@ -129,6 +129,8 @@ class CallRecord:
     turns: list[TurnRecord] = field(default_factory=list)
     actions: list[ToolAction] = field(default_factory=list)
     dtmf: list[str] = field(default_factory=list)
+    dtmf_at: list[float] = field(default_factory=list)
+    """Call-relative times of the keypresses in :attr:`dtmf`, one per digit."""
     barge_ins: int = 0
     barge_in_at: list[float] = field(default_factory=list)
     """Call-relative times of the frames in which barge-in was decided."""
@@ -191,10 +193,11 @@ def capped(body: dict[str, Any]) -> dict[str, Any]:
     body["turns"] = [{**t, **{k: _cut(t.get(k, "")) for k in _TURN_TEXT}}
                      for t in body.get("turns", [])]
     dropped = 0
-    for key in ("actions", "dtmf", "barge_in_at"):
+    for key in ("actions", "dtmf", "dtmf_at", "barge_in_at"):
         items = body.get(key) or []
         if len(items) > MAX_RECORD_ITEMS:
-            dropped += len(items) - MAX_RECORD_ITEMS
+            if key != "dtmf_at":  # the digits' own times: counted with the digits
+                dropped += len(items) - MAX_RECORD_ITEMS
             body[key] = items[-MAX_RECORD_ITEMS:]
     if dropped:
         body["items_dropped"] = dropped
@@ -211,6 +214,7 @@ def without_text(body: dict[str, Any]) -> dict[str, Any]:
                      for t in body.get("turns", [])]
     body["actions"] = [{**a, "arguments": {}, "result": ""} for a in body.get("actions", [])]
     body["dtmf"] = []
+    body["dtmf_at"] = []
     body["transcripts"] = False
     return body
 

@@ -31,6 +31,7 @@ DTMF_COLUMNS = ("call_uuid", "seq", "t", "digit")
 _TEXT = ("assistant", "engine", "caller", "caller_name", "dnid", "channel", "uniqueid",
          "ended_at", "status", "reason", "transfer_to", "end_cause", "worker")
 _OWN = set(_TEXT) | {"uuid", "started_at", "duration", "barge_ins", "turns", "actions", "dtmf",
+                     "dtmf_at",
                      "provider", "recording", "playout", "outcome_confirmed", "transcripts"}
 _TURN_TIMES = ("filler_at", "speech_end", "stt_done", "llm_first_token", "first_sentence",
                "llm_done", "first_audio_ready", "first_frame_sent", "latency_ms")
@@ -121,11 +122,13 @@ def call_rows(record: dict[str, Any], saved_at: float) -> dict[str, list[tuple[A
                             _str(a.get("result")), _str(a.get("tool")),
                             _json(a.get("arguments")), _num(a.get("duration_ms"))))
     dtmf_rows = []
+    times = record.get("dtmf_at") or []
     for seq, d in enumerate(record.get("dtmf") or []):
         if isinstance(d, dict):  # a digit with its time
             dtmf_rows.append((uuid, seq, _num(d.get("t")), _str(d.get("digit"))))
-        else:
-            dtmf_rows.append((uuid, seq, None, _str(d)))
+        else:  # the record's digits, with their times beside them (none in older records)
+            at = times[seq] if isinstance(times, list) and seq < len(times) else None
+            dtmf_rows.append((uuid, seq, _num(at), _str(d)))
     return {"calls": [tuple(call[c] for c in CALL_COLUMNS)], "turns": turn_rows,
             "actions": action_rows, "dtmf": dtmf_rows}
 

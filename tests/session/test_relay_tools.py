@@ -12,6 +12,7 @@ import json
 import logging
 
 import numpy as np
+import pytest
 
 from fastagi_server.emulator.caller import CallerScript
 from media_sidecar.config.loader import parse_config
@@ -156,6 +157,8 @@ async def test_keypad_digits_reach_the_model_as_one_user_message(autojump_clock)
     assert (turn.trigger, turn.caller_text, turn.agent_text) == (
         "dtmf", "[keypad 1 2 #]", "Got it.")
     assert out.record.dtmf == ["1", "2", "#"]
+    # each digit with the call-relative time it was pressed (1.5 s, then 0.3 s apart)
+    assert out.record.dtmf_at == pytest.approx([1.5, 1.8, 2.1], abs=0.021)
 
 
 async def test_keypad_digits_without_terminator_are_sent_after_the_gap(autojump_clock):

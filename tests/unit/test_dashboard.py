@@ -22,7 +22,7 @@ from fastagi_server.dashboard.auth import (
     safe_next,
 )
 from fastagi_server.dashboard.live import worker_sources
-from fastagi_server.dashboard.views import Filters, conversation, pager
+from fastagi_server.dashboard.views import Filters, conversation, digits, pager
 from media_sidecar.config.loader import load_config
 from media_sidecar.config.schema import Listen, MediaHost
 from media_sidecar.server.health import HealthEndpoints, SidecarHealth
@@ -149,6 +149,18 @@ def test_the_conversation_in_time_order():
     assert [(i["kind"], i["t"]) for i in items] == [
         ("agent", 0.4), ("dtmf", 2.0), ("caller", 3.0), ("agent", 3.6), ("action", 3.8)]
     assert items[3]["interrupted"] and items[3]["heard"] == "Transf"
+
+
+def test_a_records_plain_digits_take_their_times_from_dtmf_at():
+    # as the media worker writes a record (JSON lines, webhooks): digits, and their times beside
+    call = {"turns": [{"index": 0, "trigger": "start", "agent_text": "Hi", "first_frame_sent": 0.3}],
+            "dtmf": ["1", "#"], "dtmf_at": [1.5, 2.25]}
+    assert digits(call) == [{"t": 1.5, "digit": "1"}, {"t": 2.25, "digit": "#"}]
+    assert [(i["kind"], i["t"]) for i in conversation(call)] == [
+        ("agent", 0.3), ("dtmf", 1.5), ("dtmf", 2.25)]
+    # a record from before dtmf_at existed: the digits, with no time (and not in the timeline)
+    old = {"dtmf": ["7"]}
+    assert digits(old) == [{"t": None, "digit": "7"}] and conversation(old) == []
 
 
 def test_the_waterfall_segments_follow_the_stages():

@@ -46,7 +46,7 @@ def record(uuid: str, *, minutes: float = 0.0, assistant: str = "front-desk",
                      started_at=started.isoformat(timespec="milliseconds"),
                      ended_at=(started + dt.timedelta(seconds=12.5)).isoformat(), duration=12.5,
                      status=status, reason="caller said goodbye", transfer_to="", worker="1",
-                     dtmf=["1", "#"], barge_ins=1, barge_in_at=[3.25],
+                     dtmf=["1", "#"], dtmf_at=[4.5, 5.25], barge_ins=1, barge_in_at=[3.25],
                      playout={"late_frames": 0, "frames": 600},
                      provider={"name": "deepgram", "usage": {"input_tokens": 12}},
                      media_verdict={"status": status, "reason": "x"}, outcome_confirmed=True)
@@ -108,7 +108,7 @@ def test_a_call_round_trips_with_turns_actions_and_digits(store: CallStore) -> N
         assert got[key] == sent[key], key
     assert got["turns"] == sent["turns"]  # every field, in order, stage_ms and provider figures
     assert got["actions"] == sent["actions"]
-    assert got["dtmf"] == [{"t": None, "digit": "1"}, {"t": None, "digit": "#"}]
+    assert got["dtmf"] == [{"t": 4.5, "digit": "1"}, {"t": 5.25, "digit": "#"}]
     assert got["usage"] == {"input_tokens": 12}
     assert got["recording"] == {} and got["has_recording"] is False
     assert got["latency_p50_ms"] == 500.0 and got["turn_count"] == 4
