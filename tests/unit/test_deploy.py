@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fastagi_server.dashboard.auth import Auth, DashboardError
 from media_sidecar.config.loader import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -190,7 +191,8 @@ def test_dockerfile_parses_and_runs_serve_as_a_non_root_user():
     # the user is created in the final stage with that id
     assert any(op == "RUN" and f"--uid {user}" in v for op, v in final)
     exposed = {p.split("/")[0] for op, v in final if op == "EXPOSE" for p in v.split()}
-    assert exposed == {"4573", "9092", "9102"}  # AudioSocket of workers 0 and 1; the control link and health stay inside
+    # FastAGI, AudioSocket of workers 0 and 1, the dashboard; the control link and health stay inside
+    assert exposed == {"4573", "9092", "9102", "9095"}
     assert any(op == "HEALTHCHECK" for op, _ in final)
     assert '"serve"' in dict(final)["CMD"] and "agi-voice" in dict(final)["ENTRYPOINT"]
 
@@ -219,7 +221,8 @@ def test_compose_file_runs_the_service_beside_the_pbx():
     svc = compose["services"]["agi-voice"]
     assert (DEPLOY / svc["build"]["context"] / svc["build"]["dockerfile"]).resolve() == (
         DEPLOY / "Dockerfile").resolve()
-    published = {p.rsplit(":", 2)[-1] for p in svc["ports"]}
+    pbx_ports = [p for p in svc["ports"] if not p.startswith("${AGI_VOICE_DASHBOARD_BIND")]
+    published = {p.rsplit(":", 2)[-1] for p in pbx_ports}
     # FastAGI, and the AudioSocket port of every media worker it runs (Asterisk is sent to
     # the worker each call is placed on: an unpublished worker fails every call put on it)
     workers = int(svc["environment"]["AGI_VOICE_WORKERS"])
@@ -228,7 +231,7 @@ def test_compose_file_runs_the_service_beside_the_pbx():
     assert sc.workers == workers
     assert published == {"4573/tcp"} | {
         f"{sc.audiosocket.port + i * sc.worker_port_step}/tcp" for i in range(workers)}
-    assert all(p.startswith("${AGI_VOICE_BIND:-127.0.0.1}:") for p in svc["ports"])
+    assert all(p.startswith("${AGI_VOICE_BIND:-127.0.0.1}:") for p in pbx_ports)
     assert svc["env_file"] == "./agi-voice.env"
     assert svc["environment"]["AGI_VOICE_LISTEN_HOST"] == "0.0.0.0"
     # Asterisk is told the published address, never the container's 0.0.0.0
@@ -243,3 +246,25 @@ def test_compose_file_runs_the_service_beside_the_pbx():
     # the store and the recordings go to the volume, never into the read-only image
     volume_dir = next(v.split(":")[1] for v in svc["volumes"] if v.startswith("records:"))
     assert svc["environment"]["AGI_VOICE_DATA_DIR"] == volume_dir
+
+
+def test_compose_publishes_the_dashboard_only_behind_a_login():
+    svc = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]["agi-voice"]
+    # compose's own ${VAR:-default} with nothing set in deploy/.env: the defaults
+    env = {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(v)) for k, v in svc["environment"].items()}
+    cfg = load_config(DEPLOY / "agi-voice.yaml", env=env)
+    dash = cfg.dashboard
+    assert dash.enabled and dash.listen.host == "0.0.0.0"  # the container's own interfaces
+    (port,) = [p for p in svc["ports"] if p.startswith("${AGI_VOICE_DASHBOARD_BIND")]
+    # ...published on the host's loopback unless the administrator names an address
+    assert port == f"${{AGI_VOICE_DASHBOARD_BIND:-127.0.0.1}}:{dash.listen.port}:{dash.listen.port}/tcp"
+    # there it refuses to start without a password (serve runs on without it), and with one
+    # every page asks for the login
+    with pytest.raises(DashboardError, match="AGI_VOICE_DASHBOARD_PASSWORD"):
+        Auth.from_env(dash.user, dash.listen.host, dash.listen.port, env={})
+    auth = Auth.from_env(dash.user, dash.listen.host, dash.listen.port,
+                         env={"AGI_VOICE_DASHBOARD_PASSWORD": "correct horse battery"})
+    assert auth.required
+    # the service install (systemd) keeps it on loopback unless agi-voice.env says otherwise
+    plain = load_config(DEPLOY / "agi-voice.yaml", env={}).dashboard
+    assert plain.listen.host == "127.0.0.1" and plain.listen.port == dash.listen.port
