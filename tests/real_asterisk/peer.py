@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import re
 import select
 import shutil
@@ -46,8 +47,31 @@ def asterisk_prefix() -> tuple[Path | None, str]:
                   "it) or set AGI_VOICE_ASTERISK_PREFIX to a build")
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A free loopback port below the kernel's ephemeral range, where no outgoing connection
+    is ever given it as its local port between this probe and Asterisk's bind (a port from
+    ``bind(0)`` is an ephemeral one: once, in the fresh-clone CI, another process's connection
+    took it while Asterisk booted, and the AMI bind failed)."""
+    low, _high = _ephemeral_range()
+    top = max(low, 12000)
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(10000, top)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # no luck: any free port
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
@@ -103,7 +127,7 @@ class AsteriskPeer:
                 stray = re.search(r"asterisk \(pid (\d+)\) exited during start", str(exc))
                 if stray is not None:
                     self._kill_stray(int(stray.group(1)))
-                elif "in use" not in str(exc):
+                elif "in use" not in str(exc) and "port taken?" not in str(exc):
                     raise
         raise RuntimeError("could not start the Asterisk instance in three attempts")
 
