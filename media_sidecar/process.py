@@ -63,16 +63,18 @@ def main(cfg: Config, config_path: str | None, status_fd: int | None = None,
     return 0
 
 
-GC_THRESHOLDS = (20_000, 20, 20)
-"""The cyclic collector's thresholds in a media process (CPython's: 700, 10, 10). A full
-collection walks every tracked object and holds the event loop, so the frame clock, meanwhile:
-measured at 100 speech-to-speech calls, 50-65 ms every ~1.4 s with the defaults, each a
-skipped frame for every call. Reference counting frees nearly everything a call allocates (a
-finished call breaks its own cycles: :meth:`MediaSession.release`); the collector only finds
-what cycles are left, and :func:`collect_periodically` runs a full collection every
-:data:`FULL_COLLECTION_SECONDS`, since with these thresholds one would otherwise almost never
-come: the soak (bench/soak.py) saw 200 concurrent calls for 5 minutes run no full collection
-at all and grow a worker from 70 to 316 MiB of uncollected calls."""
+GC_THRESHOLDS = (20_000, 1 << 30, 1 << 30)
+"""The cyclic collector's thresholds in a media process (CPython's: 700, 10, 10): young
+collections only, never an automatic older one. Any collection holds the event loop, so the
+frame clock, for as long as it walks its objects. Measured: with the defaults, at 100
+speech-to-speech calls, full collections of 50-65 ms every ~1.4 s; with (20000, 20, 20), at
+500 echo calls, one generation-1 collection of 75 ms (0 objects collected) while the calls
+were being set up: a late frame for all 500. A generation-0 collection walks at most 20,000
+objects (a few ms). Reference counting frees nearly everything a call allocates (a finished
+call breaks its own cycles: :meth:`MediaSession.release`), so the only older collection is
+:func:`collect_periodically`'s full one every :data:`FULL_COLLECTION_SECONDS`: without it the
+soak (bench/soak.py) saw 200 concurrent calls grow a worker from 70 to 316 MiB before calls
+broke their cycles."""
 
 
 async def collect_periodically(every: float = FULL_COLLECTION_SECONDS) -> None:
