@@ -28,7 +28,7 @@ from .base import (
     UserText,
 )
 from .fuzzy import Hit, Term
-from .text import normalise, split_sentences, words
+from .text import NEGATIONS, normalise, split_sentences, words
 
 __all__ = ["INVALID_KEY_REPLY", "Heard", "Match", "RulesBrain", "normalise"]
 
@@ -138,12 +138,12 @@ class RulesBrain:
             return None
         for compiled in self._intents:
             for term in compiled.phrases:
-                hit = term.find(tokens, 1.0)
+                hit = _affirmed(tokens, term.find(tokens, 1.0))
                 if hit is not None:
                     return self._intent_match(compiled.intent, term, hit, "phrase")
         for compiled in self._intents:
             for term in compiled.keywords:
-                hit = term.find(tokens, 1.0)
+                hit = _affirmed(tokens, term.find(tokens, 1.0))
                 if hit is not None:
                     return self._intent_match(compiled.intent, term, hit, "keyword")
         floor = self.cfg.min_confidence
@@ -153,7 +153,7 @@ class RulesBrain:
         for kind in ("phrases", "keywords"):
             for compiled in self._intents:
                 for term in getattr(compiled, kind):
-                    hit = term.find(tokens, floor)
+                    hit = _affirmed(tokens, term.find(tokens, floor))
                     if hit is not None and (best is None or hit.score > best.score):
                         best = self._intent_match(compiled.intent, term, hit, "fuzzy")
         return best
@@ -254,6 +254,14 @@ class RulesBrain:
         info.matched.append(hit.term)
         info.match = hit.record()
         return _reply_and_act(hit.reply, hit.action)
+
+
+def _affirmed(tokens: list[str], hit: Hit | None) -> Hit | None:
+    """``hit``, unless the word right before it negates it (:data:`~.text.NEGATIONS`: "not
+    sales", and "don't buy", which is also how the STT hears a "goodbye" now and then)."""
+    if hit is not None and hit.start > 0 and tokens[hit.start - 1] in NEGATIONS:
+        return None
+    return hit
 
 
 def _say(text: str, *, interruptible: bool = True) -> list[BrainOutput]:

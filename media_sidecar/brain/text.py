@@ -128,6 +128,11 @@ FILLERS = frozenset({"um", "umm", "uhm", "uh", "uhh", "er", "erm", "hmm", "hm", 
                      "ah", "eh", "ehm"})
 """Hesitations that carry no meaning; dropped before matching."""
 
+NEGATIONS = frozenset({"not", "dont", "doesnt", "didnt", "never"})
+"""A word that negates the term right after it ("not sales", "don't buy"): that match does
+not count. Only the word right before: "I didn't get my invoice" still asks for billing.
+"no" is not one: with punctuation gone, "No, billing." would read "no billing"."""
+
 _UNITS = {"zero": 0, "oh": 0, "o": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5,
           "six": 6, "seven": 7, "eight": 8, "nine": 9}
 _TEENS = {"ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14,

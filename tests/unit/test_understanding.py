@@ -117,6 +117,23 @@ def test_unrelated_speech_matches_nothing(text: str) -> None:
     assert b.match(text) is None and b.spoken_key(text) is None and b.extension(text) is None
 
 
+@pytest.mark.parametrize("text", ["Don't buy.",  # how the STT heard one caller's "Goodbye."
+                                  "Not sales.", "Not billing!"])
+def test_a_term_right_after_a_negation_does_not_count(text: str) -> None:
+    assert brain().match(text) is None
+
+
+@pytest.mark.parametrize("text,intent", [
+    ("Not sales, billing please", "billing"),
+    ("I didn't get my invoice", "billing"),  # only the word right before negates
+    ("I can't pay my bill", "billing"),
+    ("No, sales please.", "sales"),  # "no" is an answer, not a negation
+])
+def test_what_is_not_negated_still_matches(text: str, intent: str) -> None:
+    m = brain().match(text)
+    assert m is not None and m.intent is not None and m.intent.name == intent, m
+
+
 async def test_the_record_gets_the_match_and_its_score() -> None:
     outs, info = await answer(brain(), UserText("Thales, please."))
     assert info.intent == "sales" and info.matched == ["sales"]
