@@ -73,3 +73,28 @@ def test_the_fastagi_process_collects_until_cancelled(no_automatic_gc) -> None:
             await task
 
     asyncio.run(main())
+
+
+def test_a_settled_media_process_runs_young_collections_only() -> None:
+    """After start-up (media_sidecar.process.settle_heap) the collector never starts an older
+    collection by itself (one walked 500 calls' objects for 75 ms inside the frame clock's
+    step): young ones still free young cycles, and the periodic full one does the rest."""
+    thresholds, was_enabled = gc.get_threshold(), gc.isenabled()
+    gc.enable()
+    try:
+        media_process.settle_heap()
+        before = [s["collections"] for s in gc.get_stats()]
+        keep = []
+        for i in range(600_000):  # 30 generation-0 thresholds' worth of survivors
+            keep.append([i])
+            if i % 3 == 0:
+                Node()  # and young cyclic garbage
+        after = [s["collections"] for s in gc.get_stats()]
+        assert after[0] - before[0] >= 10  # young collections ran
+        assert after[1] == before[1] and after[2] == before[2]  # no older one
+        del keep
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+        if not was_enabled:
+            gc.disable()
