@@ -58,6 +58,8 @@ class StoreWriter:
         self._thread: threading.Thread | None = None
         self._store: CallStore | None = None
         self._failing = False
+        self._closing = threading.Event()
+        """:meth:`close` was called: a failed record is not retried (nor the shutdown held)."""
         self._count_lock = threading.Lock()
         self.saved = 0
         """Records saved."""
@@ -74,6 +76,7 @@ class StoreWriter:
             return "the default store"
 
     def start(self) -> None:
+        self._closing.clear()
         self._thread = threading.Thread(target=self._run, name="agi-voice-store", daemon=True)
         self._thread.start()
 
@@ -104,6 +107,7 @@ class StoreWriter:
         thread = self._thread
         if thread is None:
             return True
+        self._closing.set()
         deadline = time.monotonic() + timeout
         while True:  # the stop marker must get in even behind a full queue
             try:
@@ -150,7 +154,7 @@ class StoreWriter:
                 self._open().save(body)
                 break
             except Exception as exc:  # any failure costs only this row
-                if attempt == SAVE_TRIES - 1 or self._stopping():
+                if attempt == SAVE_TRIES - 1 or self._closing.is_set():
                     self._failed(str(exc), exc)
                     return
                 # once more, on a fresh connection (a lock that outlasted busy_timeout, a
@@ -162,10 +166,6 @@ class StoreWriter:
             self._failing = False
             log.warning("call store %s writes again (%d records could not be written)",
                         self.shown_url, self.errors)
-
-    def _stopping(self) -> bool:
-        """A stop is queued: do not hold the shutdown with retries."""
-        return any(item is _STOP for item in list(self._queue.queue))
 
     def _reset(self) -> None:
         if self._store is not None:
