@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from media_sidecar.store.rows import keypresses
+
 PAGE_SIZE = 50
 
 
@@ -123,14 +125,6 @@ def conversation(call: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def digits(call: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The call's keypresses as ``{"t", "digit"}``: the store's rows, or a record's plain
-    digits with their times from ``dtmf_at`` (none in records written before it existed)."""
-    out = []
-    times = call.get("dtmf_at") or []
-    for seq, key in enumerate(call.get("dtmf") or []):
-        if isinstance(key, Mapping):
-            out.append({"t": key.get("t"), "digit": str(key.get("digit", ""))})
-        else:
-            at = times[seq] if isinstance(times, list) and seq < len(times) else None
-            out.append({"t": at if isinstance(at, int | float) else None, "digit": str(key)})
-    return out
+    """The call's keypresses as ``{"t", "digit"}`` (:func:`media_sidecar.store.rows.keypresses`:
+    the store's rows, or a record's digits with their times from ``dtmf_at``)."""
+    return [{"t": t, "digit": digit} for t, digit in keypresses(call)]

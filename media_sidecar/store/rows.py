@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import statistics
+from collections.abc import Mapping
 from typing import Any
 
 CALL_COLUMNS = ("uuid", "assistant", "engine", "caller", "caller_name", "dnid", "channel",
@@ -69,6 +70,21 @@ def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def keypresses(call: Mapping[str, Any]) -> list[tuple[float | None, str]]:
+    """A call's keypresses as (call-relative time or None, digit): a record's digits with
+    their times beside them in ``dtmf_at`` (none in records written before it existed), or
+    the store's rows (``{"t", "digit"}``)."""
+    times = call.get("dtmf_at") or []
+    out: list[tuple[float | None, str]] = []
+    for seq, d in enumerate(call.get("dtmf") or []):
+        if isinstance(d, Mapping):  # a digit with its time
+            out.append((_num(d.get("t")), _str(d.get("digit"))))
+        else:
+            at = times[seq] if isinstance(times, list) and seq < len(times) else None
+            out.append((_num(at), _str(d)))
+    return out
+
+
 def _str(value: Any) -> str:
     return "" if value is None else str(value)
 
@@ -121,14 +137,7 @@ def call_rows(record: dict[str, Any], saved_at: float) -> dict[str, list[tuple[A
                             _str(a.get("destination")), _str(a.get("reason")),
                             _str(a.get("result")), _str(a.get("tool")),
                             _json(a.get("arguments")), _num(a.get("duration_ms"))))
-    dtmf_rows = []
-    times = record.get("dtmf_at") or []
-    for seq, d in enumerate(record.get("dtmf") or []):
-        if isinstance(d, dict):  # a digit with its time
-            dtmf_rows.append((uuid, seq, _num(d.get("t")), _str(d.get("digit"))))
-        else:  # the record's digits, with their times beside them (none in older records)
-            at = times[seq] if isinstance(times, list) and seq < len(times) else None
-            dtmf_rows.append((uuid, seq, _num(at), _str(d)))
+    dtmf_rows = [(uuid, seq, t, digit) for seq, (t, digit) in enumerate(keypresses(record))]
     return {"calls": [tuple(call[c] for c in CALL_COLUMNS)], "turns": turn_rows,
             "actions": action_rows, "dtmf": dtmf_rows}
 
